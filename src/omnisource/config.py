@@ -1,0 +1,252 @@
+"""Typed experiment configuration: dataclasses loaded from YAML, overridable with ``a.b=value``.
+
+Every error names the offending field and what it accepts, in one line, so a typo in a
+config or on the command line fails before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file or override; the message is one line naming the field."""
+
+
+@dataclass
+class TargetConfig:
+    # Where the labeled target videos come from (see data.importers for the formats).
+    root: str = ""
+    format: Literal["folders", "csv", "mmaction", "mmaction_frames", "kinetics", "manifest"] = "folders"
+    annotations: str = ""  # CSV / list file for the non-folder formats
+    val_annotations: str = ""  # optional separate validation list; otherwise split by group
+    group_regex: str = r"_g(\d+)_"  # UCF101-style group id inside file names
+    val_groups: list[str] = field(default_factory=lambda: ["08", "09", "10", "11"])
+    train_groups: list[str] = field(default_factory=list)  # empty = every non-validation group
+    val_fraction: float = 0.2  # used when file names carry no group
+    per_class: int = 0  # keep k labeled training videos per class (0 = all)
+    seed: int = 0
+
+
+@dataclass
+class MediaConfig:
+    num_segments: int = 8  # TSN segments, or frames of a dense clip
+    frame_interval: int = 1  # stride between frames of a dense clip
+    sampler: Literal["tsn", "dense"] = "tsn"
+    input_size: int = 112
+    resize_short: int = 128
+    test_views: int = 1
+    test_crops: int = 1
+    max_pixels: int = 4096 * 4096  # decompression-bomb guard for images and video frames
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tsn_efficientnet_lite0"
+    pretrained: str = "imagenet"  # "", "imagenet" or a path to a checkpoint
+    dropout: float = 0.5
+    width: float = 1.0  # channel multiplier (small widths for CPU tests)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: list[int] = field(default_factory=list)
+    step_gamma: float = 0.1
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # 0 disables intra-dataset mixup
+    clip_grad: float = 0.0  # 0 disables gradient clipping
+    amp: bool = False  # autocast (bf16 on CPU, fp16 on CUDA)
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    eval_every: int = 1
+
+
+@dataclass
+class FeatureConfig:
+    backbone: str = "efficientnet_lite0"
+    pretrained: str = "imagenet"
+    size: int = 128  # short side the frames are resized and centre-cropped to
+    frames: int = 8  # frames embedded per video (evenly spaced segment centres)
+    batch_size: int = 64
+    shard_size: int = 256  # rows per cache shard
+    head: Literal["tsn", "linear", "temporal"] = "tsn"
+
+
+@dataclass
+class Config:
+    workspace: str = "workspace"
+    mode: Literal["features", "pixels"] = "features"
+    target: TargetConfig = field(default_factory=TargetConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not allowed; expected {_type_name(tp)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if origin is list:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.epochs=5`` -> ("train.epochs", 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"{text}: overrides look like section.field=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"{text}: missing field name before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (or defaults when ``path`` is None) and apply ``a.b=value`` overrides."""
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        data = loaded or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value)
+    cfg = _build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
+        ("train.batch_size", cfg.train.batch_size >= 1, "must be at least 1"),
+        ("train.lr", cfg.train.lr > 0, "must be positive"),
+        ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
+        ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
+        ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
+        ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
+        ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
+        ("features.frames", cfg.features.frames >= 1, "must be at least 1"),
+        ("features.size", cfg.features.size >= 32, "must be at least 32"),
+        ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),
+        ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
+    ]
+    for name, ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{name}: {msg}")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(data: dict) -> Config:
+    return _build(Config, data)
