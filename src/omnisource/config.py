@@ -74,6 +74,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     eval_every: int = 1
+    run_name: str = "target_only"  # folder under <workspace>/runs/
 
 
 @dataclass
@@ -84,6 +85,7 @@ class FeatureConfig:
     frames: int = 8  # frames embedded per video (evenly spaced segment centres)
     batch_size: int = 64
     shard_size: int = 256  # rows per cache shard
+    workers: int = 1  # decoding processes feeding the backbone
     head: Literal["tsn", "linear", "temporal"] = "tsn"
 
 

@@ -1,0 +1,156 @@
+"""The ``omnisource`` command: one sub-command per stage, plus ``run`` and ``demo``.
+
+Every command takes ``--config FILE`` and trailing ``section.field=value`` overrides. Expected
+failures (bad config, bad manifest, missing input) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import pipeline
+from .config import ConfigError, Config, dump_config, load_config
+from .data.manifest import ManifestError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train video classifiers from a small labeled set plus noisy web data.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect configurations.")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file.")
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (overrides `workspace`).")
+OverridesArg = typer.Argument(None, help="Overrides such as train.epochs=5.", show_default=False)
+
+
+def _expected_errors():
+    from .data.media import MediaError
+
+    return (ConfigError, ManifestError, MediaError, FileNotFoundError, RuntimeError, ValueError)
+
+
+def friendly(fn):
+    """Turn expected errors into one red line and exit code 2 (tracebacks stay for real bugs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _expected_errors() as err:
+            pipeline.console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]]) -> tuple[Config, Path]:
+    overrides = list(overrides or [])
+    if config is None and workspace is not None and (workspace / "config.yaml").is_file():
+        config = workspace / "config.yaml"  # a workspace remembers the config it was run with
+    cfg = load_config(config, overrides)
+    if workspace is not None:
+        cfg.workspace = str(workspace)
+    ws = Path(cfg.workspace)
+    ws.mkdir(parents=True, exist_ok=True)
+    pipeline.atomic_write_text(ws / "config.yaml", dump_config(cfg))
+    return cfg, ws
+
+
+@config_app.command("show")
+@friendly
+def config_show(config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg):
+    """Print the resolved config (defaults + file + overrides) as YAML."""
+    typer.echo(dump_config(load_config(config, list(overrides or []))), nl=False)
+
+
+@app.command("import")
+@friendly
+def import_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+               overrides: Optional[List[str]] = OverridesArg):
+    """Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it."""
+    cfg, ws = _cfg(config, workspace, overrides)
+    pipeline.import_target(cfg, ws)
+
+
+@app.command()
+@friendly
+def validate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+             overrides: Optional[List[str]] = OverridesArg):
+    """Decode every target file; corrupt ones get status=corrupt and a reason."""
+    cfg, ws = _cfg(config, workspace, overrides)
+    pipeline.validate_target(cfg, ws)
+
+
+@app.command()
+@friendly
+def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+            short_side: int = typer.Option(128, help="Short side of the re-encoded videos."),
+            gop: float = typer.Option(1.0, help="Seconds between keyframes."),
+            frames: bool = typer.Option(False, "--frames", help="Extract JPEG frames instead of re-encoding."),
+            overrides: Optional[List[str]] = OverridesArg):
+    """Re-encode (or frame-extract) the target media once into a training-friendly form."""
+    cfg, ws = _cfg(config, workspace, overrides)
+    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode")
+
+
+@app.command()
+@friendly
+def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+             manifest: Optional[List[Path]] = typer.Option(None, "--manifest", "-m",
+                                                           help="Manifest(s) to embed (default: target)."),
+             overrides: Optional[List[str]] = OverridesArg):
+    """Embed frames with the frozen backbone into the workspace feature cache (resumable)."""
+    cfg, ws = _cfg(config, workspace, overrides)
+    pipeline.features_stage(cfg, ws, list(manifest) if manifest else None)
+
+
+@app.command()
+@friendly
+def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+          resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+          overrides: Optional[List[str]] = OverridesArg):
+    """Train on the target set (feature mode: a head on cached features; pixel mode: a whole network)."""
+    cfg, ws = _cfg(config, workspace, overrides)
+    pipeline.train_stage(cfg, ws, resume=resume)
+
+
+@app.command()
+@friendly
+def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: latest)."),
+             overrides: Optional[List[str]] = OverridesArg):
+    """Evaluate on the validation split: top-1, top-5, mean class accuracy, confusion matrix."""
+    cfg, ws = _cfg(config, workspace, overrides)
+    pipeline.evaluate_stage(cfg, ws, checkpoint)
+
+
+@app.command()
+@friendly
+def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+        overrides: Optional[List[str]] = OverridesArg):
+    """Chain the stages, skipping those whose outputs are complete."""
+    from .runner import run_target_only
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    run_target_only(cfg, ws)
+
+
+@app.command()
+@friendly
+def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "-w"),
+         overrides: Optional[List[str]] = OverridesArg):
+    """Generate a small synthetic dataset and run the pipeline on it end to end."""
+    from .demo.run import run_demo
+
+    run_demo(workspace, list(overrides or []))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="omnisource")
+
+
+if __name__ == "__main__":
+    main()

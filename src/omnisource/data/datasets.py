@@ -1,0 +1,137 @@
+"""Torch datasets over manifest rows: decoded clips (pixel mode) and cached features (feature mode)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import MediaConfig
+from . import media, sampling, transforms
+
+log = logging.getLogger(__name__)
+
+
+def clip_indices(num_frames: int, cfg: MediaConfig, train: bool, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices of one sample: (T,) for training, (views, T) for testing."""
+    if cfg.sampler == "tsn":
+        if train or cfg.test_views <= 1:
+            return sampling.tsn_indices(num_frames, cfg.num_segments, train, rng)
+        # Several TSN views: shift the segment centres by fractions of a segment.
+        seg = num_frames / cfg.num_segments
+        base = np.arange(cfg.num_segments) * seg
+        views = [np.minimum((base + (v + 0.5) * seg / cfg.test_views).astype(int), num_frames - 1)
+                 for v in range(cfg.test_views)]
+        return np.stack(views)
+    if train or cfg.test_views <= 1:
+        return sampling.dense_indices(num_frames, cfg.num_segments, cfg.frame_interval, train, rng)
+    return sampling.multiview_indices(num_frames, cfg.num_segments, cfg.frame_interval, cfg.test_views)
+
+
+def frame_span(row: dict) -> tuple[int, int, float]:
+    """(first frame, number of frames, fps) of the row, honouring start_s / end_s windows."""
+    num, fps = row.get("num_frames"), row.get("fps")
+    if not num or not fps:
+        info = media.probe(row["path"], row["kind"])
+        num, fps = info.num_frames, info.fps
+    first = 0
+    if row.get("start_s") is not None or row.get("end_s") is not None:
+        start = row.get("start_s") or 0.0
+        end = row.get("end_s") if row.get("end_s") is not None else num / max(fps, 1e-6)
+        first = min(int(round(start * fps)), max(0, num - 1))
+        num = max(1, min(num - first, int(round((end - start) * fps))))
+    return first, int(num), float(fps or 0.0)
+
+
+class VideoClipDataset(Dataset):
+    """Clips of ``ok`` rows: (3, T, H, W) for training, (V*crops, 3, T, H, W) for multi-view testing.
+
+    A file that fails to decode at this point (validation missed it) is logged and replaced by
+    the next row, so one bad file cannot stop an epoch.
+    """
+
+    def __init__(self, rows: list[dict], cfg: MediaConfig, train: bool, seed: int = 0):
+        self.rows = [r for r in rows if r.get("status", "ok") == "ok"]
+        self.cfg, self.train, self.seed, self.epoch = cfg, train, seed, 0
+        self.multi_view = not train and (cfg.test_views > 1 or cfg.test_crops > 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, i: int) -> torch.Tensor:
+        row = self.rows[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        first, num, _ = frame_span(row)
+        idx = clip_indices(num, self.cfg, self.train, rng) + first
+        views = idx.reshape(-1, idx.shape[-1])
+        frames = media.read_frames(row["path"], views.ravel(), kind=row["kind"], max_pixels=self.cfg.max_pixels)
+        frames = transforms.resize_short(frames, self.cfg.resize_short)
+        size = self.cfg.input_size
+        if self.train:
+            clip = transforms.random_crop(frames, size, rng)
+            if rng.random() < 0.5:
+                clip = transforms.hflip(clip)
+            return transforms.to_tensor(clip)
+        t = views.shape[1]
+        clips = []
+        for v in range(views.shape[0]):
+            part = frames[v * t:(v + 1) * t]
+            crops = transforms.three_crops(part, size) if self.cfg.test_crops >= 3 else [transforms.center_crop(part, size)]
+            clips.extend(transforms.to_tensor(c) for c in crops)
+        return torch.stack(clips) if self.multi_view else clips[0]
+
+    def __getitem__(self, i: int):
+        for attempt in range(5):
+            j = (i + attempt) % len(self.rows)
+            try:
+                return self.load(j), int(self.rows[j]["label"]), j
+            except media.MediaError as err:
+                log.warning("skipping %s: %s", self.rows[j]["path"], err)
+                if not self.train:
+                    raise
+        raise media.MediaError(f"5 consecutive rows failed to decode near row {i}")
+
+
+class FeatureDataset(Dataset):
+    """Cached per-frame features (N, T, D) with labels (N,) (int) or soft labels (N, C)."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, num_frames: int | None = None,
+                 train: bool = False, seed: int = 0):
+        self.features, self.labels = features, labels
+        self.num_frames = num_frames or features.shape[1]
+        self.train, self.seed, self.epoch = train, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        f = self.features[i]
+        if f.shape[0] != self.num_frames:
+            # Stills (T=1) are replicated; longer caches are sampled TSN-style.
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            f = f[sampling.tsn_indices(f.shape[0], self.num_frames, self.train, rng)]
+        y = self.labels[i]
+        y = torch.as_tensor(y, dtype=torch.float32) if np.ndim(y) else int(y)
+        return torch.from_numpy(np.asarray(f, dtype=np.float32)), y, i
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
+                drop_last: bool | None = None) -> DataLoader:
+    """Shuffling draws from the global torch RNG, which the training loop reseeds every epoch."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+                        drop_last=train and len(dataset) > batch_size if drop_last is None else drop_last,
+                        worker_init_fn=_one_thread, persistent_workers=False)
+    loader.multi_view = getattr(dataset, "multi_view", False)
+    return loader
+
+
+def _one_thread(_worker_id: int) -> None:
+    # One decoder/compute thread per worker: more gave nothing on 2 cores (DESIGN.md §3).
+    torch.set_num_threads(1)

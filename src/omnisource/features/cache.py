@@ -1,0 +1,179 @@
+"""Feature mode (DESIGN.md §2): embed frames once with a frozen 2D backbone, keyed by row id.
+
+The cache is a folder of shards ``shard-<hash>.safetensors``, each holding ``features``
+(sum of T_i, D) float16 for a batch of ids whose frame counts T_i are listed in its metadata
+(videos: T segment centres; stills: 1; untrimmed videos embedded at 1 fps: one per second). Extraction computes only ids that no
+shard holds yet, so a killed run resumes where it stopped and the cache is shared by every
+manifest (target, web images, web videos) of a workspace.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import media, sampling, transforms
+from ..data.datasets import _one_thread, frame_span
+from ..data.manifest import atomic_write_bytes
+
+
+def cache_dir_for(workspace: Path, backbone: str, size: int, frames: int) -> Path:
+    return Path(workspace) / "features" / f"{backbone}-{size}px-{frames}f"
+
+
+class _FrameDataset(Dataset):
+    """Decodes the frames of one row: T segment centres for videos, 1 frame for images."""
+
+    def __init__(self, rows: list[dict], size: int, frames: int, max_pixels: int):
+        self.rows, self.size, self.frames, self.max_pixels = rows, size, frames, max_pixels
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        row = self.rows[i]
+        try:
+            if row["kind"] == "image":
+                clip = media.read_image(row["path"], max_pixels=self.max_pixels)[None]
+            else:
+                first, num, _ = frame_span(row)
+                idx = sampling.tsn_indices(num, self.frames, train=False) + first
+                clip = media.read_frames(row["path"], idx, kind=row["kind"], max_pixels=self.max_pixels)
+            clip = transforms.center_crop(transforms.resize_short(clip, self.size), self.size)
+            return transforms.to_tensor(clip), i, ""
+        except media.MediaError as err:
+            return torch.zeros(0), i, str(err) or type(err).__name__
+
+
+def _collate(items):
+    return items
+
+
+def cached_ids(cache_dir: Path) -> dict[str, tuple[Path, int, int]]:
+    """id -> (shard file, first row, number of frames)."""
+    index = {}
+    for shard in sorted(Path(cache_dir).glob("shard-*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            meta = f.metadata()
+        ids, lengths = json.loads(meta["ids"]), json.loads(meta["lengths"])
+        offsets = np.cumsum([0] + lengths)
+        for rid, start, n in zip(ids, offsets, lengths):
+            index[rid] = (shard, int(start), int(n))
+    return index
+
+
+def load_failures(cache_dir: Path) -> dict[str, str]:
+    path = Path(cache_dir) / "failures.jsonl"
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            out[rec["id"]] = rec["reason"]
+    return out
+
+
+def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> None:
+    name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
+    tensor = torch.from_numpy(np.concatenate(feats)).to(torch.float16)
+    meta = {"ids": json.dumps(ids), "lengths": json.dumps([len(f) for f in feats])}
+    atomic_write_bytes(Path(cache_dir) / f"shard-{name}.safetensors",
+                       lambda tmp: save_file({"features": tensor}, tmp, metadata=meta))
+
+
+@torch.no_grad()
+def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
+                     frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 1,
+                     max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
+                     progress: bool = True) -> dict[str, str]:
+    """Embed every ``ok`` row not yet cached; returns {id: reason} for rows that failed to decode."""
+    from rich.progress import Progress
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    done = set(cached_ids(cache_dir)) | set(load_failures(cache_dir))
+    todo = [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
+    failures: dict[str, str] = {}
+    if not todo:
+        return {rid: reason for rid, reason in load_failures(cache_dir).items()}
+    backbone = backbone.to(device).eval()
+    loader = DataLoader(_FrameDataset(todo, size, frames, max_pixels), batch_size=1, num_workers=workers,
+                        collate_fn=_collate, worker_init_fn=_one_thread)
+    pending_ids, pending_feats = [], []
+    batch_clips, batch_ids = [], []
+
+    def flush_model():
+        if not batch_clips:
+            return
+        lengths = [c.shape[1] for c in batch_clips]
+        x = torch.cat([c.permute(1, 0, 2, 3) for c in batch_clips]).to(device)  # (sum T, 3, H, W)
+        f = backbone(x).float().cpu().numpy()
+        offsets = np.cumsum([0] + lengths)
+        for k, rid in enumerate(batch_ids):
+            pending_ids.append(rid)
+            pending_feats.append(f[offsets[k]:offsets[k + 1]])
+        batch_clips.clear()
+        batch_ids.clear()
+
+    def flush_shard():
+        if pending_ids:
+            _write_shard(cache_dir, list(pending_ids), list(pending_feats))
+            pending_ids.clear()
+            pending_feats.clear()
+
+    with Progress(disable=not progress, transient=True) as bar, open(cache_dir / "failures.jsonl", "a") as flog:
+        task = bar.add_task(f"features ({cache_dir.name})", total=len(todo))
+        for items in loader:
+            clip, i, reason = items[0]
+            row = todo[i]
+            bar.advance(task)
+            if reason:
+                failures[row["id"]] = reason
+                flog.write(json.dumps({"id": row["id"], "path": row["path"], "reason": reason}) + "\n")
+                flog.flush()
+                continue
+            batch_clips.append(clip)
+            batch_ids.append(row["id"])
+            if sum(c.shape[1] for c in batch_clips) >= batch_size:
+                flush_model()
+            if len(pending_ids) >= shard_size:
+                flush_shard()
+        flush_model()
+        flush_shard()
+    return load_failures(cache_dir)
+
+
+def load_features(cache_dir: Path, ids: list[str]) -> dict[str, np.ndarray]:
+    """Features (T, D) float16 for the requested ids that the cache holds."""
+    index = cached_ids(cache_dir)
+    by_shard: dict[Path, list[tuple[str, int, int]]] = {}
+    for rid in ids:
+        if rid in index:
+            shard, start, n = index[rid]
+            by_shard.setdefault(shard, []).append((rid, start, n))
+    out = {}
+    for shard, wanted in by_shard.items():
+        with safe_open(str(shard), framework="np") as f:
+            arr = f.get_tensor("features")
+        for rid, start, n in wanted:
+            out[rid] = arr[start:start + n]
+    return out
+
+
+def stack_features(cache_dir: Path, rows: list[dict], frames: int) -> tuple[np.ndarray, list[dict]]:
+    """(N, frames, D) for the rows present in the cache (stills replicated), and those rows."""
+    feats = load_features(cache_dir, [r["id"] for r in rows])
+    kept = [r for r in rows if r["id"] in feats]
+    if not kept:
+        return np.zeros((0, frames, 0), np.float16), []
+    # Stills are replicated; other lengths are sampled at segment centres.
+    arrays = [a if len(a) == frames else a[sampling.tsn_indices(len(a), frames, train=False)]
+              for a in (feats[r["id"]] for r in kept)]
+    return np.stack(arrays), kept

@@ -1,0 +1,78 @@
+"""Small building blocks shared by the model zoo.
+
+Every model of the zoo takes RGB input in ``[0, 1]`` and normalises it itself with a
+:class:`Normalize` module as its first operation, so data pipelines never need to know
+which statistics a backbone was trained with. The mean/std are *non-persistent* buffers:
+they follow ``model.to(device / dtype)`` but are not written to state dicts, which keeps
+checkpoints name-for-name compatible with torchvision / lukemelas files.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+#: ImageNet statistics (torchvision ResNets), RGB in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: TF-lite convention of EfficientNet-Lite: ``(x * 255 - 127) / 128`` == ``(x - 127/255) / (128/255)``.
+TFLITE_MEAN = (127.0 / 255.0,) * 3
+TFLITE_STD = (128.0 / 255.0,) * 3
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` over the channel dimension (dim 1) of a 4-D or 5-D tensor.
+
+    ``ndim`` is the rank of the input (4 for images ``(N, C, H, W)``, 5 for clips
+    ``(B, C, T, H, W)``). Keeps the input dtype and memory format (channels_last /
+    channels_last_3d survive the elementwise ops).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], ndim: int = 4):
+        super().__init__()
+        if ndim < 2:
+            raise ValueError("ndim must be >= 2")
+        shape = (1, len(mean)) + (1,) * (ndim - 2)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != self.mean.dim():
+            raise ValueError(f"Normalize expects a {self.mean.dim()}-D input, got shape {tuple(x.shape)}")
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return (x.to(dtype) - self.mean.to(dtype)) / self.std.to(dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={[round(v, 4) for v in self.mean.flatten().tolist()]}, std={[round(v, 4) for v in self.std.flatten().tolist()]}"
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Channel count after a width multiplier (at least 1)."""
+    if width <= 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    return max(1, int(round(channels * width)))
+
+
+def make_classifier(in_features: int, num_classes: int, init_std: float = 0.01) -> nn.Module:
+    """``nn.Linear(in_features, num_classes)`` (normal(0, init_std) weights, zero bias, as
+    mmaction2's heads), or ``nn.Identity()`` when ``num_classes == 0`` (feature extractor)."""
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    if num_classes == 0:
+        return nn.Identity()
+    fc = nn.Linear(in_features, num_classes)
+    nn.init.normal_(fc.weight, 0.0, init_std)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
+def check_clip(x: torch.Tensor, who: str) -> None:
+    """Raise a clear error unless ``x`` is a ``(B, 3, T, H, W)`` clip."""
+    if x.dim() != 5 or x.shape[1] != 3:
+        hint = ""
+        if x.dim() == 5 and x.shape[2] == 3:
+            hint = " (looks like (B, T, 3, H, W): use x.permute(0, 2, 1, 3, 4))"
+        raise ValueError(f"{who} expects a clip of shape (B, 3, T, H, W) in [0, 1], got {tuple(x.shape)}{hint}")

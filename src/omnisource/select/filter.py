@@ -1,0 +1,79 @@
+"""Teacher filtering of web data (OmniSource §3.2).
+
+Rules: ``confidence`` keeps a sample whose teacher top-1 probability reaches the threshold
+(its pseudo-label is the teacher's top-1); ``agreement`` keeps it when the teacher's top-1
+equals the class of its query (mmaction2's released lists); ``both`` needs both.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import numpy as np
+
+RULES = ("confidence", "agreement", "both", "none")
+
+
+def normalise_name(name: str) -> str:
+    """Lower case, accents and punctuation dropped, words joined by single spaces."""
+    s = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+    s = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", s)  # CamelCase -> camel case
+    s = re.sub(r"[^A-Za-z0-9]+", " ", s).lower().strip()
+    return re.sub(r"\s+", " ", s)
+
+
+def map_queries(queries: list[str], classes: list[str], mapping: dict[str, str] | None = None) -> dict[str, int]:
+    """Query -> target class index (-1 when the query names no class).
+
+    An explicit ``mapping`` (query -> class name) wins; otherwise names match after
+    ``normalise_name`` ("horse racing" -> HorseRace).
+    """
+    by_name = {normalise_name(c): i for i, c in enumerate(classes)}
+    by_name.update({normalise_name(c).replace(" ", ""): i for i, c in enumerate(classes)})
+    out = {}
+    for q in queries:
+        if mapping and q in mapping:
+            target = mapping[q]
+            if target not in classes:
+                raise ValueError(f"query map: {q!r} -> {target!r}, which is not a target class")
+            out[q] = classes.index(target)
+            continue
+        n = normalise_name(q)
+        out[q] = by_name.get(n, by_name.get(n.replace(" ", ""), -1))
+    return out
+
+
+def keep_mask(pred: np.ndarray, prob: np.ndarray, query_class: np.ndarray, rule: str = "confidence",
+              threshold: float = 0.5) -> np.ndarray:
+    """Boolean mask of samples kept. ``pred``/``prob``: teacher top-1 class and probability;
+    ``query_class``: class of the sample's query (-1 = none)."""
+    pred, prob, query_class = np.asarray(pred), np.asarray(prob), np.asarray(query_class)
+    if rule == "none":
+        return np.ones(len(pred), dtype=bool)
+    confident = prob >= threshold
+    agree = (pred == query_class) & (query_class >= 0)
+    if rule == "confidence":
+        return confident
+    if rule == "agreement":
+        return agree
+    if rule == "both":
+        return confident & agree
+    raise ValueError(f"unknown filter rule {rule!r}; expected one of {RULES}")
+
+
+def pseudo_labels(pred: np.ndarray, query_class: np.ndarray, rule: str) -> np.ndarray:
+    """Label of a kept sample: the query's class under agreement rules (equal to the teacher's
+    top-1 there), the teacher's top-1 under ``confidence``, the query's class under ``none``."""
+    if rule == "confidence":
+        return np.asarray(pred)
+    return np.asarray(query_class)
+
+
+def precision_recall(kept: np.ndarray, clean: np.ndarray) -> dict:
+    """Filter quality against ground truth: ``clean`` marks samples whose label is right."""
+    kept, clean = np.asarray(kept, bool), np.asarray(clean, bool)
+    tp = int((kept & clean).sum())
+    precision = tp / kept.sum() if kept.sum() else float("nan")
+    recall = tp / clean.sum() if clean.sum() else float("nan")
+    return {"kept": int(kept.sum()), "total": int(len(kept)), "precision": float(precision),
+            "recall": float(recall), "clean": int(clean.sum())}

@@ -1,0 +1,53 @@
+"""Untrimmed web video → target format (OmniSource §3.4, Table 14).
+
+For 2D students: frames at 1 fps are scored by the teacher and split into positive and
+negative frames; a snippet of k positive + m negative frames (best: 1 + 2) becomes a sample.
+For 3D students: the video is cut into 10 s clips, the teacher scores each clip, and the
+positive clips are kept.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def positive_frames(frame_scores: np.ndarray, label: int, threshold: float) -> np.ndarray:
+    """Boolean mask over frames: the probability of ``label`` reaches ``threshold``.
+    ``frame_scores`` is (F, C) class probabilities or (F,) probabilities of ``label``."""
+    s = np.asarray(frame_scores, dtype=np.float64)
+    p = s[:, label] if s.ndim == 2 else s
+    return p >= threshold
+
+
+def select_snippet(positive: np.ndarray, k_pos: int, m_neg: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Indices (k_pos + m_neg,) in time order: k positive and m negative frames.
+
+    When there are too few negatives the snippet is filled with further positives (the video
+    is mostly on-topic); with no positive frame at all there is no snippet (None).
+    """
+    positive = np.asarray(positive, dtype=bool)
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
+    if len(pos) == 0 or k_pos + m_neg == 0:
+        return None
+    take_neg = min(m_neg, len(neg))
+    take_pos = k_pos + (m_neg - take_neg)
+    chosen_pos = rng.choice(pos, size=take_pos, replace=take_pos > len(pos))
+    chosen_neg = rng.choice(neg, size=take_neg, replace=False) if take_neg else np.zeros(0, int)
+    return np.sort(np.concatenate([chosen_pos, chosen_neg]).astype(np.int64))
+
+
+def clip_windows(duration_s: float, length_s: float = 10.0, min_s: float = 2.0) -> list[tuple[float, float]]:
+    """Consecutive windows of ``length_s``; a tail shorter than ``min_s`` is dropped."""
+    if duration_s <= 0:
+        return []
+    out, start = [], 0.0
+    while start < duration_s:
+        end = min(duration_s, start + length_s)
+        if end - start >= min(min_s, duration_s):
+            out.append((start, end))
+        start += length_s
+    return out
+
+
+def positive_clips(clip_scores: np.ndarray, label: int, threshold: float) -> np.ndarray:
+    """Indices of the 10 s clips whose probability of ``label`` reaches ``threshold``."""
+    return np.flatnonzero(positive_frames(clip_scores, label, threshold))

@@ -1,0 +1,132 @@
+"""Pure method functions on tiny synthetic inputs with answers worked out by hand."""
+import cv2
+import numpy as np
+import pytest
+
+from omnisource.data.resample import ResampledSampler, class_weights, sample_weights
+from omnisource.select.filter import keep_mask, map_queries, normalise_name, precision_recall, pseudo_labels
+from omnisource.transform import image_to_clip as i2c
+from omnisource.transform.untrimmed import clip_windows, positive_clips, positive_frames, select_snippet
+
+
+def test_class_weights_by_hand():
+    counts = np.array([100, 25, 4, 0])
+    assert class_weights(counts, "none") == pytest.approx([100 / 129, 25 / 129, 4 / 129, 0])
+    assert class_weights(counts, "clip", clip=25) == pytest.approx([25 / 54, 25 / 54, 4 / 54, 0])
+    assert class_weights(counts, "power", power=0.5) == pytest.approx([10 / 17, 5 / 17, 2 / 17, 0])
+    with pytest.raises(ValueError, match="positive clip count"):
+        class_weights(counts, "clip")
+    with pytest.raises(ValueError, match="unknown resampling mode"):
+        class_weights(counts, "sqrt")
+
+
+def test_sample_weights_marginals():
+    labels = np.array([0, 0, 0, 0, 1])
+    w = sample_weights(labels, 2, "power", power=0.0)  # p=0: classes equally likely
+    assert w.sum() == pytest.approx(1.0)
+    assert w[labels == 0].sum() == pytest.approx(0.5) and w[4] == pytest.approx(0.5)
+
+
+def test_resampled_sampler_same_in_single_and_distributed():
+    w = sample_weights(np.array([0] * 90 + [1] * 10), 2, "power", power=0.5)
+    single = ResampledSampler(w, 64, seed=1, world_size=1)
+    single.set_epoch(3)
+    ranks = [ResampledSampler(w, 32, seed=1, rank=r, world_size=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    merged = sorted(list(ranks[0]) + list(ranks[1]))
+    assert merged == sorted(single)
+    assert len(set(ranks[0]) & set(range(90, 100))) > 0
+    before = list(single)
+    single.set_epoch(4)
+    assert list(single) != before  # a new epoch draws anew
+    assert list(ResampledSampler(w, 64, seed=1)) == list(ResampledSampler(w, 64, seed=1))
+
+
+def test_query_mapping_and_names():
+    classes = ["Archery", "BasketballDunk", "HorseRace", "Surfing"]
+    assert normalise_name("HorseRace") == "horse race"
+    m = map_queries(["archery", "surfing", "horse race", "basketball dunk", "golf"], classes)
+    assert m == {"archery": 0, "surfing": 3, "horse race": 2, "basketball dunk": 1, "golf": -1}
+    m = map_queries(["basketball"], classes, {"basketball": "BasketballDunk"})
+    assert m == {"basketball": 1}
+    with pytest.raises(ValueError, match="not a target class"):
+        map_queries(["x"], classes, {"x": "Golf"})
+
+
+def test_filter_rules_by_hand():
+    pred = np.array([0, 1, 2, 0])
+    prob = np.array([0.9, 0.4, 0.8, 0.3])
+    query = np.array([0, 1, 0, -1])
+    assert keep_mask(pred, prob, query, "confidence", 0.5).tolist() == [True, False, True, False]
+    assert keep_mask(pred, prob, query, "agreement").tolist() == [True, True, False, False]
+    assert keep_mask(pred, prob, query, "both", 0.5).tolist() == [True, False, False, False]
+    assert keep_mask(pred, prob, query, "none").all()
+    assert pseudo_labels(pred, query, "confidence").tolist() == [0, 1, 2, 0]
+    pr = precision_recall([True, True, False, False], [True, False, True, False])
+    assert (pr["precision"], pr["recall"], pr["kept"]) == (0.5, 0.5, 2)
+
+
+def _textured(size=(64, 80), seed=0):
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 256, (16, 20, 3)).astype(np.uint8), size[::-1], interpolation=cv2.INTER_CUBIC)
+
+
+def test_still_and_translation_clips():
+    img = _textured()
+    assert (i2c.still_clip(img, 5) == img).all()
+    clip = i2c.translation_clip(img, 6, np.random.default_rng(0), "constant")
+    assert clip.shape == (6, 64, 80, 3)
+    assert not np.array_equal(clip[0], clip[-1])
+    rnd = i2c.translation_clip(img, 6, np.random.default_rng(0), "random")
+    assert rnd.shape == clip.shape
+    with pytest.raises(ValueError):
+        i2c.translation_clip(img, 3, np.random.default_rng(0), "fast")
+
+
+def test_homography_normalisation_round_trip():
+    h = np.array([[1.02, 0.01, 3.0], [-0.01, 0.98, -2.0], [1e-5, 0, 1]])
+    n = i2c.normalise_homography(h, (240, 320))
+    assert np.allclose(i2c.pixel_homography(n, (240, 320)), h / h[2, 2])
+
+
+def test_gaussian_fit_is_the_mle():
+    rng = np.random.default_rng(0)
+    hs = np.eye(3)[None] + rng.normal(0, 0.01, (50, 3, 3))
+    hs[:, 2, 2] = 1
+    mu, cov = i2c.fit_gaussian(hs)
+    x = hs.reshape(-1, 9)[:, :8]
+    assert np.allclose(mu, x.mean(0)) and np.allclose(cov, np.cov(x.T, bias=True))
+    with pytest.raises(ValueError, match="at least 2"):
+        i2c.fit_gaussian(hs[:1])
+
+
+def test_estimate_recovers_a_known_shift_and_warp_composes():
+    img = _textured((120, 160), seed=1)
+    shifted = cv2.warpAffine(img, np.float32([[1, 0, 4], [0, 1, 0]]), (160, 120), borderMode=cv2.BORDER_REFLECT)
+    hs = i2c.estimate_homographies(np.stack([img, shifted]))
+    assert len(hs) == 1
+    pix = i2c.pixel_homography(hs[0], (120, 160))
+    assert pix[0, 2] == pytest.approx(4, abs=0.6) and pix[0, 0] == pytest.approx(1, abs=0.02)
+    # Zero covariance at the identity: the warped clip is the still clip.
+    mu = np.eye(3).ravel()[:8]
+    clip = i2c.perspective_clip(img, 4, mu, np.zeros((8, 8)), np.random.default_rng(0))
+    assert np.abs(clip.astype(int) - img).max() <= 1
+    # A pure translation of 2 px per frame composes to 2*t px.
+    mu_shift = i2c.normalise_homography(np.array([[1, 0, 2.0], [0, 1, 0], [0, 0, 1]]), (120, 160)).ravel()[:8]
+    clip = i2c.perspective_clip(img, 4, mu_shift, np.zeros((8, 8)), np.random.default_rng(0))
+    assert np.array_equal(clip[3][:, 10:150], img[:, 4:144])
+
+
+def test_snippets_by_hand():
+    pos = positive_frames(np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.1, 0.9]]), 0, 0.5)
+    assert pos.tolist() == [True, False, True, False]
+    rng = np.random.default_rng(0)
+    s = select_snippet(pos, 1, 2, rng)
+    assert len(s) == 3 and pos[s].sum() == 1 and list(s) == sorted(s)
+    s = select_snippet(np.array([True, True, False]), 1, 2, rng)  # one negative only: fill with positives
+    assert len(s) == 3 and (~np.array([True, True, False])[s]).sum() == 1
+    assert select_snippet(np.zeros(4, bool), 1, 2, rng) is None
+    assert clip_windows(25.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+    assert clip_windows(21.0) == [(0.0, 10.0), (10.0, 20.0)]
+    assert positive_clips(np.array([0.2, 0.6, 0.9]), 0, 0.5).tolist() == [1, 2]
