@@ -63,8 +63,9 @@ def test_filter_rules_by_hand():
     assert keep_mask(pred, prob, query, "both", 0.5).tolist() == [True, False, False, False]
     assert keep_mask(pred, prob, query, "none").all()
     assert pseudo_labels(pred, query, "confidence").tolist() == [0, 1, 2, 0]
-    pr = precision_recall([True, True, False, False], [True, False, True, False])
-    assert (pr["precision"], pr["recall"], pr["kept"]) == (0.5, 0.5, 2)
+    # kept: rows 0, 1 (row 0 right, row 1 wrong label); relevant: rows 0, 1, 2 (row 3 is clutter).
+    pr = precision_recall([True, True, False, True], [0, 1, 2, 0], [0, 2, 2, -1])
+    assert (pr["precision"], pr["recall"], pr["kept"], pr["relevant"]) == (1 / 3, 1 / 3, 3, 3)
 
 
 def _textured(size=(64, 80), seed=0):
@@ -130,3 +131,11 @@ def test_snippets_by_hand():
     assert clip_windows(25.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
     assert clip_windows(21.0) == [(0.0, 10.0), (10.0, 20.0)]
     assert positive_clips(np.array([0.2, 0.6, 0.9]), 0, 0.5).tolist() == [1, 2]
+
+
+def test_shuffling_sampler_covers_each_sample_once_per_pass():
+    s = ResampledSampler(None, 10, seed=0, size=5)
+    drawn = list(s)
+    assert sorted(drawn[:5]) == list(range(5)) and sorted(drawn[5:]) == list(range(5))
+    with pytest.raises(ValueError, match="empty"):
+        ResampledSampler(None, 3, size=0)

@@ -103,8 +103,13 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
                                                            help="Manifest(s) to embed (default: target)."),
              overrides: Optional[List[str]] = OverridesArg):
     """Embed frames with the frozen backbone into the workspace feature cache (resumable)."""
+    from .web import web_features
+
     cfg, ws = _cfg(config, workspace, overrides)
     pipeline.features_stage(cfg, ws, list(manifest) if manifest else None)
+    if not manifest:
+        web_features(cfg, ws)
+        web_features(cfg, ws, stage="train")
 
 
 @app.command()
@@ -121,9 +126,12 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
 @friendly
 def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
              checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: latest)."),
+             run_name: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: train.run_name)."),
              overrides: Optional[List[str]] = OverridesArg):
     """Evaluate on the validation split: top-1, top-5, mean class accuracy, confusion matrix."""
     cfg, ws = _cfg(config, workspace, overrides)
+    if run_name:
+        cfg.train.run_name = run_name
     pipeline.evaluate_stage(cfg, ws, checkpoint)
 
 
@@ -131,11 +139,79 @@ def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
 @friendly
 def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
         overrides: Optional[List[str]] = OverridesArg):
-    """Chain the stages, skipping those whose outputs are complete."""
-    from .runner import run_target_only
+    """Chain the stages (target-only, or OmniSource when web sources are configured),
+    skipping those whose outputs are complete."""
+    from .runner import run_pipeline
 
     cfg, ws = _cfg(config, workspace, overrides)
-    run_target_only(cfg, ws)
+    run_pipeline(cfg, ws)
+
+
+@app.command("import-web")
+@friendly
+def import_web_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                   overrides: Optional[List[str]] = OverridesArg):
+    """Import the configured web sources (query folders or manifests) and validate their files."""
+    from .web import import_web
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    import_web(cfg, ws)
+
+
+@app.command()
+@friendly
+def score(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+          overrides: Optional[List[str]] = OverridesArg):
+    """Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard."""
+    from .teacher.stage import score_stage
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    score_stage(cfg, ws)
+
+
+@app.command()
+@friendly
+def select(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+           overrides: Optional[List[str]] = OverridesArg):
+    """Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."""
+    from .select.stage import select_stage
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    select_stage(cfg, ws)
+
+
+@app.command("fit-motion")
+@friendly
+def fit_motion(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+               overrides: Optional[List[str]] = OverridesArg):
+    """Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."""
+    from .transform.stage import fit_motion_stage
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    fit_motion_stage(cfg, ws)
+
+
+@app.command()
+@friendly
+def transform(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+              overrides: Optional[List[str]] = OverridesArg):
+    """Turn kept web samples into target-format training samples."""
+    from .transform.stage import transform_stage
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    transform_stage(cfg, ws)
+
+
+@app.command()
+@friendly
+def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+            resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+            overrides: Optional[List[str]] = OverridesArg):
+    """Jointly train the student on target + web batches (omni.student_run)."""
+    from .train.joint import student_stage
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    student_stage(cfg, ws, resume=resume)
 
 
 @app.command()

@@ -86,7 +86,43 @@ class FeatureConfig:
     batch_size: int = 64
     shard_size: int = 256  # rows per cache shard
     workers: int = 1  # decoding processes feeding the backbone
+    cache_root: str = ""  # default <workspace>/features; set to share one cache between workspaces
     head: Literal["tsn", "linear", "temporal"] = "tsn"
+
+
+@dataclass
+class WebSourceConfig:
+    """One web source: a folder of query sub-folders (the folder name is the weak label)."""
+    name: str = ""
+    root: str = ""
+    kind: Literal["image", "trimmed", "untrimmed"] = "image"
+    format: Literal["folders", "manifest"] = "folders"  # "manifest": root is a Parquet web manifest
+    weight: float = 1.0  # loss weight of this source's batch
+    batch_ratio: float = 0.5  # |B_A| = batch_ratio * |B_T|
+    query_map: dict[str, str] = field(default_factory=dict)  # query -> target class name
+
+
+@dataclass
+class OmniConfig:
+    """OmniSource (Duan et al. 2020): teacher filtering, format transforms, joint training."""
+    teacher_runs: list[str] = field(default_factory=lambda: ["target_only"])  # several = ensemble
+    student_run: str = "omnisource"
+    filter: Literal["confidence", "agreement", "both", "none"] = "confidence"
+    threshold: float = 0.5
+    image_to_clip: Literal["still", "translation", "translation_random", "perspective",
+                           "perspective_class"] = "still"
+    warp_scale: float = 1.0  # scales the fitted homography covariance
+    untrimmed: Literal["snippet", "clips"] = "snippet"
+    frame_threshold: float = 0.5  # a frame of an untrimmed video is positive at this probability
+    snippet_pos: int = 1
+    snippet_neg: int = 2
+    snippets_per_video: int = 4
+    clip_seconds: float = 10.0
+    resample: Literal["none", "clip", "power"] = "none"
+    resample_clip: int = 0
+    resample_power: float = 0.2
+    cross_mixup: bool = False  # mix target and auxiliary samples (needs train.mixup_alpha > 0)
+    seed: int = 0
 
 
 @dataclass
@@ -98,6 +134,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    web: list[WebSourceConfig] = field(default_factory=list)
+    omni: OmniConfig = field(default_factory=OmniConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -124,6 +162,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], where)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        key_tp, val_tp = typing.get_args(tp)
+        return {_coerce(k, key_tp, f"{where}.{k}"): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if isinstance(value, (str, int, float)):
             value = [value]
@@ -236,7 +281,20 @@ def validate(cfg: Config) -> None:
         ("features.size", cfg.features.size >= 32, "must be at least 32"),
         ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),
         ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
+        ("omni.threshold", 0 <= cfg.omni.threshold <= 1, "must be in [0, 1]"),
+        ("omni.frame_threshold", 0 <= cfg.omni.frame_threshold <= 1, "must be in [0, 1]"),
+        ("omni.snippet_pos", cfg.omni.snippet_pos >= 1, "must be at least 1"),
+        ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),
+        ("omni.resample_clip", cfg.omni.resample != "clip" or cfg.omni.resample_clip > 0,
+         "must be positive when omni.resample=clip"),
     ]
+    names = [w.name for w in cfg.web]
+    for i, w in enumerate(cfg.web):
+        checks.append((f"web[{i}].name", bool(w.name) and names.count(w.name) == 1,
+                       "must be set and unique across web sources"))
+        checks.append((f"web[{i}].name", all(c.isalnum() or c in "-_" for c in w.name),
+                       "may use letters, digits, '-' and '_' only"))
+        checks.append((f"web[{i}].batch_ratio", w.batch_ratio > 0, "must be positive"))
     for name, ok, msg in checks:
         if not ok:
             raise ConfigError(f"{name}: {msg}")

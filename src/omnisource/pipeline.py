@@ -86,11 +86,14 @@ def prepare_target(cfg: Config, workspace: str | Path, short_side: int = 128, go
     return write_manifest(Manifest(rows, manifest.classes), ws_path(workspace, PREPARED))
 
 
-def feature_cache(cfg: Config, workspace: str | Path) -> Path:
+def feature_cache(cfg: Config, workspace: str | Path, per_second: bool = False) -> Path:
+    """The feature cache of this config: T segment frames per row, or 1 fps for untrimmed videos.
+    Ids are stable hashes of source and path, so several workspaces may share one cache root."""
     from .features.cache import cache_dir_for
 
     f = cfg.features
-    return cache_dir_for(Path(workspace), f.backbone, f.size, f.frames)
+    root = Path(f.cache_root) if f.cache_root else Path(workspace) / "features"
+    return cache_dir_for(root, f.backbone, f.size, f.frames, per_second)
 
 
 def features_stage(cfg: Config, workspace: str | Path, manifests: list[Path] | None = None) -> Path:
@@ -130,9 +133,12 @@ def _feature_split(cfg: Config, workspace, manifest: Manifest, split: str):
 
 def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
     """(model, train_loader, val_loader) for the configured mode."""
+    import torch
+
     from .data.datasets import FeatureDataset, VideoClipDataset, make_loader
     from .models import create_head, create_model
 
+    torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
     num_classes = len(manifest.classes)
     if cfg.mode == "features":
         xtr, ytr, _ = _feature_split(cfg, workspace, manifest, "train")

@@ -1,12 +1,14 @@
 """``omnisource run``: chain the stages, skipping those whose outputs are complete.
 
-A stage counts as complete when its output exists and a stamp records the config sections it
-depends on; a changed section re-runs the stage and everything after it. Every stage writes
-atomically or resumes (feature cache, checkpoints), so a killed run started again ends with
-the same outputs as an uninterrupted one.
+A stage counts as complete when its output exists and a stamp records a digest of the config
+sections it depends on, chained with the digests of the stages before it; a changed section
+re-runs that stage and everything after it. Every stage writes atomically or resumes (feature
+cache, score shards, checkpoints), so a killed run started again ends with the same outputs as
+an uninterrupted one.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -18,67 +20,103 @@ from .train.checkpoint import latest_checkpoint
 
 
 def _digest(cfg: Config, sections: tuple[str, ...]) -> str:
-    data = {s: to_dict(getattr(cfg, s)) if hasattr(getattr(cfg, s), "__dataclass_fields__") else getattr(cfg, s)
-            for s in sections}
+    data = {}
+    for s in sections:
+        value = getattr(cfg, s)
+        data[s] = to_dict(value) if hasattr(value, "__dataclass_fields__") else \
+            [to_dict(v) for v in value] if isinstance(value, list) else value
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class Stamps:
-    def __init__(self, workspace: Path):
-        self.dir = Path(workspace) / ".stages"
+class Chain:
+    """Runs stages in order with stamps under ``<workspace>/.stages``."""
 
-    def fresh(self, name: str, digest: str, output: Path) -> bool:
-        stamp = self.dir / f"{name}.json"
-        return output.exists() and stamp.exists() and json.loads(stamp.read_text()).get("digest") == digest
+    def __init__(self, cfg: Config, workspace: Path):
+        self.cfg, self.ws = cfg, Path(workspace)
+        self.dir = self.ws / ".stages"
+        self.chain = ""
 
-    def mark(self, name: str, digest: str, output: Path) -> None:
-        atomic_write_text(self.dir / f"{name}.json", json.dumps({"digest": digest, "output": str(output)}))
+    def _next(self, sections: tuple[str, ...]) -> str:
+        self.chain = hashlib.sha1((self.chain + _digest(self.cfg, sections)).encode()).hexdigest()[:16]
+        return self.chain
+
+    def _stamp(self, name: str) -> dict:
+        path = self.dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _mark(self, name: str, digest: str, state: str) -> None:
+        atomic_write_text(self.dir / f"{name}.json", json.dumps({"digest": digest, "state": state}))
+
+    def stage(self, name: str, sections: tuple[str, ...], output: Path, fn) -> None:
+        digest = self._next(sections)
+        stamp = self._stamp(name)
+        if output.exists() and stamp == {"digest": digest, "state": "done"}:
+            pipeline.console.print(f"[dim]{name}: up to date ({output})[/]")
+            return
+        self._mark(name, digest, "running")
+        fn()
+        self._mark(name, digest, "done")
+
+    def train(self, name: str, sections: tuple[str, ...], run: Path, fn) -> None:
+        """A training stage: resumes an interrupted run of the same config, else starts over."""
+        digest = self._next(sections)
+        stamp = self._stamp(name)
+        if stamp == {"digest": digest, "state": "done"} and latest_checkpoint(run) is not None:
+            pipeline.console.print(f"[dim]{name}: up to date ({run})[/]")
+            return
+        resume = stamp.get("digest") == digest and latest_checkpoint(run) is not None
+        if stamp and stamp.get("digest") != digest and latest_checkpoint(run) is not None:
+            pipeline.console.print(f"[yellow]{name}: config changed, restarting {run}[/]")
+        self._mark(name, digest, "running")
+        fn(resume)
+        self._mark(name, digest, "done")
 
 
-def _stage(stamps: Stamps, name: str, digest: str, output: Path, fn) -> bool:
-    """Run ``fn`` unless fresh; returns True when it ran (so later stages must re-run too)."""
-    if stamps.fresh(name, digest, output):
-        pipeline.console.print(f"[dim]{name}: up to date ({output})[/]")
-        return False
-    fn()
-    stamps.mark(name, digest, output)
-    return True
+def run_pipeline(cfg: Config, workspace: Path) -> dict:
+    """Target-only when no web source is configured; the whole OmniSource chain otherwise.
+    Returns {run name: validation metrics}."""
+    from .web import import_web, web_features, web_path
 
-
-def run_target_only(cfg: Config, workspace: Path) -> dict:
     ws = Path(workspace)
-    stamps = Stamps(ws)
-    chain = ""
-
-    def dig(*sections):
-        nonlocal chain
-        chain = hashlib.sha1((chain + _digest(cfg, sections)).encode()).hexdigest()[:16]
-        return chain
-
-    _stage(stamps, "import", dig("target"), pipeline.ws_path(ws, pipeline.TARGET),
-           lambda: pipeline.import_target(cfg, ws))
-    _stage(stamps, "validate", dig("media"), pipeline.ws_path(ws, pipeline.VALIDATED),
-           lambda: pipeline.validate_target(cfg, ws))
+    c = Chain(cfg, ws)
+    p = pipeline
+    c.stage("import", ("target",), p.ws_path(ws, p.TARGET), lambda: p.import_target(cfg, ws))
+    c.stage("validate", ("media",), p.ws_path(ws, p.VALIDATED), lambda: p.validate_target(cfg, ws))
+    if cfg.web:
+        c.stage("import-web", ("web",), web_path(ws, cfg.web[-1].name), lambda: import_web(cfg, ws))
     if cfg.mode == "features":
-        # The cache itself is resumable and keyed by id: extraction only fills what is missing.
-        _stage(stamps, "features", dig("features"), pipeline.feature_cache(cfg, ws) / ".complete",
-               lambda: (pipeline.features_stage(cfg, ws), (pipeline.feature_cache(cfg, ws) / ".complete").touch()))
-    train_digest = dig("mode", "model", "train")
-    run = pipeline.run_dir(cfg, ws)
-    done_marker = run / ".complete"
-    if not stamps.fresh("train", train_digest, done_marker):
-        # Resume only an interrupted run of this very config; otherwise start over.
-        stamp = stamps.dir / "train.json"
-        resume = stamp.exists() and json.loads(stamp.read_text()).get("digest") == train_digest
-        if not resume and latest_checkpoint(run) is not None:
-            pipeline.console.print(f"[yellow]train: config changed, restarting {run}[/]")
-        done_marker.unlink(missing_ok=True)
-        stamps.mark("train", train_digest, done_marker)
-        pipeline.train_stage(cfg, ws, resume=resume)
-        done_marker.touch()
-    else:
-        pipeline.console.print(f"[dim]train: up to date ({run})[/]")
-    metrics = run / "metrics.json"
-    _stage(stamps, "evaluate", dig(), metrics, lambda: pipeline.evaluate_stage(cfg, ws))
-    return json.loads(metrics.read_text())
+        marker = p.feature_cache(cfg, ws) / ".complete"
+        c.stage("features", ("features",), marker,
+                lambda: (p.features_stage(cfg, ws), web_features(cfg, ws), marker.touch()))
+    teacher = p.run_dir(cfg, ws)
+    c.train("train", ("mode", "model", "train"), teacher, lambda resume: p.train_stage(cfg, ws, resume=resume))
+    c.stage("evaluate", (), teacher / "metrics.json", lambda: p.evaluate_stage(cfg, ws))
+    results = {cfg.train.run_name: json.loads((teacher / "metrics.json").read_text())}
+    if not cfg.web:
+        return results
 
+    from .select.stage import select_stage
+    from .teacher.stage import score_stage
+    from .train.joint import student_stage
+    from .transform.stage import transform_stage
+
+    last = cfg.web[-1].name
+    c.stage("score", ("omni",), web_path(ws, last).parent.parent / "scores" / last, lambda: score_stage(cfg, ws))
+    c.stage("select", (), web_path(ws, last, "aux"), lambda: select_stage(cfg, ws))
+    c.stage("transform", (), web_path(ws, last, "train"), lambda: transform_stage(cfg, ws))
+    if cfg.mode == "features":
+        marker = p.feature_cache(cfg, ws) / ".complete-train"
+        c.stage("features-train", (), marker, lambda: (web_features(cfg, ws, stage="train"), marker.touch()))
+    student = ws / "runs" / cfg.omni.student_run
+    c.train("student", (), student, lambda resume: student_stage(cfg, ws, resume=resume))
+    scfg = student_config(cfg)
+    c.stage("evaluate-student", (), student / "metrics.json", lambda: p.evaluate_stage(scfg, ws))
+    results[cfg.omni.student_run] = json.loads((student / "metrics.json").read_text())
+    return results
+
+
+def student_config(cfg: Config) -> Config:
+    """The config whose ``train.run_name`` points at the student run (for evaluation)."""
+    scfg = copy.deepcopy(cfg)
+    scfg.train.run_name = cfg.omni.student_run
+    return scfg

@@ -44,6 +44,31 @@ def frame_span(row: dict) -> tuple[int, int, float]:
     return first, int(num), float(fps or 0.0)
 
 
+def image_clip(row: dict, num_frames: int, max_pixels: int, motion_cache: dict) -> np.ndarray:
+    """An image row as a clip: one frame, or the pseudo-clip its ``clip_transform`` names."""
+    from ..transform.image_to_clip import load_motion, render_clip
+
+    image = media.read_image(row["path"], max_pixels=max_pixels)
+    spec = row.get("clip_transform") or ""
+    if not spec:
+        return image[None]
+    motion = None
+    if spec.startswith("perspective"):
+        path = row["motion_path"]
+        if path not in motion_cache:
+            motion_cache[path] = load_motion(path)
+        fits = motion_cache[path]
+        motion = fits.get(row.get("motion_key") or "agnostic", fits["agnostic"])
+    rng = np.random.default_rng(int(row.get("render_seed") or 0))
+    return render_clip(image, spec, num_frames, rng, motion, float(row.get("warp_scale") or 1.0))
+
+
+def snippet_frames(row: dict) -> np.ndarray:
+    """Frame indices of a snippet row (``frame_indices`` are 1 fps frames, i.e. seconds)."""
+    _, num, fps = frame_span(dict(row, start_s=None, end_s=None))
+    return np.minimum(((np.asarray(row["frame_indices"]) + 0.5) * fps).astype(np.int64), num - 1)
+
+
 class VideoClipDataset(Dataset):
     """Clips of ``ok`` rows: (3, T, H, W) for training, (V*crops, 3, T, H, W) for multi-view testing.
 
@@ -55,6 +80,7 @@ class VideoClipDataset(Dataset):
         self.rows = [r for r in rows if r.get("status", "ok") == "ok"]
         self.cfg, self.train, self.seed, self.epoch = cfg, train, seed, 0
         self.multi_view = not train and (cfg.test_views > 1 or cfg.test_crops > 1)
+        self._motion: dict = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,13 +88,25 @@ class VideoClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _frames(self, row: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded frames and their (views, T) layout."""
+        if row["kind"] == "image":
+            clip = image_clip(row, self.cfg.num_segments, self.cfg.max_pixels, self._motion)
+            clip = clip[sampling.tsn_indices(len(clip), self.cfg.num_segments, False)]
+            return clip, np.arange(len(clip))[None]
+        if row.get("frame_indices"):
+            idx = snippet_frames(row)
+            idx = idx[sampling.tsn_indices(len(idx), self.cfg.num_segments, self.train, rng)]
+        else:
+            first, num, _ = frame_span(row)
+            idx = clip_indices(num, self.cfg, self.train, rng) + first
+        views = idx.reshape(-1, idx.shape[-1])
+        return media.read_frames(row["path"], views.ravel(), kind=row["kind"], max_pixels=self.cfg.max_pixels), views
+
     def load(self, i: int) -> torch.Tensor:
         row = self.rows[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        first, num, _ = frame_span(row)
-        idx = clip_indices(num, self.cfg, self.train, rng) + first
-        views = idx.reshape(-1, idx.shape[-1])
-        frames = media.read_frames(row["path"], views.ravel(), kind=row["kind"], max_pixels=self.cfg.max_pixels)
+        frames, views = self._frames(row, rng)
         frames = transforms.resize_short(frames, self.cfg.resize_short)
         size = self.cfg.input_size
         if self.train:

@@ -39,14 +39,20 @@ def sample_weights(labels: np.ndarray, num_classes: int, mode: str = "none", cli
 
 
 class ResampledSampler(Sampler[int]):
-    """Draws ``num_samples`` indices with replacement from ``weights``.
+    """Draws ``num_samples`` indices per rank and epoch: from ``weights`` with replacement, or
+    (``weights=None``) as consecutive random permutations, i.e. plain shuffling.
 
     Every rank draws the same sequence from a generator seeded by (seed, epoch) and keeps its
-    own stride of it, so a distributed run sees exactly the samples a single process would.
+    own stride of it, so a distributed run sees exactly the samples a single process would, and
+    an epoch always covers the same draws, which keeps resumed runs exact.
     """
 
-    def __init__(self, weights: np.ndarray, num_samples: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    def __init__(self, weights: np.ndarray | None, num_samples: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, size: int | None = None):
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        self.size = len(self.weights) if self.weights is not None else int(size or 0)
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty set")
         self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
         self.epoch = 0
 
@@ -56,7 +62,10 @@ class ResampledSampler(Sampler[int]):
     def all_indices(self) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         total = self.num_samples * self.world_size
-        return torch.multinomial(self.weights, total, replacement=True, generator=g).tolist()
+        if self.weights is not None:
+            return torch.multinomial(self.weights, total, replacement=True, generator=g).tolist()
+        perms = [torch.randperm(self.size, generator=g) for _ in range(-(-total // self.size))]
+        return torch.cat(perms)[:total].tolist()
 
     def __iter__(self):
         return iter(self.all_indices()[self.rank::self.world_size])

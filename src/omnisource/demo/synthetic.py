@@ -90,7 +90,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 12) -> None:
 
 
 def render_web_image(cls: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
-    img = _background(rng, size, "web")
+    # A photo-like look: the video backgrounds washed with a smooth gradient, larger objects.
+    img = (0.5 * _background(rng, size, "texture") + 0.5 * _background(rng, size, "web")).astype(np.uint8)
     colour = tuple(int(c) for c in rng.integers(0, 256, 3))
     centre = np.array([size / 2, size / 2]) + rng.uniform(-0.1, 0.1, 2) * size
     _draw(img, cls, rng.uniform(0, 1), colour, rng.uniform(1.0, 1.6), centre)
@@ -98,15 +99,19 @@ def render_web_image(cls: str, rng: np.random.Generator, size: int = 128) -> np.
 
 
 def generate(root: str | Path, groups: int = 10, clips_per_group: int = 3, web_per_class: int = 40,
-             web_noise: float = 0.3, seed: int = 0, size: int = 96, frames: int = 24) -> dict:
-    """Write ``root/videos/<class>/v_<class>_gGG_cCC.mp4`` and ``root/web/<query>/*.jpg``.
+             web_noise: float = 0.5, seed: int = 0, size: int = 96, frames: int = 24,
+             untrimmed_per_class: int = 3) -> dict:
+    """Write ``root/videos/<class>/v_<class>_gGG_cCC.mp4``, ``root/web/<query>/*.jpg`` and
+    ``root/web_videos/<query>/*.mp4`` (untrimmed: three actions in a row, one of them the query's).
 
-    ``root/web_truth.json`` maps each web image to its true class (None for clutter).
+    ``root/web_truth.json`` maps each web file to its true class (None for clutter; for an
+    untrimmed video, the class of its query and the segment where it happens).
     Returns counts. Skips generation when ``root/done.json`` exists with the same settings.
     """
     root = Path(root)
     settings = dict(groups=groups, clips_per_group=clips_per_group, web_per_class=web_per_class,
-                    web_noise=web_noise, seed=seed, size=size, frames=frames)
+                    web_noise=web_noise, seed=seed, size=size, frames=frames,
+                    untrimmed_per_class=untrimmed_per_class)
     done = root / "done.json"
     if done.exists() and json.loads(done.read_text()).get("settings") == settings:
         return json.loads(done.read_text())["counts"]
@@ -126,14 +131,47 @@ def generate(root: str | Path, groups: int = 10, clips_per_group: int = 3, web_p
         for k in range(web_per_class):
             if rng.random() < web_noise:
                 # Wrong result for the query: another class, or clutter (no class at all).
-                true = None if rng.random() < 0.5 else CLASSES[(qi + rng.integers(1, len(CLASSES))) % len(CLASSES)]
+                true = None if rng.random() < 0.2 else CLASSES[(qi + rng.integers(1, len(CLASSES))) % len(CLASSES)]
             else:
                 true = cls
             img = render_web_image(true, rng) if true else _background(rng, 128, "texture")
             name = folder / f"{k:04d}.jpg"
             cv2.imwrite(str(name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
             truth[str(name.relative_to(root))] = true
+    n_images = len(truth)
+    for qi, cls in enumerate(CLASSES):
+        for k in range(untrimmed_per_class):
+            others = [c for c in CLASSES if c != cls]
+            parts = [cls, *rng.choice(others, size=2, replace=False)]
+            order = rng.permutation(3)
+            segments = [parts[j] for j in order]
+            video = np.concatenate([render_clip(c, rng, size, frames) for c in segments])
+            name = root / "web_videos" / QUERIES[cls] / f"{k:04d}.mp4"
+            write_mp4(name, video)
+            truth[str(name.relative_to(root))] = {"class": cls, "segment": int(np.argmax(order == 0)),
+                                                  "segments": [str(c) for c in segments]}
     (root / "web_truth.json").write_text(json.dumps(truth, indent=1))
-    counts = {"videos": n_videos, "web_images": len(truth), "classes": len(CLASSES)}
+    counts = {"videos": n_videos, "web_images": n_images, "web_videos": len(truth) - n_images,
+              "classes": len(CLASSES)}
     done.write_text(json.dumps({"settings": settings, "counts": counts}))
     return counts
+
+
+def web_manifests(root: str | Path) -> dict[str, Path]:
+    """Manifests of the demo's web sources with the ground truth in ``true_label`` (so the
+    selection reports filter precision and recall)."""
+    from ..data.manifest import Manifest, new_row, write_manifest
+
+    root = Path(root)
+    truth = json.loads((root / "web_truth.json").read_text())
+    out = {}
+    for name, folder, kind in (("images", "web", "image"), ("untrimmed", "web_videos", "video")):
+        rows = []
+        for rel, true in sorted(truth.items()):
+            if not rel.startswith(folder + "/"):
+                continue
+            true_label = true["class"] if isinstance(true, dict) else true
+            rows.append(new_row(name, kind, str(root / rel), weak_labels=[Path(rel).parent.name],
+                                true_label=true_label))
+        out[name] = write_manifest(Manifest(rows, []), root / f"web_{name}.parquet")
+    return out

@@ -19,19 +19,24 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import media, sampling, transforms
-from ..data.datasets import _one_thread, frame_span
+from ..data.datasets import _one_thread, frame_span, image_clip
 from ..data.manifest import atomic_write_bytes
 
 
-def cache_dir_for(workspace: Path, backbone: str, size: int, frames: int) -> Path:
-    return Path(workspace) / "features" / f"{backbone}-{size}px-{frames}f"
+def cache_dir_for(root: Path, backbone: str, size: int, frames: int, per_second: bool = False) -> Path:
+    """``root`` is ``<workspace>/features`` unless ``features.cache_root`` shares one cache."""
+    return Path(root) / f"{backbone}-{size}px-{'1fps' if per_second else f'{frames}f'}"
 
 
 class _FrameDataset(Dataset):
-    """Decodes the frames of one row: T segment centres for videos, 1 frame for images."""
+    """Decodes the frames of one row: T segment centres of a video (or one frame per second
+    with ``per_second``), one frame of a still image, or T frames of the pseudo-clip a row's
+    ``clip_transform`` makes of its image (OmniSource §3.4)."""
 
-    def __init__(self, rows: list[dict], size: int, frames: int, max_pixels: int):
+    def __init__(self, rows: list[dict], size: int, frames: int, max_pixels: int, per_second: bool = False):
         self.rows, self.size, self.frames, self.max_pixels = rows, size, frames, max_pixels
+        self.per_second = per_second
+        self._motion: dict[str, dict] = {}
 
     def __len__(self):
         return len(self.rows)
@@ -40,14 +45,15 @@ class _FrameDataset(Dataset):
         row = self.rows[i]
         try:
             if row["kind"] == "image":
-                clip = media.read_image(row["path"], max_pixels=self.max_pixels)[None]
+                clip = image_clip(row, self.frames, self.max_pixels, self._motion)
             else:
-                first, num, _ = frame_span(row)
-                idx = sampling.tsn_indices(num, self.frames, train=False) + first
+                first, num, fps = frame_span(row)
+                idx = (sampling.one_fps_indices(num, fps) if self.per_second
+                       else sampling.tsn_indices(num, self.frames, train=False)) + first
                 clip = media.read_frames(row["path"], idx, kind=row["kind"], max_pixels=self.max_pixels)
             clip = transforms.center_crop(transforms.resize_short(clip, self.size), self.size)
             return transforms.to_tensor(clip), i, ""
-        except media.MediaError as err:
+        except (media.MediaError, ValueError, KeyError, OSError) as err:
             return torch.zeros(0), i, str(err) or type(err).__name__
 
 
@@ -92,7 +98,7 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
 def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
                      frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 1,
                      max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
-                     progress: bool = True) -> dict[str, str]:
+                     progress: bool = True, per_second: bool = False) -> dict[str, str]:
     """Embed every ``ok`` row not yet cached; returns {id: reason} for rows that failed to decode."""
     from rich.progress import Progress
 
@@ -104,7 +110,7 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
     if not todo:
         return {rid: reason for rid, reason in load_failures(cache_dir).items()}
     backbone = backbone.to(device).eval()
-    loader = DataLoader(_FrameDataset(todo, size, frames, max_pixels), batch_size=1, num_workers=workers,
+    loader = DataLoader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1, num_workers=workers,
                         collate_fn=_collate, worker_init_fn=_one_thread)
     pending_ids, pending_feats = [], []
     batch_clips, batch_ids = [], []

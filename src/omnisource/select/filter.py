@@ -69,11 +69,15 @@ def pseudo_labels(pred: np.ndarray, query_class: np.ndarray, rule: str) -> np.nd
     return np.asarray(query_class)
 
 
-def precision_recall(kept: np.ndarray, clean: np.ndarray) -> dict:
-    """Filter quality against ground truth: ``clean`` marks samples whose label is right."""
-    kept, clean = np.asarray(kept, bool), np.asarray(clean, bool)
-    tp = int((kept & clean).sum())
-    precision = tp / kept.sum() if kept.sum() else float("nan")
-    recall = tp / clean.sum() if clean.sum() else float("nan")
-    return {"kept": int(kept.sum()), "total": int(len(kept)), "precision": float(precision),
-            "recall": float(recall), "clean": int(clean.sum())}
+def precision_recall(kept: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> dict:
+    """Filter quality where the ground truth is known (benchmarks inject noise).
+
+    A kept sample is right when its pseudo-label equals its true class; ``truth`` is -1 for
+    samples of no target class. Precision: right / kept; recall: right / samples of a target class.
+    """
+    kept, labels, truth = np.asarray(kept, bool), np.asarray(labels), np.asarray(truth)
+    right = kept & (labels == truth) & (truth >= 0)
+    relevant = truth >= 0
+    return {"kept": int(kept.sum()), "total": int(len(kept)), "relevant": int(relevant.sum()),
+            "precision": float(right.sum() / kept.sum()) if kept.sum() else float("nan"),
+            "recall": float(right.sum() / relevant.sum()) if relevant.sum() else float("nan")}

@@ -100,29 +100,47 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: tor
 
 
 def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float]], optimizer,
-               cfg: TrainConfig, num_classes: int, device: torch.device) -> dict:
-    """One iteration: for each (source, x, y, weight) batch, forward + weighted CE; sum; one backward."""
+               cfg: TrainConfig, num_classes: int, device: torch.device, cross_mixup: bool = False) -> dict:
+    """One iteration: for each (source, x, y, weight) batch, forward + weighted CE; sum; one backward.
+
+    Mixup is within each batch; with ``cross_mixup`` the batches are concatenated and mixed
+    across sources (OmniSource §3.3), each sample keeping its source's weight / batch size,
+    which is the same summed loss as the per-batch form before mixing.
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    total = torch.zeros((), device=device)
-    stats = {}
+    prepared = []
     for source, x, y, weight in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        targets = soft_targets(y, num_classes, cfg.label_smoothing)
+        prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight))
+    if cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1:
+        groups = [("mixed", torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
+                   torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device) for p in prepared]))]
+    else:
+        groups = [(src, x, t, torch.full((len(x),), w / len(x), device=device)) for src, x, _, t, w in prepared]
+    total = torch.zeros((), device=device)
+    logits_of = {}
+    for name, x, t, w in groups:
         if cfg.mixup_alpha > 0:
-            x, targets = mixup(x, targets, cfg.mixup_alpha)
+            x, t = mixup(x, t, cfg.mixup_alpha)
         with autocast_for(device, cfg.amp):
             logits = model(x)
-        loss = soft_cross_entropy(logits, targets)
-        total = total + weight * loss
-        hard = y if y.ndim == 1 else y.argmax(-1)
-        stats[source] = {"loss": loss.item(), "acc": (logits.argmax(-1) == hard).float().mean().item(),
-                         "n": int(x.shape[0])}
+        total = total + (w * -(t * F.log_softmax(logits.float(), dim=-1)).sum(-1)).sum()
+        logits_of[name] = logits.detach()
     total.backward()
     if cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
     optimizer.step()
-    stats["total_loss"] = total.item()
+    stats = {"total_loss": total.item()}
+    offset = 0
+    for source, x, y, t, weight in prepared:
+        if "mixed" in logits_of:
+            logits, offset = logits_of["mixed"][offset:offset + len(x)], offset + len(x)
+        else:
+            logits = logits_of[source]
+        hard = y if y.ndim == 1 else y.argmax(-1)
+        stats[source] = {"loss": soft_cross_entropy(logits, t).item(),
+                         "acc": (logits.argmax(-1) == hard).float().mean().item(), "n": int(x.shape[0])}
     return stats
 
 
@@ -169,7 +187,7 @@ def _mean_stats(items: list[dict]) -> dict:
 
 def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, classes: list[str],
         config_text: str = "", aux: list[Source] = (), resume: bool = False, console=None,
-        param_groups=None) -> dict:
+        param_groups=None, cross_mixup: bool = False) -> dict:
     """Train for cfg.epochs with a checkpoint per epoch; ``resume`` continues from the latest one.
 
     Every epoch reseeds the global RNGs from (seed, epoch), so a resumed run draws the same
@@ -206,8 +224,9 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
         for loader in [train_loader, *[s.loader for s in aux]]:
-            if hasattr(getattr(loader, "dataset", None), "set_epoch"):
-                loader.dataset.set_epoch(epoch)
+            for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
+                if hasattr(part, "set_epoch"):
+                    part.set_epoch(epoch)
         items, t0 = [], time.time()
         with Progress(TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
@@ -222,7 +241,7 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                 for source, it in aux_iters:
                     ax, ay, *_ = next(it)
                     batches.append((source.name, ax, ay, source.weight))
-                items.append(train_step(model, batches, optimizer, cfg, len(classes), device))
+                items.append(train_step(model, batches, optimizer, cfg, len(classes), device, cross_mixup))
                 bar.update(task, advance=1, info=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
         record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2), "train": _mean_stats(items)}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):

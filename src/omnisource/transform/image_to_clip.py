@@ -119,3 +119,42 @@ def perspective_clip(image: np.ndarray, num_frames: int, mu: np.ndarray, cov: np
         out[t] = cv2.warpPerspective(image, pixel_homography(total, (h, w)), (w, h),
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     return out
+
+
+CLIP_TRANSFORMS = ("still", "translation", "translation_random", "perspective", "perspective_class")
+
+
+def render_clip(image: np.ndarray, spec: str, num_frames: int, rng: np.random.Generator,
+                motion: tuple[np.ndarray, np.ndarray] | None = None, warp_scale: float = 1.0) -> np.ndarray:
+    """Pseudo-clip (T, H, W, 3) of a still image by the named transform (Table 8's rows)."""
+    if spec == "still":
+        return still_clip(image, num_frames)
+    if spec in ("translation", "translation_random"):
+        return translation_clip(image, num_frames, rng, "random" if spec.endswith("random") else "constant")
+    if spec in ("perspective", "perspective_class"):
+        if motion is None:
+            raise ValueError("perspective warps need a motion fit: run `omnisource fit-motion` first")
+        return perspective_clip(image, num_frames, motion[0], motion[1], rng, warp_scale)
+    raise ValueError(f"unknown image-to-clip transform {spec!r}; expected one of {CLIP_TRANSFORMS}")
+
+
+def save_motion(path, fits: dict[str, tuple[np.ndarray, np.ndarray]], counts: dict[str, int]) -> None:
+    """``fits``: key ('agnostic' or a class name) -> (μ, Σ); written atomically as .npz."""
+    from ..data.manifest import atomic_write_bytes
+
+    arrays = {}
+    for key, (mu, cov) in fits.items():
+        arrays[f"{key}/mu"], arrays[f"{key}/cov"] = mu, cov
+        arrays[f"{key}/count"] = np.array(counts.get(key, 0))
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write_bytes(path, write)
+
+
+def load_motion(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    data = np.load(path)
+    keys = {k.rsplit("/", 1)[0] for k in data.files}
+    return {k: (data[f"{k}/mu"], data[f"{k}/cov"]) for k in keys}

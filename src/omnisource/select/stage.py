@@ -1,0 +1,94 @@
+"""``omnisource select``: keep confident web samples with pseudo-labels (OmniSource §3.2)."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data.manifest import Manifest, atomic_write_text, read_manifest, write_manifest
+from ..pipeline import console, target_manifest_path
+from ..teacher.score import read_scores
+from ..web import scores_dir, web_path
+from .filter import keep_mask, map_queries, precision_recall, pseudo_labels
+
+
+def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], rule: str, threshold: float,
+                query_map: dict[str, str]) -> tuple[list[dict], dict]:
+    """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics."""
+    queries = sorted({r["weak_labels"][0] for r in rows if r.get("weak_labels")})
+    qmap = map_queries(queries, classes, query_map)
+    scored = [r for r in rows if r["status"] == "ok" and r["id"] in scores]
+    pred = np.array([scores[r["id"]]["pred"] for r in scored], dtype=np.int64)
+    prob = np.array([scores[r["id"]]["prob"] for r in scored])
+    qcls = np.array([qmap.get((r.get("weak_labels") or [""])[0], -1) for r in scored], dtype=np.int64)
+    untrimmed = np.array([bool(scores[r["id"]].get("frame_probs")) for r in scored], dtype=bool)
+    if untrimmed.any():
+        # An untrimmed video keeps its query's class (OmniSource §3.4): the teacher decides
+        # whether some frames show it, i.e. confidence is that of the query's class.
+        for i in np.flatnonzero(untrimmed & (qcls >= 0)):
+            frame_probs = np.asarray(scores[scored[i]["id"]]["frame_probs"])
+            prob[i] = frame_probs[:, qcls[i]].max()
+            if rule == "confidence":
+                pred[i] = qcls[i]
+    keep = keep_mask(pred, prob, qcls, rule, threshold)
+    labels = pseudo_labels(pred, qcls, rule)
+    # Under rule "none" a query that names no class cannot give a label.
+    keep &= labels >= 0
+    out, by_id = [], {r["id"]: i for i, r in enumerate(scored)}
+    for r in rows:
+        r = dict(r)
+        if r["status"] == "ok" and r["id"] not in scores:
+            r.update(status="corrupt", reason="no teacher score (failed to decode for features)")
+        elif r["id"] in by_id:
+            i = by_id[r["id"]]
+            r["teacher_pred"], r["teacher_prob"] = int(pred[i]), float(prob[i])
+            if keep[i]:
+                r["label"] = int(labels[i])
+            else:
+                r["status"] = "rejected"
+                r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes)
+        out.append(r)
+    stats = _stats(out, scored, keep, labels, classes)
+    return out, stats
+
+
+def _why(rule, prob, threshold, pred, qcls, classes) -> str:
+    if qcls < 0 and rule in ("agreement", "both", "none"):
+        return "query names no target class"
+    if rule in ("confidence", "both") and prob < threshold:
+        return f"teacher confidence {prob:.2f} < {threshold:.2f}"
+    return f"teacher top-1 {classes[pred]} differs from the query's class {classes[qcls]}"
+
+
+def _stats(out, scored, keep, labels, classes) -> dict:
+    kept = Counter(classes[r["label"]] for r in out if r["status"] == "ok" and r.get("label") is not None)
+    dropped = Counter(classes[r["teacher_pred"]] for r in out if r["status"] == "rejected")
+    stats = {"scored": len(scored), "kept": int(keep.sum()),
+             "kept_per_class": dict(kept), "rejected_by_teacher_top1": dict(dropped),
+             "status": dict(Counter(r["status"] for r in out))}
+    if scored and "true_label" in scored[0]:
+        # Ground truth known (benchmarks inject noise): a kept sample is right when its
+        # pseudo-label is its true class; recall counts over samples of some target class.
+        truth = np.array([classes.index(r["true_label"]) if r.get("true_label") in classes else -1 for r in scored])
+        stats["filter"] = precision_recall(keep, labels, truth)
+    return stats
+
+
+def select_stage(cfg: Config, workspace) -> list[Path]:
+    classes = read_manifest(target_manifest_path(workspace)).classes
+    outs = []
+    for src in cfg.web:
+        manifest = read_manifest(web_path(workspace, src.name))
+        scores = read_scores(scores_dir(workspace, src.name))
+        rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map)
+        out = write_manifest(Manifest(rows, classes), web_path(workspace, src.name, "aux"))
+        atomic_write_text(Path(workspace) / "selection" / f"{src.name}.json", json.dumps(stats, indent=2))
+        pr = stats.get("filter")
+        console.print(f"select {src.name}: kept {stats['kept']} of {stats['scored']} ({cfg.omni.filter}, "
+                      f"threshold {cfg.omni.threshold})"
+                      + (f", precision {pr['precision']:.2f} recall {pr['recall']:.2f}" if pr else ""))
+        outs.append(out)
+    return outs

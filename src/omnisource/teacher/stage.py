@@ -1,0 +1,98 @@
+"""``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data.manifest import read_manifest
+from ..pipeline import console, feature_cache, target_manifest_path
+from ..web import scores_dir, web_path
+from .score import Teacher, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
+
+
+def _feature_dim(cache: Path) -> int:
+    from ..features.cache import cached_ids, load_features
+
+    index = cached_ids(cache)
+    if not index:
+        raise FileNotFoundError(f"{cache}: the feature cache is empty; run `omnisource features` first")
+    rid = next(iter(index))
+    return int(load_features(cache, [rid])[rid].shape[-1])
+
+
+def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
+    from ..features.cache import load_features
+
+    cache = feature_cache(cfg, workspace, per_second=kind == "untrimmed")
+
+    def score(rows: list[dict]) -> list[dict]:
+        feats = load_features(cache, [r["id"] for r in rows])
+        rows = [r for r in rows if r["id"] in feats]
+        if kind != "untrimmed":
+            probs = np.mean([head_probs(t.model, [feats[r["id"]].astype(np.float32) for r in rows],
+                                        t.cfg.features.frames) for t in teachers], axis=0)
+            return [{"id": r["id"], **summarise(p)} for r, p in zip(rows, probs)]
+        out = []
+        for r in rows:
+            per_second = feats[r["id"]].astype(np.float32)
+            parts = [untrimmed_scores(t.model, per_second, t.cfg.features.frames, cfg.omni.clip_seconds)
+                     for t in teachers]
+            frame_probs = np.mean([p[0] for p in parts], axis=0)
+            clip_probs = np.mean([p[2] for p in parts], axis=0)
+            # A video's class evidence is its most confident frame (a long video mixes content).
+            out.append({"id": r["id"], **summarise(frame_probs.max(axis=0)),
+                        "frame_probs": frame_probs.tolist(), "clip_windows": [list(w) for w in parts[0][1]],
+                        "clip_probs": clip_probs.tolist()})
+        return out
+
+    return score
+
+
+def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
+    import torch
+
+    from ..data import media, sampling, transforms
+    from ..data.datasets import VideoClipDataset, frame_span, make_loader
+    from ..train.loop import predict, resolve_device
+
+    device = resolve_device(cfg.train.device)
+
+    def score(rows: list[dict]) -> list[dict]:
+        if kind != "untrimmed":
+            loader = make_loader(VideoClipDataset(rows, cfg.media, False), cfg.train.batch_size, False,
+                                 cfg.train.num_workers)
+            probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
+            return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
+        out = []
+        for r in rows:
+            try:
+                first, num, fps = frame_span(r)
+                idx = sampling.one_fps_indices(num, fps) + first
+                frames = media.read_frames(r["path"], idx, kind=r["kind"], max_pixels=cfg.media.max_pixels)
+            except media.MediaError:
+                continue
+            clip = transforms.center_crop(transforms.resize_short(frames, cfg.media.resize_short), cfg.media.input_size)
+            x = transforms.to_tensor(clip).permute(1, 0, 2, 3).unsqueeze(2).to(device)  # (F, 3, 1, H, W)
+            with torch.no_grad():
+                frame_probs = np.mean([t.model.to(device).eval()(x).softmax(-1).cpu().numpy() for t in teachers], 0)
+            out.append({"id": r["id"], **summarise(frame_probs.max(axis=0)), "frame_probs": frame_probs.tolist()})
+        return out
+
+    return score
+
+
+def score_stage(cfg: Config, workspace) -> list[Path]:
+    classes = read_manifest(target_manifest_path(workspace)).classes
+    dim = _feature_dim(feature_cache(cfg, workspace)) if cfg.mode == "features" else None
+    teachers = [load_teacher(Path(workspace), run, classes, dim) for run in cfg.omni.teacher_runs]
+    outs = []
+    for src in cfg.web:
+        rows = [r for r in read_manifest(web_path(workspace, src.name)).rows if r["status"] == "ok"]
+        fn = _feature_scorer(teachers, cfg, workspace, src.kind) if cfg.mode == "features" \
+            else _pixel_scorer(teachers, cfg, src.kind)
+        out = score_in_shards(rows, fn, scores_dir(workspace, src.name), progress=console.is_terminal)
+        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
+        outs.append(out)
+    return outs

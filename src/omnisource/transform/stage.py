@@ -1,0 +1,124 @@
+"""``omnisource fit-motion`` and ``omnisource transform`` (OmniSource §3.4).
+
+fit-motion: homographies between consecutive frames of the target training videos, fitted by a
+Gaussian (class-agnostic and per class) and saved to ``motion.npz``.
+transform: kept web samples → training rows in the target format: images → pseudo-clips
+(rendered when embedded), trimmed videos as they are, untrimmed videos → snippets of k positive
++ m negative 1 fps frames, or positive 10 s clips.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data import media, transforms
+from ..data.datasets import frame_span
+from ..data.manifest import Manifest, make_id, read_manifest, write_manifest
+from ..pipeline import console, target_manifest_path
+from ..teacher.score import read_scores
+from ..web import scores_dir, web_path
+from .image_to_clip import estimate_homographies, fit_gaussian, save_motion
+from .untrimmed import positive_frames, select_snippet
+
+MOTION = "motion.npz"
+
+
+def fit_motion_stage(cfg: Config, workspace, frames_per_video: int = 16, min_per_class: int = 10) -> Path:
+    """Fit N(μ, Σ) on homographies between consecutive frames of target training videos."""
+    manifest = read_manifest(target_manifest_path(workspace))
+    rows = [r for r in manifest.rows if r["split"] == "train" and r["status"] == "ok" and r["kind"] != "image"]
+    per_class: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        try:
+            first, num, _ = frame_span(row)
+            start = first + max(0, (num - frames_per_video) // 2)
+            idx = np.arange(start, min(first + num, start + frames_per_video))
+            clip = media.read_frames(row["path"], idx, kind=row["kind"], max_pixels=cfg.media.max_pixels)
+        except media.MediaError:
+            continue
+        hs = estimate_homographies(transforms.resize_short(clip, 160))
+        per_class.setdefault(manifest.classes[row["label"]], []).extend(hs)
+    everything = [h for hs in per_class.values() for h in hs]
+    if len(everything) < 2:
+        raise RuntimeError("fit-motion: fewer than 2 homographies could be estimated from the target videos")
+    fits = {"agnostic": fit_gaussian(np.array(everything))}
+    counts = {"agnostic": len(everything)}
+    for name, hs in per_class.items():
+        if len(hs) >= min_per_class:
+            fits[name], counts[name] = fit_gaussian(np.array(hs)), len(hs)
+    out = Path(workspace) / MOTION
+    save_motion(out, fits, counts)
+    console.print(f"fit-motion: {len(everything)} homographies from {len(rows)} videos, "
+                  f"{len(fits) - 1} per-class fits -> {out}")
+    return out
+
+
+def image_rows(rows: list[dict], spec: str, classes: list[str], motion_path: Path, warp_scale: float,
+               seed: int) -> list[dict]:
+    """Still images need nothing; other transforms get derived rows (own ids) that the feature
+    stage renders into pseudo-clips."""
+    if spec == "still":
+        return [dict(r, clip_transform="") for r in rows]
+    out = []
+    for r in rows:
+        tag = f"{spec}@{seed}" + (f"x{warp_scale:g}" if spec.startswith("perspective") else "")
+        out.append(dict(r, id=make_id(r["source"], f"{r['path']}#{tag}"), parent_id=r["id"], clip_transform=spec,
+                        motion_path=str(motion_path) if spec.startswith("perspective") else "",
+                        motion_key=classes[r["label"]] if spec == "perspective_class" else "agnostic",
+                        render_seed=int(np.random.default_rng([seed, int(r["id"][:8], 16)]).integers(2**31)),
+                        warp_scale=warp_scale))
+    return out
+
+
+def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
+    o = cfg.omni
+    out = []
+    for r in rows:
+        rec = scores[r["id"]]
+        if o.untrimmed == "snippet":
+            positive = positive_frames(np.array(rec["frame_probs"]), r["label"], o.frame_threshold)
+            n = int(min(o.snippets_per_video, max(1, positive.sum() // o.snippet_pos)))
+            rng = np.random.default_rng([o.seed, int(r["id"][:8], 16)])
+            seen = set()
+            for j in range(n):
+                idx = select_snippet(positive, o.snippet_pos, o.snippet_neg, rng)
+                if idx is None or tuple(idx) in seen:
+                    continue
+                seen.add(tuple(idx))
+                out.append(dict(r, id=make_id(r["source"], f"{r['path']}#snippet{j}"), parent_id=r["id"],
+                                frame_indices=[int(i) for i in idx]))
+        else:
+            probs = np.array(rec["clip_probs"] or [])
+            for (start, end), p in zip(rec["clip_windows"] or [], probs):
+                if p[r["label"]] >= o.frame_threshold:
+                    out.append(dict(r, id=make_id(r["source"], r["path"], start, end), parent_id=r["id"],
+                                    start_s=float(start), end_s=float(end)))
+    return out
+
+
+def transform_stage(cfg: Config, workspace) -> list[Path]:
+    classes = read_manifest(target_manifest_path(workspace)).classes
+    motion = Path(workspace) / MOTION
+    if cfg.omni.image_to_clip.startswith("perspective") and any(s.kind == "image" for s in cfg.web) \
+            and not motion.exists():
+        fit_motion_stage(cfg, workspace)
+    outs = []
+    for src in cfg.web:
+        kept = [r for r in read_manifest(web_path(workspace, src.name, "aux")).rows if r["status"] == "ok"]
+        if src.kind == "image":
+            rows = image_rows(kept, cfg.omni.image_to_clip, classes, motion, cfg.omni.warp_scale, cfg.omni.seed)
+        elif src.kind == "trimmed":
+            rows = kept
+        else:
+            rows = untrimmed_rows(kept, read_scores(scores_dir(workspace, src.name)), cfg)
+        out = write_manifest(Manifest(rows, classes), web_path(workspace, src.name, "train"))
+        per_class = Counter(classes[r["label"]] for r in rows)
+        console.print(f"transform {src.name}: {len(kept)} kept -> {len(rows)} training samples "
+                      f"({src.kind}{', ' + cfg.omni.image_to_clip if src.kind == 'image' else ''}"
+                      f"{', ' + cfg.omni.untrimmed if src.kind == 'untrimmed' else ''}); "
+                      f"classes {dict(per_class)}")
+        outs.append(out)
+    return outs

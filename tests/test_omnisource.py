@@ -1,0 +1,122 @@
+"""The OmniSource chain end to end on tiny synthetic data, including a kill and restart."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from omnisource.cli import app
+from omnisource.data.manifest import read_manifest
+from omnisource.demo.synthetic import generate, web_manifests
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("omni")
+    generate(root, groups=4, clips_per_group=2, web_per_class=6, size=64, frames=12, untrimmed_per_class=1)
+    return root, web_manifests(root)
+
+
+def overrides(data, ws, **extra):
+    root, manifests = data
+    web = (f"web=[{{name: images, kind: image, format: manifest, root: '{manifests['images']}', batch_ratio: 1.0}}, "
+           f"{{name: untrimmed, kind: untrimmed, format: manifest, root: '{manifests['untrimmed']}'}}]")
+    base = {"target.root": root / "videos", "target.val_groups": "['01']", "features.size": 64,
+            "features.frames": 4, "train.epochs": 6, "train.optimizer": "adamw", "train.lr": 0.003,
+            "omni.threshold": 0.3, "omni.clip_seconds": 2}
+    base.update(extra)
+    return ["-w", str(ws), *[f"{k}={v}" for k, v in base.items()], web]
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("image_to_clip, untrimmed", [("perspective", "snippet"), ("translation", "clips")])
+def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed):
+    ws = tmp_path / "ws"
+    out = invoke("run", *overrides(data, ws, **{"omni.image_to_clip": image_to_clip, "omni.untrimmed": untrimmed}))
+    for name in ("target_only", "omnisource"):
+        m = json.loads((ws / "runs" / name / "metrics.json").read_text())
+        assert m["num_samples"] == 12 and 0 <= m["top1"] <= 1
+    sel = json.loads((ws / "selection" / "images.json").read_text())
+    assert sel["scored"] == 36 and 0 < sel["kept"] <= 36 and "precision" in sel["filter"]
+    aux = read_manifest(ws / "manifests" / "aux_images.parquet")
+    assert {r["status"] for r in aux.rows} <= {"ok", "rejected"}
+    assert all(r["reason"] for r in aux.rows if r["status"] == "rejected")
+    train = read_manifest(ws / "manifests" / "train_images.parquet")
+    assert all(r["clip_transform"] == image_to_clip for r in train.rows)
+    if image_to_clip == "perspective":
+        assert (ws / "motion.npz").exists()
+    utrain = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows
+    if untrimmed == "snippet":
+        assert all(len(r["frame_indices"]) == 3 for r in utrain)
+    else:
+        assert all(r["end_s"] - r["start_s"] <= 2.0 for r in utrain)
+    log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
+    assert "images" in log[-1]["train"] and "target" in log[-1]["train"]
+    assert "student: images" in out
+
+
+def _run_cli(args, env):
+    return subprocess.Popen([sys.executable, "-m", "omnisource.cli", "run", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for(predicate, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def test_killed_run_restarts_to_the_same_outputs(data, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    straight = tmp_path / "straight"
+    args = overrides(data, straight, **{"train.epochs": 8})
+    assert subprocess.run([sys.executable, "-m", "omnisource.cli", "run", *args], env=env,
+                          capture_output=True).returncode == 0
+    ws = tmp_path / "killed"
+    args = overrides(data, ws, **{"train.epochs": 8})
+    kill_points = [
+        lambda: any((ws / "features").glob("*/shard-*.safetensors")),  # mid feature extraction
+        lambda: (ws / "runs" / "target_only" / "checkpoints" / "epoch_003").exists(),  # mid teacher training
+        lambda: (ws / "runs" / "omnisource" / "checkpoints" / "epoch_002").exists(),  # mid student training
+    ]
+    killed = 0
+    for point in kill_points:
+        proc = _run_cli(args, env)
+        if _wait_for(point, proc):
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    assert killed >= 2  # the machine was not so fast that every stage finished before the kill
+    assert subprocess.run([sys.executable, "-m", "omnisource.cli", "run", *args], env=env,
+                          capture_output=True).returncode == 0
+    for name in ("target_only", "omnisource"):
+        a = json.loads((straight / "runs" / name / "metrics.json").read_text())
+        b = json.loads((ws / "runs" / name / "metrics.json").read_text())
+        assert a["confusion_matrix"] == b["confusion_matrix"]
+        wa = load_file(str(straight / "runs" / name / "checkpoints" / "epoch_008" / "model.safetensors"))
+        wb = load_file(str(ws / "runs" / name / "checkpoints" / "epoch_008" / "model.safetensors"))
+        for k in wa:
+            np.testing.assert_allclose(wa[k], wb[k], rtol=0, atol=1e-6, err_msg=k)
+    for name in ("aux_images", "train_untrimmed"):
+        ra = read_manifest(straight / "manifests" / f"{name}.parquet").rows
+        rb = read_manifest(ws / "manifests" / f"{name}.parquet").rows
+        assert [(r["id"], r["status"], r["label"]) for r in ra] == [(r["id"], r["status"], r["label"]) for r in rb]
+    assert not list(ws.rglob("*.tmp"))
