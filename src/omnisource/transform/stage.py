@@ -26,21 +26,22 @@ from .untrimmed import positive_frames, select_snippet
 MOTION = "motion.npz"
 
 
-def fit_motion_stage(cfg: Config, workspace, frames_per_video: int = 16, min_per_class: int = 10) -> Path:
-    """Fit N(μ, Σ) on homographies between consecutive frames of target training videos."""
-    manifest = read_manifest(target_manifest_path(workspace))
-    rows = [r for r in manifest.rows if r["split"] == "train" and r["status"] == "ok" and r["kind"] != "image"]
+def fit_motion(rows: list[dict], classes: list[str], max_pixels: int, frames_per_video: int = 16,
+               min_per_class: int = 10) -> tuple[dict, dict]:
+    """(fits, counts): key 'agnostic' or a class name -> (μ, Σ) of normalised homographies
+    between consecutive frames from the middle of each video; classes with fewer than
+    ``min_per_class`` homographies get no fit of their own."""
     per_class: dict[str, list[np.ndarray]] = {}
     for row in rows:
         try:
             first, num, _ = frame_span(row)
             start = first + max(0, (num - frames_per_video) // 2)
             idx = np.arange(start, min(first + num, start + frames_per_video))
-            clip = media.read_frames(row["path"], idx, kind=row["kind"], max_pixels=cfg.media.max_pixels)
+            clip = media.read_frames(row["path"], idx, kind=row["kind"], max_pixels=max_pixels)
         except media.MediaError:
             continue
         hs = estimate_homographies(transforms.resize_short(clip, 160))
-        per_class.setdefault(manifest.classes[row["label"]], []).extend(hs)
+        per_class.setdefault(classes[row["label"]], []).extend(hs)
     everything = [h for hs in per_class.values() for h in hs]
     if len(everything) < 2:
         raise RuntimeError("fit-motion: fewer than 2 homographies could be estimated from the target videos")
@@ -49,9 +50,17 @@ def fit_motion_stage(cfg: Config, workspace, frames_per_video: int = 16, min_per
     for name, hs in per_class.items():
         if len(hs) >= min_per_class:
             fits[name], counts[name] = fit_gaussian(np.array(hs)), len(hs)
+    return fits, counts
+
+
+def fit_motion_stage(cfg: Config, workspace) -> Path:
+    """Fit N(μ, Σ) on homographies between consecutive frames of target training videos."""
+    manifest = read_manifest(target_manifest_path(workspace))
+    rows = [r for r in manifest.rows if r["split"] == "train" and r["status"] == "ok" and r["kind"] != "image"]
+    fits, counts = fit_motion(rows, manifest.classes, cfg.media.max_pixels)
     out = Path(workspace) / MOTION
     save_motion(out, fits, counts)
-    console.print(f"fit-motion: {len(everything)} homographies from {len(rows)} videos, "
+    console.print(f"fit-motion: {counts['agnostic']} homographies from {len(rows)} videos, "
                   f"{len(fits) - 1} per-class fits -> {out}")
     return out
 
