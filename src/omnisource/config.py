@@ -107,7 +107,9 @@ class OmniConfig:
     """OmniSource (Duan et al. 2020): teacher filtering, format transforms, joint training."""
     teacher_runs: list[str] = field(default_factory=lambda: ["target_only"])  # several = ensemble
     student_run: str = "omnisource"
-    filter: Literal["confidence", "agreement", "both", "none"] = "confidence"
+    # "both" (teacher agrees with the query and is confident) is the default: in a small label
+    # space a softmax is confident on off-topic images, so confidence alone lets them through.
+    filter: Literal["confidence", "agreement", "both", "none"] = "both"
     threshold: float = 0.5
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
                            "perspective_class"] = "still"
