@@ -28,7 +28,7 @@ from omnisource.data.manifest import new_row
 from omnisource.data.sampling import tsn_indices
 from omnisource.evaluate import protocol
 from omnisource.evaluate.metrics import classification_metrics
-from omnisource.features.cache import extract_features, load_features
+from omnisource.features.cache import cache_dir_for, extract_features, load_features
 from omnisource.models import create_backbone, create_head
 from omnisource.select.stage import select_rows
 from omnisource.teacher.score import head_probs, summarise, untrimmed_scores
@@ -60,7 +60,9 @@ class Features:
     """The benchmark's caches: T segment frames per video/image clip, and 1 fps per video."""
 
     def __init__(self, root: Path, size: int, frames: int, workers: int):
-        self.seg, self.fps = root / f"lite0-{size}px-{frames}f", root / f"lite0-{size}px-1fps"
+        # The product's cache layout, so `omnisource ... features.cache_root=<out>/features` reuses it.
+        self.seg = cache_dir_for(root, "efficientnet_lite0", size, frames)
+        self.fps = cache_dir_for(root, "efficientnet_lite0", size, frames, per_second=True)
         self.size, self.frames, self.workers = size, frames, workers
         self.backbone = create_backbone("efficientnet_lite0", pretrained="imagenet")
 
@@ -73,6 +75,8 @@ class Features:
             f"in {time.time() - t0:.0f} s, {sum(r['id'] in failures for r in rows)} failed")
 
     def clips(self, ids: list[str]) -> np.ndarray:
+        if not ids:  # e.g. no unused training videos left to act as web videos at k = all
+            return np.zeros((0, self.frames, self.backbone.num_features), np.float32)
         feats = load_features(self.seg, ids)
         return np.stack([_to_t(feats[i], self.frames) for i in ids]).astype(np.float32)
 
@@ -87,6 +91,7 @@ def train_head(x, y, xv, yv, classes, cfg: TrainConfig, aux=(), frames=8, resamp
     train = make_loader(FeatureDataset(x, y, frames, True, cfg.seed), cfg.batch_size, True)
     val = make_loader(FeatureDataset(xv, yv, frames), 256, False)
     steps = len(train)
+    # At least 400 iterations (tiny k) and at least cfg.epochs passes over the target set.
     run_cfg = TrainConfig(**{**cfg.__dict__, "epochs": max(cfg.epochs, math.ceil(400 / steps))})
     loaders = []
     omni = load_config(None, [f"train.seed={cfg.seed}", f"omni.resample={resample}", "omni.resample_power=0.2"])
@@ -148,13 +153,13 @@ def run_seed(args, feats: Features, k: int, seed: int, motion_path: Path, result
             kept = [r for r in kept if r["status"] == "ok"]
             if name == "images":
                 derived = image_rows(kept, spec, classes, motion_path, 1.0, 0)
-                ax = feats.clips([r["id"] for r in derived]) if kept else np.zeros((0, feats.frames, 1280), np.float32)
+                ax = feats.clips([r["id"] for r in derived])
             elif name == "trimmed":
-                ax = feats.clips([r["parent_id"] for r in kept]) if kept else np.zeros((0, feats.frames, 1280), np.float32)
+                ax = feats.clips([r["parent_id"] for r in kept])
             else:
                 snips = untrimmed_rows(kept, scores, omni)
                 ax = np.stack([_to_t(per_second[s["parent_id"]][s["frame_indices"]], feats.frames) for s in snips]) \
-                    if snips else np.zeros((0, feats.frames, 1280), np.float32)
+                    if snips else feats.clips([])
                 kept = snips
             ay = np.array([r["label"] for r in kept], dtype=np.int64)
             aux.append((name, (ax, ay)))
@@ -175,7 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--k", default="3,10,all", help="labeled videos per class, comma separated")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=15, help="minimum passes over the target set")
     ap.add_argument("--noise", type=float, default=0.5, help="share of injected pool images per target query")
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of trimmed web videos with a wrong weak label")
     ap.add_argument("--threshold", type=float, default=0.5, help="teacher confidence threshold")
