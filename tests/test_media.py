@@ -192,3 +192,25 @@ def test_real_original_avi():
 
 def test_index_pattern_round_trip():
     assert [frame_number(index_frame(i)) for i in (0, 1, 15, 16, 17, 255)] == [0, 1, 15, 16, 17, 255]
+
+
+def _first_number(path: str) -> int:
+    import gc
+
+    gc.collect()  # finalises whatever the parent left behind, as a worker's GC eventually does
+    return frame_number(media.read_frames(path, [7])[0])
+
+
+def test_forked_worker_after_decoding_in_parent(videos):
+    """Decoding in the parent must leave no demux generator for the GC to finish after the
+    container closed: that hung or crashed forked DataLoader workers."""
+    import gc
+    import multiprocessing
+
+    gc.disable()
+    try:
+        media.read_frames(videos["long_gop"], [0, 10, 50])
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply_async(_first_number, (str(videos["short_gop"]),)).get(timeout=20) == 7
+    finally:
+        gc.enable()

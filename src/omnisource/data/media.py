@@ -6,9 +6,10 @@ TSN pattern. So `read_frames` decodes forward once, with one decoder thread (loa
 parallelism), and seeks only when a keyframe lies between the current position and the next wanted
 frame. torchcodec is used when it imports (it needs torch 2.14.1 + system FFmpeg), PyAV otherwise.
 
-Frame counts: for videos `num_frames` is the container's frame count (`stream.frames`, exact for
-MP4/AVI) and otherwise `duration * fps`, an estimate. Either may exceed what actually decodes, so
-`read_frames` clamps indices past the end to the last decodable frame.
+Frame index i = the i-th frame a sequential decode yields (as in torchcodec and decord), not a pts.
+`num_frames` is the container's count (`stream.frames`, exact for MP4/AVI) or else `duration * fps`
+(`MediaInfo.exact` False: Matroska/WebM, where an audio track can stretch the duration). Either may
+exceed what decodes, so `read_frames` clamps indices past the end to the last decodable frame.
 """
 from __future__ import annotations
 
@@ -234,9 +235,11 @@ def _read_video(path: Path, uniq: np.ndarray, max_pixels, backend: str) -> np.nd
     if backend != "pyav" and _TorchcodecDecoder is not None:
         try:
             dec = _TorchcodecDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=1)
-            _check_size(MediaInfo("video", len(dec), 0, 0, dec.metadata.width, dec.metadata.height), max_pixels)
-            if len(dec) > 0:
-                return dec.get_frames_at(indices=np.minimum(uniq, len(dec) - 1).tolist()).data.numpy()
+            meta = dec.metadata
+            _check_size(MediaInfo("video", len(dec), 0.0, 0.0, meta.width, meta.height), max_pixels)
+            if len(dec) > 0:  # else PyAV says why
+                idx = np.minimum(uniq, len(dec) - 1).tolist()
+                return dec.get_frames_at(indices=idx).data.numpy()
         except MediaError:
             raise
         except Exception:  # noqa: BLE001 - torchcodec failed on this file: PyAV may still cope
@@ -263,10 +266,13 @@ def _decoder(path: Path, max_pixels) -> Iterator["_ForwardDecoder"]:
         info = _video_info(container, stream)
         _check_size(info, max_pixels)
         stream.codec_context.thread_count = 1
+        dec = _ForwardDecoder(container, stream, info)
         try:
-            yield _ForwardDecoder(container, stream, info)
+            yield dec
         except _BAD_FILE_ERRORS as e:
             raise MediaError(f"decode error: {e}") from None
+        finally:
+            dec.close()
 
 
 def iter_video(path: str | Path, start: int = 0, stop: int | None = None,
@@ -335,7 +341,19 @@ class _ForwardDecoder:
     def _restart(self, seek: bool = True) -> None:
         if seek:
             self.container.seek(self.start, stream=self.stream, backward=True)
-        self.frames, self.first_dts, self.pos, self.seek_target = self._demux(), None, -1, None
+        self._new_frames()
+        self.pos, self.seek_target = -1, None
+
+    def _new_frames(self) -> None:
+        self.close()
+        self.frames, self.first_dts = self._demux(), None
+
+    def close(self) -> None:
+        """Finish the demux generator while the container is open: left to the garbage collector
+        it would run after container.close() (crashes, or hangs forked DataLoader workers)."""
+        if getattr(self, "frames", None) is not None:
+            self.frames.close()
+            self.frames = None
 
     def _demux(self):
         for packet in self.container.demux(self.stream):
@@ -360,7 +378,8 @@ class _ForwardDecoder:
         except av.FFmpegError:  # e.g. EPERM past the end: keep decoding forward
             self.can_seek = False
             return False
-        self.frames, self.first_dts, self.last_seek, self.seek_target = self._demux(), None, kf, target
+        self._new_frames()
+        self.last_seek, self.seek_target = kf, target
         return True
 
     def next(self):
