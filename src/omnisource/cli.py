@@ -6,6 +6,7 @@ failures (bad config, bad manifest, missing input) print one line and exit with 
 from __future__ import annotations
 
 import functools
+import importlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -59,29 +60,39 @@ def _cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[
     return cfg, ws
 
 
+def _stage_command(name: str, target: str, doc: str) -> None:
+    """Register ``omnisource <name>``: load the config, run ``module:function(cfg, workspace)``."""
+
+    def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                overrides: Optional[List[str]] = OverridesArg):
+        module, function = target.split(":")
+        cfg, ws = _cfg(config, workspace, overrides)
+        getattr(importlib.import_module(module, __package__), function)(cfg, ws)
+
+    command.__doc__ = doc
+    app.command(name)(friendly(command))
+
+
+for _name, _target, _doc in [
+    ("import", ".pipeline:import_target",
+     "Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it."),
+    ("validate", ".pipeline:validate_target", "Decode every target file; corrupt ones get status=corrupt and a reason."),
+    ("import-web", ".web:import_web", "Import the configured web sources (query folders or manifests) and validate them."),
+    ("score", ".teacher.stage:score_stage",
+     "Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard."),
+    ("select", ".select.stage:select_stage", "Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."),
+    ("fit-motion", ".transform.stage:fit_motion_stage",
+     "Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."),
+    ("transform", ".transform.stage:transform_stage", "Turn kept web samples into target-format training samples."),
+]:
+    _stage_command(_name, _target, _doc)
+
+
 @config_app.command("show")
 @friendly
 def config_show(config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg):
     """Print the resolved config (defaults + file + overrides) as YAML."""
     typer.echo(dump_config(load_config(config, list(overrides or []))), nl=False)
-
-
-@app.command("import")
-@friendly
-def import_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-               overrides: Optional[List[str]] = OverridesArg):
-    """Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it."""
-    cfg, ws = _cfg(config, workspace, overrides)
-    pipeline.import_target(cfg, ws)
-
-
-@app.command()
-@friendly
-def validate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-             overrides: Optional[List[str]] = OverridesArg):
-    """Decode every target file; corrupt ones get status=corrupt and a reason."""
-    cfg, ws = _cfg(config, workspace, overrides)
-    pipeline.validate_target(cfg, ws)
 
 
 @app.command()
@@ -145,61 +156,6 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 
     cfg, ws = _cfg(config, workspace, overrides)
     run_pipeline(cfg, ws)
-
-
-@app.command("import-web")
-@friendly
-def import_web_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-                   overrides: Optional[List[str]] = OverridesArg):
-    """Import the configured web sources (query folders or manifests) and validate their files."""
-    from .web import import_web
-
-    cfg, ws = _cfg(config, workspace, overrides)
-    import_web(cfg, ws)
-
-
-@app.command()
-@friendly
-def score(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-          overrides: Optional[List[str]] = OverridesArg):
-    """Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard."""
-    from .teacher.stage import score_stage
-
-    cfg, ws = _cfg(config, workspace, overrides)
-    score_stage(cfg, ws)
-
-
-@app.command()
-@friendly
-def select(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-           overrides: Optional[List[str]] = OverridesArg):
-    """Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."""
-    from .select.stage import select_stage
-
-    cfg, ws = _cfg(config, workspace, overrides)
-    select_stage(cfg, ws)
-
-
-@app.command("fit-motion")
-@friendly
-def fit_motion(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-               overrides: Optional[List[str]] = OverridesArg):
-    """Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."""
-    from .transform.stage import fit_motion_stage
-
-    cfg, ws = _cfg(config, workspace, overrides)
-    fit_motion_stage(cfg, ws)
-
-
-@app.command()
-@friendly
-def transform(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-              overrides: Optional[List[str]] = OverridesArg):
-    """Turn kept web samples into target-format training samples."""
-    from .transform.stage import transform_stage
-
-    cfg, ws = _cfg(config, workspace, overrides)
-    transform_stage(cfg, ws)
 
 
 @app.command()
