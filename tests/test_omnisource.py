@@ -120,3 +120,18 @@ def test_killed_run_restarts_to_the_same_outputs(data, tmp_path):
         rb = read_manifest(ws / "manifests" / f"{name}.parquet").rows
         assert [(r["id"], r["status"], r["label"]) for r in ra] == [(r["id"], r["status"], r["label"]) for r in rb]
     assert not list(ws.rglob("*.tmp"))
+
+
+def test_pixel_mode_chain_with_pseudo_clips_and_snippets(data, tmp_path):
+    ws = tmp_path / "ws"
+    pixel = {"mode": "pixels", "model.name": "tsn_resnet18", "model.pretrained": "", "model.width": 0.125,
+             "media.num_segments": 3, "media.input_size": 32, "media.resize_short": 36, "train.epochs": 1,
+             "train.batch_size": 8, "omni.threshold": 0.0, "omni.filter": "none", "omni.frame_threshold": 0.0,
+             "omni.image_to_clip": "translation"}
+    invoke("run", *overrides(data, ws, **pixel))
+    log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
+    assert {"target", "images", "untrimmed"} <= set(log[-1]["train"])
+    snippets = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows
+    assert snippets and all(len(r["frame_indices"]) == 3 for r in snippets)
+    m = json.loads((ws / "runs" / "omnisource" / "metrics.json").read_text())
+    assert m["num_samples"] == 12

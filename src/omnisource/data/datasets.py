@@ -126,7 +126,8 @@ class VideoClipDataset(Dataset):
         for attempt in range(5):
             j = (i + attempt) % len(self.rows)
             try:
-                return self.load(j), int(self.rows[j]["label"]), j
+                label = self.rows[j].get("label")
+                return self.load(j), -1 if label is None else int(label), j  # -1: unlabelled (web, scoring)
             except media.MediaError as err:
                 log.warning("skipping %s: %s", self.rows[j]["path"], err)
                 if not self.train:
