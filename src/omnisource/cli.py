@@ -180,6 +180,11 @@ def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "
     run_demo(workspace, list(overrides or []))
 
 
+from .collect.cli import register as _register_collect  # noqa: E402 - needs app, friendly, _cfg above
+
+_register_collect(app)  # queries, download, dedup, clean validate, clean dedup
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="omnisource")
 

@@ -1,0 +1,176 @@
+"""CLI commands of collection and cleaning, registered on the main ``omnisource`` app:
+
+* ``omnisource queries``   class names -> queries + hashtags (+ translations)
+* ``omnisource download``  URL lists -> content-hashed files + ``web_<source>`` manifest
+* ``omnisource clean validate``  decode checks of web manifests
+* ``omnisource clean dedup`` (also ``omnisource dedup``)  exact and evaluation-set de-duplication
+
+(The top-level ``omnisource validate`` stays the target-manifest validation.)
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+WorkspaceOpt = typer.Option(Path("workspace"), "--workspace", "-w", help="Workspace folder.")
+SourceOpt = typer.Option(None, "--source", "-s", help="Web source name(s) (default: every web_<source> manifest).")
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """"64MB", "500k", "1GiB", "123" -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"bad size {text!r}: use a number of bytes or e.g. 500kB, 64MB, 1GiB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _console():
+    from ..pipeline import console
+
+    return console
+
+
+def queries_cmd(workspace: Path = WorkspaceOpt,
+                class_name: Optional[List[str]] = typer.Option(None, "--class", "-C", help="A class name (repeatable)."),
+                classes: Optional[Path] = typer.Option(None, "--classes", help="File with one class name per line."),
+                translations: Optional[Path] = typer.Option(
+                    None, "--translations", "-t", help="Translation table: CSV/TSV class,language,text or "
+                    "class,<lang>,...; or JSON {class: {lang: text}}."),
+                language: Optional[List[str]] = typer.Option(
+                    None, "--language", "-l", help="Keep only these translation languages (repeatable)."),
+                hashtags: bool = typer.Option(True, "--hashtags/--no-hashtags", help="Also make hashtags."),
+                max_words: int = typer.Option(4, help="Permute the words of names up to this many words."),
+                vocabulary: Optional[Path] = typer.Option(
+                    None, "--vocabulary", help="Extra known words (one per line) for splitting compounds."),
+                out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output (default manifests/queries.parquet).")):
+    """Search queries and hashtags (stemmed, permuted, optionally translated) from class names
+    (default: the classes of the target manifest)."""
+    from .queries import queries_stage, read_class_list, read_queries
+
+    names = list(class_name or []) + (read_class_list(classes) if classes else [])
+    words = read_class_list(vocabulary) if vocabulary else []
+    path = queries_stage(workspace, names or None, translations, language, hashtags, max_words, words, out)
+    rows = read_queries(path)
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in ("query", "hashtag")}
+    langs = sorted({r["language"] for r in rows})
+    _console().print(f"queries: {kinds['query']} queries, {kinds['hashtag']} hashtags, "
+                     f"languages {', '.join(langs)} -> {path} (+ .tsv)")
+
+
+def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: url<TAB>query lines, or CSV with "
+                                                        "url and query columns."),
+                 workspace: Path = WorkspaceOpt,
+                 source: Optional[str] = typer.Option(None, "--source", "-s", help="Source name (default: the "
+                                                      "first list's file name)."),
+                 workers: int = typer.Option(8, help="Requests in flight in total."),
+                 per_host: int = typer.Option(2, help="Requests in flight per host."),
+                 connect_timeout: float = typer.Option(10.0, help="Seconds to connect."),
+                 read_timeout: float = typer.Option(20.0, help="Longest silence while reading, seconds."),
+                 max_seconds: float = typer.Option(120.0, help="Longest one attempt may take, seconds."),
+                 retries: int = typer.Option(3, help="Retries on timeouts, connection errors and 5xx (never 4xx)."),
+                 backoff: float = typer.Option(0.5, help="First retry wait in seconds; doubles each retry."),
+                 max_redirects: int = typer.Option(5, help="Redirect hops followed (each re-checked)."),
+                 max_size: str = typer.Option("64MB", help="Largest body accepted (e.g. 20MB)."),
+                 allow_private: bool = typer.Option(True, "--allow-private/--public-only",
+                                                    help="--public-only refuses hosts resolving to loopback, "
+                                                    "private, link-local or reserved addresses."),
+                 strict_type: bool = typer.Option(True, "--strict-type/--lenient-type",
+                                                  help="--lenient-type also accepts octet-stream / no Content-Type "
+                                                  "(the magic bytes still decide)."),
+                 retry_failed: bool = typer.Option(False, "--retry-failed", help="Try failed URLs again.")):
+    """Download URL lists into WORKSPACE/web/<source>/ (content-hash names) and write
+    manifests/web_<source>.parquet; resumable, re-runs skip finished URLs."""
+    from .download import DownloadOptions, download
+
+    opts = DownloadOptions(workers=workers, per_host=per_host, connect_timeout=connect_timeout,
+                           read_timeout=read_timeout, max_seconds=max_seconds, retries=retries, backoff=backoff,
+                           max_redirects=max_redirects, max_bytes=parse_size(max_size), allow_private=allow_private,
+                           strict_type=strict_type, retry_failed=retry_failed)
+    console = _console()
+    path = download(url_lists, workspace, source, opts, progress=console.is_terminal)
+    from ..data.manifest import read_manifest
+
+    rows = read_manifest(path).rows
+    ok = sum(r["status"] == "ok" for r in rows)
+    console.print(f"download: {ok} ok, {len(rows) - ok} failed of {len(rows)} URLs -> {path}")
+    reasons: dict[str, int] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            key = re.sub(r"\(.*", "", r["reason"]).strip()
+            reasons[key] = reasons.get(key, 0) + 1
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
+        console.print(f"  {n:6d}  {reason}", highlight=False)
+
+
+def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = SourceOpt,
+                 min_size: int = typer.Option(32, help="Smallest accepted width/height in pixels."),
+                 max_pixels: int = typer.Option(4096 * 4096, help="Largest accepted width x height "
+                                                "(decompression bombs)."),
+                 animated: str = typer.Option("reject", help="Animated images: reject | first-frame."),
+                 normalize: bool = typer.Option(True, "--normalize/--no-normalize",
+                                                help="Write RGB copies of CMYK/alpha/gray/palette/16-bit/rotated images."),
+                 workers: int = typer.Option(1, help="Decoding processes."),
+                 force: bool = typer.Option(False, "--force", help="Check rows validated before again.")):
+    """Decode every web file (images fully; videos first and last frame); bad ones get a status
+    (corrupt | rejected) and a reason."""
+    from ..data.manifest import read_manifest
+    from ..clean.validate import ANIMATED, validate_web
+
+    if animated not in ANIMATED:
+        raise ValueError(f"--animated must be one of {', '.join(ANIMATED)}, got {animated!r}")
+    console = _console()
+    for path in validate_web(workspace, source, min_size, max_pixels, animated, normalize, workers,
+                             console.is_terminal, force):
+        rows = read_manifest(path).rows
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "corrupt", "rejected", "duplicate")}
+        console.print(f"validate: {path.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
+def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+              workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
+              source: Optional[List[str]] = SourceOpt,
+              eval_manifest: Optional[Path] = typer.Option(None, "--eval", help="Evaluation manifest (default: "
+                                                           "the workspace's target manifest)."),
+              eval_split: Optional[List[str]] = typer.Option(None, "--eval-split",
+                                                             help="Evaluation splits (default: val, test)."),
+              threshold: Optional[float] = typer.Option(None, help="Cosine threshold (default: measured on crops "
+                                                        "of the evaluation frames)."),
+              size: Optional[int] = typer.Option(None, help="Frame size for the backbone (default: features.size)."),
+              eval_fps: float = typer.Option(5.0, help="Evaluation video frames per second to index."),
+              web_frames: int = typer.Option(8, help="Frames per web video."),
+              exact_max: int = typer.Option(50_000, help="Exact search up to this many evaluation frames, IVF above."),
+              search_batch: int = typer.Option(8192, help="Web vectors whitened and searched per batch "
+                                               "(bounds memory)."),
+              exact_only: bool = typer.Option(False, "--exact-only", help="Only exact (content hash) duplicates."),
+              overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides such as features.size=160.",
+                                                              show_default=False)):
+    """Flag exact duplicates (content hash) and near-duplicates of the evaluation set (ImageNet
+    features, whitening, cosine similarity, threshold from crops of the evaluation frames)."""
+    from ..clean.dedup import dedup_stage
+    from ..cli import _cfg
+
+    cfg, ws = _cfg(config, workspace, overrides)
+    console = _console()
+    for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
+                                    web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
+        console.print(f"dedup: {path.name}: {report['exact']} exact duplicates, {report['near']} near-duplicates "
+                      f"of the evaluation set (threshold {report['threshold']}) of {report['checked']} rows")
+
+
+def register(app: typer.Typer) -> None:
+    """Add queries, download, dedup and the ``clean`` group (validate, dedup) to the main app."""
+    from ..cli import friendly
+
+    app.command("queries")(friendly(queries_cmd))
+    app.command("download")(friendly(download_cmd))
+    app.command("dedup")(friendly(dedup_cmd))
+    clean_app = typer.Typer(no_args_is_help=True, help="Clean web manifests: decode checks, de-duplication.")
+    clean_app.command("validate")(friendly(validate_cmd))
+    clean_app.command("dedup")(friendly(dedup_cmd))
+    app.add_typer(clean_app, name="clean")
