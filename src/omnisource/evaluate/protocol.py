@@ -16,7 +16,6 @@ import numpy as np
 
 from ..data import importers
 from ..data.manifest import Manifest, make_id, new_row
-from ..select.filter import map_queries
 
 TRAIN_GROUPS = [f"{g:02d}" for g in range(12, 26)]
 VAL_GROUPS = ["08", "09", "10", "11"]
@@ -110,8 +109,3 @@ def untrimmed_rows(specs: list[dict]) -> list[dict]:
     return [new_row("untrimmed", "video", "+".join(p["path"] for p in s["parts"]), id=s["id"],
                     weak_labels=s["weak_labels"], true_label=s["true_label"]) for s in specs]
 
-
-def query_classes(rows: list[dict], classes: list[str]) -> np.ndarray:
-    queries = sorted({r["weak_labels"][0] for r in rows})
-    qmap = map_queries(queries, classes, QUERY_MAP)
-    return np.array([qmap[r["weak_labels"][0]] for r in rows], dtype=np.int64)

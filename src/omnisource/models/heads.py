@@ -62,16 +62,8 @@ class TSNHead(_Head):
         return self.fc(self.dropout(_as_btd(x))).mean(dim=1)
 
 
-class LinearHead(_Head):
+class LinearHead(TSNHead):
     """``fc`` on the time-averaged feature (linear probe; dropout before ``fc``, 0 for a pure probe)."""
-
-    def __init__(self, in_dim: int, num_classes: int, num_frames: int = 8, dropout: float = 0.5):
-        super().__init__(in_dim, num_classes, num_frames, dropout)
-        self.num_features = self.in_dim
-        self.fc = make_classifier(self.num_features, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return _as_btd(x).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.forward_features(x)))

@@ -92,11 +92,12 @@ def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float) -> tuple[torch.Tensor,
     return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None):
-    per_sample = -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
-    if weights is not None:
-        return (per_sample * weights).sum() / weights.sum().clamp_min(1e-12)
-    return per_sample.mean()
+def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return per_sample_cross_entropy(logits, targets).mean()
 
 
 def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float]], optimizer,
@@ -125,7 +126,7 @@ def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float
             x, t = mixup(x, t, cfg.mixup_alpha)
         with autocast_for(device, cfg.amp):
             logits = model(x)
-        total = total + (w * -(t * F.log_softmax(logits.float(), dim=-1)).sum(-1)).sum()
+        total = total + (w * per_sample_cross_entropy(logits, t)).sum()
         logits_of[name] = logits.detach()
     total.backward()
     if cfg.clip_grad > 0:
