@@ -184,6 +184,10 @@ from .collect.cli import register as _register_collect  # noqa: E402 - needs app
 
 _register_collect(app)  # queries, download, dedup, clean validate, clean dedup
 
+from .report.stage import register as _register_report  # noqa: E402
+
+_register_report(app)  # report
+
 
 def main(argv: Optional[List[str]] = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="omnisource")

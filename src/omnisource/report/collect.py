@@ -1,0 +1,258 @@
+"""What a workspace holds, gathered for the report: counts, filter quality, curves, metrics.
+
+Each ``gather_*`` function reads one kind of output and raises ``Unavailable`` with a short
+reason when it is missing, so the report shows "not available: why" instead of failing.
+The counting itself is done by small pure functions over arrays.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data.manifest import Manifest, ManifestError, read_manifest
+
+STATUSES = ("ok", "corrupt", "duplicate", "rejected")
+
+
+class Unavailable(Exception):
+    """A report section that cannot be shown; the message says why, in a few words."""
+
+
+def read_json(path: Path, what: str):
+    if not path.is_file():
+        raise Unavailable(f"{what}: {path.name} not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise Unavailable(f"{what}: {path.name} is not valid JSON ({err})") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines log; a torn last line (a run killed mid-write) is skipped."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- pure counting
+
+
+def status_counts(statuses) -> dict[str, int]:
+    """Rows per status, every status of ``STATUSES`` present (0 when absent)."""
+    found = Counter(str(s) for s in statuses)
+    return {s: found.get(s, 0) for s in STATUSES} | {k: v for k, v in found.items() if k not in STATUSES}
+
+
+def per_class_counts(query_class, kept_label, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """OmniSource Fig. 3: samples per class of a web source before and after teacher filtering.
+
+    ``query_class``: class index of each clean sample's query (-1: the query names no class);
+    ``kept_label``: the pseudo-label of each kept sample (-1: not kept). Returns ``before``
+    of length C + 1 (the last bin counts queries that name no class) and ``after`` of length C.
+    """
+    q = np.asarray(query_class, dtype=np.int64)
+    k = np.asarray(kept_label, dtype=np.int64)
+    before = np.bincount(np.where(q >= 0, q, num_classes), minlength=num_classes + 1)[:num_classes + 1]
+    after = np.bincount(k[k >= 0], minlength=num_classes)[:num_classes]
+    return before, after
+
+
+def extremes(probs, n: int) -> tuple[list[int], list[int]]:
+    """Indices of the ``n`` highest and the ``n`` lowest probabilities (highest first, lowest
+    first); with fewer than 2n items the lowest are those not already among the highest."""
+    p = np.asarray(probs, dtype=np.float64)
+    order = sorted(range(len(p)), key=lambda i: (-p[i], i))
+    top = order[:n]
+    bottom = [i for i in reversed(order) if i not in top][:n]
+    return top, bottom
+
+
+# --------------------------------------------------------------------------- workspace readers
+
+
+def source_names(cfg: Config, ws: Path) -> list[str]:
+    """Web sources of the config, else those whose manifests exist in the workspace."""
+    if cfg.web:
+        return [w.name for w in cfg.web]
+    return sorted(p.stem[len("web_"):] for p in (ws / "manifests").glob("web_*.parquet"))
+
+
+def _manifest(ws: Path, rel: str) -> Manifest | None:
+    path = ws / rel
+    if not path.exists():
+        return None
+    try:
+        return read_manifest(path)
+    except ManifestError as err:
+        raise Unavailable(str(err)) from None
+
+
+def target_classes(ws: Path) -> list[str]:
+    for rel in ("manifests/target.prepared.parquet", "manifests/target.validated.parquet",
+                "manifests/target.parquet"):
+        m = _manifest(ws, rel)
+        if m is not None and m.classes:
+            return m.classes
+    raise Unavailable("no target manifest in the workspace (run `omnisource import`)")
+
+
+def gather_stage_counts(cfg: Config, ws: Path) -> list[dict]:
+    """One row per source: collected, corrupt, duplicates, rejected by the teacher, kept, and the
+    training samples the format transform made of the kept ones."""
+    rows = []
+    for rel in ("manifests/target.validated.parquet", "manifests/target.parquet"):
+        m = _manifest(ws, rel)
+        if m is not None:
+            c = status_counts([r["status"] for r in m.rows])
+            rows.append({"source": "target (labeled)", "collected": len(m.rows), **c, "kept": c["ok"],
+                         "training samples": sum(r["status"] == "ok" and r.get("split") == "train" for r in m.rows)})
+            break
+    for name in source_names(cfg, ws):
+        m = _manifest(ws, f"manifests/aux_{name}.parquet") or _manifest(ws, f"manifests/web_{name}.parquet")
+        if m is None:
+            continue
+        c = status_counts([r["status"] for r in m.rows])
+        selected = (ws / "manifests" / f"aux_{name}.parquet").exists()
+        train = _manifest(ws, f"manifests/train_{name}.parquet")
+        rows.append({"source": name, "collected": len(m.rows), **c, "kept": c["ok"] if selected else None,
+                     "training samples": sum(r["status"] == "ok" for r in train.rows) if train else None})
+    if not rows:
+        raise Unavailable("no manifests in the workspace yet")
+    return rows
+
+
+def gather_class_counts(cfg: Config, ws: Path) -> dict[str, dict]:
+    """Per web source: classes, ``before`` (per query class, + "no class") and ``after`` counts."""
+    from ..select.filter import map_queries
+
+    classes = target_classes(ws)
+    qmaps = {w.name: w.query_map for w in cfg.web}
+    out, why = {}, []
+    for name in source_names(cfg, ws):
+        m = _manifest(ws, f"manifests/aux_{name}.parquet")
+        if m is None:
+            why.append(f"{name} not filtered yet")
+            continue
+        clean = [r for r in m.rows if r["status"] in ("ok", "rejected")]
+        queries = sorted({(r.get("weak_labels") or [""])[0] for r in clean})
+        qmap = map_queries(queries, classes, qmaps.get(name))
+        qcls = [qmap.get((r.get("weak_labels") or [""])[0], -1) for r in clean]
+        kept = [r["label"] if r["status"] == "ok" and r.get("label") is not None else -1 for r in clean]
+        before, after = per_class_counts(qcls, kept, len(classes))
+        out[name] = {"classes": classes, "before": before.tolist(), "after": after.tolist()}
+    if not out:
+        raise Unavailable("no filtered web source" + (f" ({'; '.join(why)})" if why else " (no web sources)"))
+    return out
+
+
+def gather_filter_quality(cfg: Config, ws: Path) -> list[dict]:
+    rows, why = [], []
+    for name in source_names(cfg, ws):
+        path = ws / "selection" / f"{name}.json"
+        if not path.exists():
+            why.append(f"{name}: not filtered yet")
+            continue
+        stats = read_json(path, name)
+        f = stats.get("filter")
+        if not f:
+            why.append(f"{name}: no ground truth (true_label) to compare with")
+            continue
+        rows.append({"source": name, **{k: f.get(k) for k in ("total", "kept", "relevant", "precision", "recall")}})
+    if not rows:
+        raise Unavailable("; ".join(why) or "no web sources")
+    return rows
+
+
+def run_names(ws: Path) -> list[str]:
+    runs = ws / "runs"
+    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def gather_curves(ws: Path) -> dict[str, list[dict]]:
+    out = {name: read_jsonl(ws / "runs" / name / "log.jsonl") for name in run_names(ws)
+           if (ws / "runs" / name / "log.jsonl").exists()}
+    out = {k: v for k, v in out.items() if v}
+    if not out:
+        raise Unavailable("no training logs (runs/*/log.jsonl)")
+    return out
+
+
+def gather_metrics(ws: Path) -> dict[str, dict]:
+    out = {name: read_json(ws / "runs" / name / "metrics.json", name) for name in run_names(ws)
+           if (ws / "runs" / name / "metrics.json").exists()}
+    if not out:
+        raise Unavailable("no evaluated runs (runs/*/metrics.json); run `omnisource evaluate`")
+    return out
+
+
+def baseline_run(cfg: Config, metrics: dict[str, dict], requested: str | None = None) -> str:
+    """The run others are compared with: the requested one, else the (first) teacher run, else
+    the target-only run of the config."""
+    for name in ([requested] if requested else [*cfg.omni.teacher_runs, cfg.train.run_name]):
+        if name in metrics:
+            return name
+    want = requested or (cfg.omni.teacher_runs or [cfg.train.run_name])[0]
+    raise Unavailable(f"no baseline run: {want} has no metrics.json")
+
+
+def gather_thumbnail_rows(cfg: Config, ws: Path, n: int = 4) -> dict[str, dict[str, list[dict]]]:
+    """Per source: the n highest- and lowest-confidence kept and dropped samples (rows)."""
+    out, why = {}, []
+    for name in source_names(cfg, ws):
+        m = _manifest(ws, f"manifests/aux_{name}.parquet")
+        if m is None:
+            why.append(f"{name} not filtered yet")
+            continue
+        groups = {}
+        for status, label in (("ok", "kept"), ("rejected", "dropped")):
+            rows = [r for r in m.rows if r["status"] == status and r.get("teacher_prob") is not None]
+            top, bottom = extremes([r["teacher_prob"] for r in rows], n)
+            groups[f"{label}, highest confidence"] = [rows[i] for i in top]
+            groups[f"{label}, lowest confidence"] = [rows[i] for i in bottom]
+        out[name] = groups
+    if not out:
+        raise Unavailable("; ".join(why) or "no web sources")
+    return out
+
+
+def gather_attention(ws: Path) -> dict[str, np.ndarray]:
+    """Attention weights that domain-adaptation runs may leave (runs/<run>/attention*.json|npy):
+    a list of numbers, or a mapping holding one under ``weights``."""
+    out = {}
+    for name in run_names(ws):
+        for path in sorted((ws / "runs" / name).glob("attention*")):
+            try:
+                if path.suffix == ".npy":
+                    values = np.load(path, allow_pickle=False)
+                elif path.suffix == ".json":
+                    data = json.loads(path.read_text())
+                    values = np.asarray(data.get("weights") if isinstance(data, dict) else data, dtype=np.float64)
+                else:
+                    continue
+            except (ValueError, TypeError, OSError, json.JSONDecodeError):
+                continue
+            values = np.asarray(values, dtype=np.float64).ravel()
+            if values.size:
+                out[f"{name}/{path.name}"] = values
+    if not out:
+        raise Unavailable("no attention weights (written by domain-adaptation runs)")
+    return out
+
+
+def gather_sweeps(ws: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted((ws / "sweeps").glob("sweep_*.json")):
+        data = read_json(path, path.stem)
+        if data.get("points"):
+            out[path.stem[len("sweep_"):]] = data
+    if not out:
+        raise Unavailable("no sweeps yet (`omnisource sweep labels|teacher|ratio`)")
+    return out

@@ -1,0 +1,271 @@
+"""``omnisource report WORKSPACE``: one self-contained HTML page plus the figures as PNG files.
+
+Sections: counts per stage and source, per-class counts before/after filtering (OmniSource
+Fig. 3), filter precision/recall where ground truth exists, results table, training curves per
+source, confusion matrices, the class pairs whose confusion score fell or rose most against a
+baseline run (App. Tables 18–19), thumbnails of the highest/lowest-confidence kept and dropped
+web samples, and the sweeps of ``omnisource sweep``. Anything missing becomes a short
+"not available: why" line.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from ..config import Config, load_config
+from ..data.manifest import ManifestError, atomic_write_bytes, atomic_write_text
+from . import collect, figures
+from . import html as H
+from .collect import Unavailable
+from .confusion import pair_changes
+
+REPORT_DIR = "report"
+
+
+class _Writer:
+    """Renders figures once: embedded in the page and saved under ``report/figures``."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = out_dir / "figures"
+        self.written: set[Path] = set()
+
+    def figure(self, fig, name: str, alt: str) -> str:
+        png = figures.png_bytes(fig)
+        return self.png(png, name, alt)
+
+    def png(self, png: bytes, name: str, alt: str, cls: str = "plot") -> str:
+        path = self.dir / f"{_safe(name)}.png"
+        atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(png))
+        self.written.add(path)
+        return H.img(png, alt, cls)
+
+    def prune(self) -> None:
+        """Remove figures of an earlier report that this one did not draw again."""
+        for path in self.dir.rglob("*.png") if self.dir.is_dir() else []:
+            if path not in self.written:
+                path.unlink(missing_ok=True)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_/" else "_" for c in name)
+
+
+def _section(build: Callable[[], str]) -> str:
+    """A section's HTML, or "not available: why" when its inputs are missing or unreadable."""
+    try:
+        return build()
+    except Unavailable as err:
+        return H.unavailable(str(err))
+    except (ManifestError, OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as err:
+        return H.unavailable(f"could not read the inputs ({type(err).__name__}: {err})")
+
+
+def _counts(cfg, ws, w: _Writer) -> str:
+    rows = collect.gather_stage_counts(cfg, ws)
+    cols = ["collected", "corrupt", "duplicate", "rejected", "kept", "training samples"]
+    return (H.table(["source", *cols], [[r["source"], *[r.get(c) for c in cols]] for r in rows])
+            + w.figure(figures.stage_counts_figure(rows), "stage_counts", "samples per stage and source"))
+
+
+def _class_counts(cfg, ws, w: _Writer) -> str:
+    parts = []
+    for name, c in collect.gather_class_counts(cfg, ws).items():
+        labels = c["classes"] + ["(no class)"]
+        rows = [[lab, b, a] for lab, b, a in zip(labels, c["before"], c["after"] + [0]) if b or a]
+        parts.append(f"<h3>{H.esc(name)}</h3>" + H.table(["class of the query", "before filtering", "kept"], rows)
+                     + w.figure(figures.class_counts_figure(name, c["classes"], c["before"], c["after"]),
+                                f"class_counts_{name}", f"{name}: samples per class"))
+    return "\n".join(parts)
+
+
+def _filter_quality(cfg, ws, w: _Writer) -> str:
+    rows = collect.gather_filter_quality(cfg, ws)
+    cols = ["total", "kept", "relevant", "precision", "recall"]
+    note = ("<p>precision: kept samples whose pseudo-label is their true class / kept; "
+            "recall: those / samples of some target class.</p>")
+    return note + H.table(["source", *cols], [[r["source"], *[r[c] for c in cols]] for r in rows])
+
+
+def _results(cfg, ws, w: _Writer, baseline: Optional[str]) -> str:
+    metrics = collect.gather_metrics(ws)
+    try:
+        base = collect.baseline_run(cfg, metrics, baseline)
+    except Unavailable:
+        base = None
+    rows = []
+    for name, m in metrics.items():
+        delta = m["top1"] - metrics[base]["top1"] if base else None
+        rows.append([name + (" (baseline)" if name == base else ""), m.get("num_samples"), m.get("top1"),
+                     m.get("top5"), m.get("mean_class_accuracy"), delta if name != base else None])
+    return H.table(["run", "validation samples", "top-1", "top-5", "mean class acc.", "Δ top-1 vs baseline"], rows)
+
+
+def _curves(cfg, ws, w: _Writer) -> str:
+    return "\n".join(w.figure(figures.curves_figure(name, recs), f"curves_{name}", f"{name}: training curves")
+                     for name, recs in collect.gather_curves(ws).items())
+
+
+def _confusion(cfg, ws, w: _Writer) -> str:
+    parts = []
+    for name, m in collect.gather_metrics(ws).items():
+        if "confusion_matrix" in m:
+            parts.append(w.figure(figures.confusion_figure(name, m["confusion_matrix"], m["classes"]),
+                                  f"confusion_{name}", f"{name}: confusion matrix"))
+    if not parts:
+        raise Unavailable("no run's metrics.json holds a confusion matrix")
+    return "\n".join(parts)
+
+
+def _pairs(cfg, ws, w: _Writer, baseline: Optional[str]) -> str:
+    metrics = collect.gather_metrics(ws)
+    base = collect.baseline_run(cfg, metrics, baseline)
+    others = [n for n in metrics if n != base]
+    if not others:
+        raise Unavailable(f"only the baseline run {base} is evaluated; nothing to compare")
+    parts = ["<p>s<sub>ij</sub> = (n<sub>ij</sub> + n<sub>ji</sub>) / (n<sub>ij</sub> + n<sub>ji</sub> + "
+             f"n<sub>ii</sub> + n<sub>jj</sub>) on the validation set, against the baseline run "
+             f"<b>{H.esc(base)}</b>.</p>"]
+    for name in others:
+        m, b = metrics[name], metrics[base]
+        if m.get("classes") != b.get("classes"):
+            parts.append(f"<h3>{H.esc(name)}</h3>" + H.unavailable("its classes differ from the baseline's"))
+            continue
+        ch = pair_changes(m["confusion_matrix"], b["confusion_matrix"], m["classes"])
+        for key, title in (("fell", "confusion fell most"), ("rose", "confusion rose most")):
+            rows = [[f"{e['pair'][0]} – {e['pair'][1]}", e["baseline"], e["run"], e["delta"]] for e in ch[key]]
+            parts.append(f"<h3>{H.esc(name)}: {title}</h3>"
+                         + (H.table(["class pair", f"s_ij {base}", f"s_ij {name}", "change"], rows) if rows
+                            else H.unavailable("no pair changed this way")))
+    return "\n".join(parts)
+
+
+def thumbnail(row: dict, size: int = 112) -> bytes:
+    """A PNG of an image sample, or of the middle frame of a video sample."""
+    from PIL import Image
+
+    from ..data import media
+
+    if row["kind"] == "image":
+        frame = media.read_image(row["path"])
+    else:
+        info = media.probe(row["path"], row["kind"])
+        first, num = media.frame_window(info, row.get("start_s"), row.get("end_s"))
+        frame = media.read_frames(row["path"], [first + num // 2], kind=row["kind"])[0]
+    im = Image.fromarray(np.asarray(frame, dtype=np.uint8))
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _thumbnails(cfg, ws, w: _Writer) -> str:
+    from ..data.media import MediaError
+
+    parts = []
+    for name, groups in collect.gather_thumbnail_rows(cfg, ws).items():
+        classes = collect.target_classes(ws)
+        for title, rows in groups.items():
+            figs = []
+            for k, r in enumerate(rows):
+                query = (r.get("weak_labels") or ["?"])[0]
+                pred = r.get("teacher_pred")
+                caption = f"{query} → {classes[pred] if pred is not None and 0 <= pred < len(classes) else '?'} " \
+                          f"({r['teacher_prob']:.2f})"
+                try:
+                    pic = w.png(thumbnail(r), f"thumbs/{name}_{title.replace(', ', '_')}_{k}", caption, "thumb")
+                except (MediaError, OSError, ValueError, IndexError) as err:
+                    pic = H.unavailable(f"cannot decode ({err})")
+                figs.append(f"<figure>{pic}<figcaption>{H.esc(caption)}</figcaption></figure>")
+            parts.append(f"<h3>{H.esc(name)}: {H.esc(title)}</h3>"
+                         + (f'<div class="thumbs">{"".join(figs)}</div>' if figs else H.unavailable("no samples beyond those shown above")))
+    return "<p>caption: query → teacher top-1 (confidence)</p>" + "\n".join(parts)
+
+
+def _attention(cfg, ws, w: _Writer) -> str:
+    return "\n".join(w.figure(figures.histogram_figure(f"{name} (n={len(v)})", v), f"attention_{name}", name)
+                     for name, v in collect.gather_attention(ws).items())
+
+
+SWEEP_AXES = {"labels": "labeled training videos", "teacher": "teacher", "ratio": "|B_A| : |B_T|"}
+
+
+def _sweeps(cfg, ws, w: _Writer) -> str:
+    parts = []
+    for kind, data in collect.gather_sweeps(ws).items():
+        cols = [c for c in ("student_top1", "baseline_top1", "teacher_top1", "student_mca", "baseline_mca",
+                            "kept", "precision", "recall") if any(c in p for p in data["points"])]
+        rows = [[p["point"], *[p.get(c) for c in cols]] for p in data["points"]]
+        parts.append(f"<h3>sweep {H.esc(kind)}</h3>" + H.table(["point", *cols], rows)
+                     + w.figure(figures.sweep_figure(kind, data["points"], SWEEP_AXES.get(kind, kind)),
+                                f"sweep_{kind}", f"sweep {kind}"))
+    return "\n".join(parts)
+
+
+def write_report(cfg: Config, workspace, baseline: str | None = None, self_check: bool = False,
+                 out: str | Path | None = None) -> Path:
+    """Write ``<workspace>/report/index.html`` (or ``out``) and its figures; returns the HTML path."""
+    ws = Path(workspace)
+    if not ws.is_dir():
+        raise FileNotFoundError(f"{ws}: workspace folder not found")
+    html_path = Path(out) if out else ws / REPORT_DIR / "index.html"
+    w = _Writer(html_path.parent)
+    sections = [
+        ("counts", "Samples per stage", lambda: _counts(cfg, ws, w)),
+        ("classes", "Per-class counts before and after filtering", lambda: _class_counts(cfg, ws, w)),
+        ("filter", "Teacher filter precision and recall", lambda: _filter_quality(cfg, ws, w)),
+        ("results", "Results", lambda: _results(cfg, ws, w, baseline)),
+        ("curves", "Training curves", lambda: _curves(cfg, ws, w)),
+        ("confusion", "Confusion matrices", lambda: _confusion(cfg, ws, w)),
+        ("pairs", "Confusion pairs against the baseline", lambda: _pairs(cfg, ws, w, baseline)),
+        ("thumbs", "Web samples by teacher confidence", lambda: _thumbnails(cfg, ws, w)),
+        ("sweeps", "Sweeps", lambda: _sweeps(cfg, ws, w)),
+    ]
+    if any((ws / "runs").glob("*/attention*")):
+        sections.insert(7, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
+    built = [(a, t, _section(fn)) for a, t, fn in sections]
+    subtitle = f"workspace {ws.resolve()} · mode {cfg.mode} · written {time.strftime('%Y-%m-%d %H:%M')}"
+    atomic_write_text(html_path, H.page("OmniSource experiment report", subtitle, built, self_check))
+    w.prune()
+    return html_path
+
+
+def report_stage(cfg: Config, workspace) -> Path:
+    return write_report(cfg, workspace)
+
+
+def workspace_config(workspace: Path, overrides: list[str] | None = None) -> Config:
+    """The config a workspace was run with (its config.yaml), else the defaults."""
+    path = Path(workspace) / "config.yaml"
+    cfg = load_config(path if path.is_file() else None, list(overrides or []))
+    cfg.workspace = str(workspace)
+    return cfg
+
+
+def register(app) -> None:
+    """Add ``omnisource report`` to the CLI."""
+    import typer
+
+    from ..cli import friendly
+    from ..pipeline import console
+
+    @app.command("report")
+    @friendly
+    def report_cmd(workspace: Path = typer.Argument(..., help="Workspace folder to report on."),
+                   baseline: Optional[str] = typer.Option(None, help="Run to compare confusion pairs with "
+                                                          "(default: the teacher run)."),
+                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file "
+                                                      "(default WORKSPACE/report/index.html)."),
+                   self_check: bool = typer.Option(False, "--self-check", hidden=True,
+                                                   help="Embed a script that records whether images loaded."),
+                   overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides.",
+                                                                   show_default=False)):
+        """Write a self-contained HTML report of a workspace (plots embedded; figures also as PNG files)."""
+        if not workspace.is_dir():
+            raise FileNotFoundError(f"{workspace}: workspace folder not found")
+        path = write_report(workspace_config(workspace, overrides), workspace, baseline, self_check, out)
+        console.print(f"report: {path}")
