@@ -1,0 +1,112 @@
+"""Sweeps: label subsets and pooled filter numbers by hand, then the three sweeps end to end on
+tiny synthetic data sharing one feature cache, resumed, and shown by the report."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from omnisource.cli import app
+from omnisource.config import load_config
+from omnisource.data.manifest import read_manifest
+from omnisource.demo.synthetic import generate, web_manifests
+from omnisource.report.stage import write_report
+from omnisource.sweep import label_subset, parse_amount, point_name, pooled_filter, sweep_labels, sweep_ratio, \
+    sweep_teacher
+
+
+def test_label_subset_by_hand():
+    labels = np.array([0] * 4 + [1] * 10)
+    half = label_subset(labels, "50%", seed=3)
+    assert half[:4].sum() == 2 and half[4:].sum() == 5
+    three = label_subset(labels, "3")
+    assert three[:4].sum() == 3 and three[4:].sum() == 3
+    assert label_subset(labels, "1%")[:4].sum() == 1  # at least one video per class
+    assert label_subset(labels, "9").sum() == 4 + 9  # at most all of a class
+    small, large = label_subset(labels, "10%", seed=1), label_subset(labels, "60%", seed=1)
+    assert not (small & ~large).any()  # nested: 10 % ⊂ 60 %
+    assert (label_subset(labels, "50%", seed=3) == half).all()
+    assert parse_amount("30%") == ("fraction", 0.3) and parse_amount("5") == ("per_class", 5)
+    for bad in ("0", "0%", "150%", "ten", ""):
+        with pytest.raises(ValueError, match="label amount"):
+            parse_amount(bad)
+
+
+def test_pooled_filter_and_point_names_by_hand():
+    stats = [{"kept": 4, "filter": {"kept": 4, "precision": 0.5, "relevant": 10}},
+             {"kept": 6, "filter": {"kept": 6, "precision": 1.0, "relevant": 5}}]
+    # right = 0.5 * 4 + 1.0 * 6 = 8: precision 8 / 10, recall 8 / 15.
+    assert pooled_filter(stats) == {"kept": 10, "precision": pytest.approx(0.8), "recall": pytest.approx(8 / 15)}
+    assert pooled_filter([stats[0], {"kept": 3}]) == {"kept": 7}  # one source without ground truth
+    assert point_name("10%") == "10pct" and point_name("features.head=linear train.epochs=3") == \
+        "features.head-linear-train.epochs-3"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    generate(root, groups=3, clips_per_group=2, web_per_class=3, size=48, frames=8, untrimmed_per_class=1)
+    images = web_manifests(root)["images"]
+    overrides = [f"target.root={root / 'videos'}", "target.val_groups=['01']", "features.size=32",
+                 "features.frames=2", "train.epochs=2", "train.optimizer=adamw", "train.lr=0.003",
+                 "omni.threshold=0.2", f"web=[{{name: images, kind: image, format: manifest, root: '{images}'}}]"]
+    return root, overrides
+
+
+def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
+    root, overrides = base
+    ws = root / "ws"
+    cfg = load_config(None, [*overrides, f"workspace={ws}"])
+
+    sweep_ratio(cfg, ws, [0.5, 1.0])
+    data = json.loads((ws / "sweeps" / "sweep_ratio.json").read_text())
+    assert [p["point"] for p in data["points"]] == ["0.5:1", "1:1"]
+    for p, ratio in zip(data["points"], (0.5, 1.0)):
+        point = ws / "sweeps" / "ratio" / f"r{ratio:g}"
+        student = yaml.safe_load((point / "runs" / "omnisource" / "config.yaml").read_text())
+        assert student["web"][0]["batch_ratio"] == ratio
+        assert 0 <= p["student_top1"] <= 1 and 0 <= p["baseline_top1"] <= 1 and p["kept"] >= 0
+        assert not (point / "features").exists()  # the base workspace's cache served every point
+    assert (ws / "features").is_dir()
+    assert (ws / "sweeps" / "sweep_ratio.csv").read_text().splitlines()[0].startswith("point,student_top1")
+    stamp = (ws / "sweeps" / "ratio" / "r0.5" / "point.json").stat().st_mtime_ns
+    sweep_ratio(cfg, ws, [0.5, 1.0])  # finished points are skipped
+    assert (ws / "sweeps" / "ratio" / "r0.5" / "point.json").stat().st_mtime_ns == stamp
+
+    sweep_labels(cfg, ws, ["50%"])
+    full = read_manifest(ws / "sweeps" / "labels" / "_target" / "manifests" / "target.parquet").rows
+    sub = read_manifest(ws / "sweeps" / "labels" / "50pct" / "manifests" / "target.validated.parquet").rows
+    assert sorted(r["id"] for r in sub if r["split"] == "val") == sorted(r["id"] for r in full if r["split"] == "val")
+    n_train = sum(r["split"] == "train" for r in full)
+    assert sum(r["split"] == "train" for r in sub) == n_train // 2  # 4 per class -> 2 per class
+    labels = json.loads((ws / "sweeps" / "sweep_labels.json").read_text())["points"]
+    assert labels[0]["labeled"] == n_train // 2
+
+    sweep_teacher(cfg, ws, ["features.head=linear"])
+    point = ws / "sweeps" / "teacher" / "t0-features.head-linear"
+    teacher = yaml.safe_load((point / "runs" / "teacher" / "config.yaml").read_text())
+    student = yaml.safe_load((point / "runs" / "omnisource" / "config.yaml").read_text())
+    assert teacher["features"]["head"] == "linear" and student["features"]["head"] == "tsn"
+    assert student["omni"]["teacher_runs"] == ["teacher"]
+    t = json.loads((ws / "sweeps" / "sweep_teacher.json").read_text())["points"][0]
+    assert t["teacher_top1"] == json.loads((point / "runs" / "teacher" / "metrics.json").read_text())["top1"]
+
+    text = write_report(cfg, ws).read_text()
+    for kind in ("labels", "teacher", "ratio"):
+        assert f"<h3>sweep {kind}</h3>" in text
+    assert "no sweeps yet" not in text
+
+
+def test_sweep_cli_errors_are_one_line(base, tmp_path):
+    root, overrides = base
+    runner = CliRunner()
+    no_web = [o for o in overrides if not o.startswith("web=")]
+    for args, message in ((["ratio", *no_web], "no web sources configured"),
+                          (["ratio", "--ratios", "1,x", *overrides], "expected numbers"),
+                          (["ratio", "--ratios", "0", *overrides], "ratios must be positive"),
+                          (["labels", "--amounts", "0%", *overrides], "label amount '0%'"),
+                          (["teacher", "-t", "features.head=mlp", *overrides], "features.head")):
+        result = runner.invoke(app, ["sweep", args[0], "-w", str(tmp_path / "ws"), *args[1:]])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
