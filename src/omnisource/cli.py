@@ -188,6 +188,10 @@ from .report.stage import register as _register_report  # noqa: E402
 
 _register_report(app)  # report
 
+from .sweep import register as _register_sweep  # noqa: E402
+
+_register_sweep(app)  # sweep labels|teacher|ratio
+
 
 def main(argv: Optional[List[str]] = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="omnisource")
