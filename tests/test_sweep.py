@@ -57,6 +57,9 @@ def base(tmp_path_factory):
 def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
     root, overrides = base
     ws = root / "ws"
+    result = CliRunner().invoke(app, ["run", "-w", str(ws), *overrides])  # `run` ends with the report
+    assert result.exit_code == 0 and "report: " in result.output, result.output
+    assert "<td>omnisource</td>" in (ws / "report" / "index.html").read_text()
     cfg = load_config(None, [*overrides, f"workspace={ws}"])
 
     sweep_ratio(cfg, ws, [0.5, 1.0])

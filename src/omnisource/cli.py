@@ -151,11 +151,13 @@ def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
 def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
         overrides: Optional[List[str]] = OverridesArg):
     """Chain the stages (target-only, or OmniSource when web sources are configured),
-    skipping those whose outputs are complete."""
+    skipping those whose outputs are complete; ends by writing the HTML report."""
+    from .report import write_report
     from .runner import run_pipeline
 
     cfg, ws = _cfg(config, workspace, overrides)
     run_pipeline(cfg, ws)
+    pipeline.console.print(f"report: {write_report(cfg, ws)}")
 
 
 @app.command()
