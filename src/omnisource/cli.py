@@ -128,8 +128,14 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
 def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
           resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
           overrides: Optional[List[str]] = OverridesArg):
-    """Train on the target set (feature mode: a head on cached features; pixel mode: a whole network)."""
+    """Train on the target set (feature mode: a head on cached features; pixel mode: a whole network).
+    With train.method=da: image-to-video domain adaptation on the web sources (the `da` section)."""
     cfg, ws = _cfg(config, workspace, overrides)
+    if cfg.train.method == "da":
+        from .train.da_stage import da_stage
+
+        da_stage(cfg, ws, resume=resume)
+        return
     pipeline.train_stage(cfg, ws, resume=resume)
 
 

@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1
     run_name: str = "target_only"  # folder under <workspace>/runs/
+    method: Literal["supervised", "da"] = "supervised"  # da: Kae & Song domain adaptation (the `da` section)
 
 
 @dataclass
@@ -128,6 +129,31 @@ class OmniConfig:
 
 
 @dataclass
+class DAConfig:
+    """Image-to-video domain adaptation (Kae & Song 2020), run by `omnisource train` with train.method=da:
+    web images + web video frames (weak labels) + unlabeled target frames; see omnisource.train.transfer."""
+    stages: Literal["image", "video", "both"] = "both"  # stage 1 (2D triplet), stage 2 ((2+1)D), or both
+    attention: bool = True  # weight web samples by bilinear attention to the target batch
+    adversarial: bool = True  # domain discriminators through gradient reversal
+    discriminators: list[Literal["target_image", "target_frame", "image_frame"]] = field(
+        default_factory=lambda: ["target_image", "target_frame", "image_frame"])
+    multi_layer: bool = True  # discriminators see pooled features of every encoder stage
+    beta: float = 0.5  # gradient reversal weight
+    beta_schedule: Literal["constant", "dann"] = "constant"
+    dann_gamma: float = 10.0
+    top_ratio: float = 0.9  # T = top_ratio * target batch size
+    tau: float = 1.0  # attention softmax temperature
+    learn_w: bool = False  # train the bilinear W (through the weighted loss alone it collapses α; see models.domain)
+    disc_hidden: int = 256
+    adapter_dim: int = 256  # feature mode: width of the trainable encoder on frozen features
+    temporal_kernel: int = 3  # stage 2: k_t of the zero-initialised temporal convs
+    video_epochs: int = 0  # stage 2 epochs (0 = train.epochs)
+    video_lr_scale: float = 1.0  # stage 2 learning rate = train.lr * video_lr_scale
+    image_run: str = "da_image"  # run folders under <workspace>/runs/
+    video_run: str = "da_video"
+
+
+@dataclass
 class Config:
     workspace: str = "workspace"
     mode: Literal["features", "pixels"] = "features"
@@ -138,6 +164,7 @@ class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     web: list[WebSourceConfig] = field(default_factory=list)
     omni: OmniConfig = field(default_factory=OmniConfig)
+    da: DAConfig = field(default_factory=DAConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -289,6 +316,14 @@ def validate(cfg: Config) -> None:
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),
         ("omni.resample_clip", cfg.omni.resample != "clip" or cfg.omni.resample_clip > 0,
          "must be positive when omni.resample=clip"),
+        ("da.beta", cfg.da.beta >= 0, "must be 0 or more"),
+        ("da.tau", cfg.da.tau > 0, "must be positive"),
+        ("da.top_ratio", 0 < cfg.da.top_ratio <= 1, "must be in (0, 1]"),
+        ("da.temporal_kernel", cfg.da.temporal_kernel >= 1 and cfg.da.temporal_kernel % 2 == 1, "must be odd and positive"),
+        ("da.adapter_dim", cfg.da.adapter_dim >= 1, "must be at least 1"),
+        ("da.disc_hidden", cfg.da.disc_hidden >= 1, "must be at least 1"),
+        ("da.video_epochs", cfg.da.video_epochs >= 0, "must be 0 (= train.epochs) or more"),
+        ("da.video_lr_scale", cfg.da.video_lr_scale > 0, "must be positive"),
     ]
     names = [w.name for w in cfg.web]
     for i, w in enumerate(cfg.web):

@@ -1,0 +1,228 @@
+"""Two-stage image-to-video domain adaptation of Kae & Song ("Image to Video Domain Adaptation
+Using Web Supervision", WACV 2020), trained on web data only; the target frames carry no label.
+
+Stage 1 (§3.1–3.3): one 2D image model, three branches with shared weights — web images
+(``image``), frames of web videos (``frame``), unlabeled target frames (``target``). Stage 2
+(§3.4): a (2+1)D video model built from the stage-1 network
+(:mod:`omnisource.models.inflate2plus1`), trained on web video chunks (``frame``) against target
+video chunks with the same DA and attention. Both stages use :func:`da_step`:
+
+    L = Σ_{s ∈ web} Σ_i α_i CE(f(x_i), y_i)  +  Σ_{(a, b) ∈ pairs} L_d(D_ab(GRL_β(E(x_a))), D_ab(GRL_β(E(x_b))))
+
+(Eq. 2 and 6 of the paper: weighted classification loss plus the discriminator losses through the
+gradient reversal layer), summed and back-propagated once. Without attention α_i = 1/|B_s|
+(the plain batch mean); without DA the second sum is empty.
+
+A run folder (``runs/<da.image_run>`` or ``runs/<da.video_run>``) holds ``checkpoints/``
+(the classifier, discriminators and attention together, per epoch; ``--resume`` continues),
+``log.jsonl`` (per epoch: each loss term, β, attention-weight statistics, validation metrics),
+``metrics.json`` (validation of the final model) and ``attention.jsonl``:
+
+    one JSON object per web sample that was drawn, sorted by ``weight`` ascending:
+    {"id": str, "source": "image" | "frame", "weight": float, "draws": int}
+    ``weight`` is the mean over the run of n·α_i (n = its batch size), so 1.0 is the uniform
+    weight, < 1 down-weighted, > 1 up-weighted. The first lines are the lowest-weighted web
+    samples of the run, the last lines the highest-weighted. A frame sample carries the id of
+    its video (all its frames pooled). Rows of the workspace's web manifests share these ids.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import DAConfig, TrainConfig
+from ..data.manifest import atomic_write_text
+from ..evaluate.metrics import classification_metrics
+from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator, beta_at, domain_loss, grad_reverse
+from .checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint, set_rng_state
+from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
+                   resolve_device, soft_targets)
+
+WEB = ("image", "frame")
+
+
+class DANet(nn.Module):
+    """The classifier with its domain discriminators and attention, trained and saved together.
+
+    ``domains`` are the branches fed to the step (a subset of image, frame, target); a
+    discriminator is built for each configured pair whose two domains are both fed.
+    """
+
+    def __init__(self, model: nn.Module, da: DAConfig, domains: Iterable[str]):
+        super().__init__()
+        from ..models.domain import stage_dims_of
+
+        self.model = model
+        self.multi_layer = da.multi_layer
+        domains = set(domains)
+        dims = stage_dims_of(model) if da.multi_layer else [int(model.num_features)]
+        pairs = [p for p in da.discriminators if set(DOMAIN_PAIRS[p]) <= domains] if da.adversarial else []
+        self.discs = nn.ModuleDict({p: DomainDiscriminator(dims, da.disc_hidden) for p in pairs})
+        use_attention = da.attention and "target" in domains
+        self.attention = BilinearAttention(int(model.num_features), da.top_ratio, da.tau, da.learn_w) \
+            if use_attention else None
+
+
+def da_step(net: DANet, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
+            beta: float, cfg: TrainConfig, num_classes: int, device: torch.device) -> dict:
+    """One iteration: forward every branch, α-weighted CE on the web branches, discriminator
+    losses through the GRL, one backward, one step. ``batches`` maps a branch name (image,
+    frame, target) to ``(x, y)``; target labels are ignored. Returns each loss term and α."""
+    net.train()
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_for(device, cfg.amp):
+        stages = {name: net.model.forward_stages(x.to(device, non_blocking=True)) for name, (x, _) in batches.items()}
+    target = stages.get("target")
+    losses, alphas = {}, {}
+    for name in WEB:
+        if name not in batches:
+            continue
+        feats = stages[name][-1]
+        logits = net.model.fc(net.model.dropout(feats))
+        ce = per_sample_cross_entropy(logits, soft_targets(batches[name][1].to(device), num_classes,
+                                                           cfg.label_smoothing))
+        if net.attention is not None:  # Eq. 3-5; the embeddings are not trained through α
+            alpha = net.attention(feats.detach(), target[-1].detach())
+        else:
+            alpha = torch.full_like(ce, 1.0 / len(ce))
+        losses[f"ce_{name}"] = (alpha * ce).sum()  # Eq. 6
+        alphas[name] = alpha.detach()
+    for pair, disc in net.discs.items():  # Eq. 2 through the gradient reversal layer
+        a, b = DOMAIN_PAIRS[pair]
+        fa = [grad_reverse(f, beta) for f in (stages[a] if net.multi_layer else stages[a][-1:])]
+        fb = [grad_reverse(f, beta) for f in (stages[b] if net.multi_layer else stages[b][-1:])]
+        losses[f"domain_{pair}"] = domain_loss(disc, fa, fb)
+    total = sum(losses.values())
+    total.backward()
+    if cfg.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+    optimizer.step()
+    return {"total_loss": float(total.item()), "losses": {k: float(v.item()) for k, v in losses.items()},
+            "alpha": alphas}
+
+
+class AttentionLog:
+    """Running mean of n·α per web sample id (see the module docstring for the file it writes)."""
+
+    def __init__(self, state: dict | None = None):
+        self.sums: dict[tuple[str, str], list[float]] = {tuple(k.split("\t", 1)): v for k, v in (state or {}).items()}
+
+    def add(self, source: str, ids: list[str], alpha: torch.Tensor) -> None:
+        w = (alpha.float().cpu() * len(alpha)).tolist()
+        for rid, wi in zip(ids, w):
+            s = self.sums.setdefault((source, rid), [0.0, 0])
+            s[0] += wi
+            s[1] += 1
+
+    def state(self) -> dict:
+        return {"\t".join(k): v for k, v in self.sums.items()}
+
+    def rows(self) -> list[dict]:
+        rows = [{"id": rid, "source": src, "weight": s / n, "draws": int(n)} for (src, rid), (s, n) in self.sums.items()]
+        return sorted(rows, key=lambda r: (r["weight"], r["id"]))
+
+    def write(self, path: Path) -> Path:
+        return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.rows()))
+
+
+def _mean(items: list[dict]) -> dict:
+    keys = sorted({k for it in items for k in it["losses"]})
+    out = {k: float(np.mean([it["losses"][k] for it in items if k in it["losses"]])) for k in keys}
+    out["total"] = float(np.mean([it["total_loss"] for it in items]))
+    return out
+
+
+def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], val_loader, cfg: TrainConfig,
+           da: DAConfig, run_dir: Path, classes: list[str], config_text: str = "", resume: bool = False,
+           console=None) -> dict:
+    """Train ``net`` for ``cfg.epochs`` epochs (an epoch = one pass over the largest web loader;
+    the others cycle), a checkpoint per epoch, then write metrics.json and attention.jsonl.
+
+    ``loaders`` maps branch names to loaders yielding ``(x, y, index)``; ``ids[name][index]``
+    names the web sample for the attention log."""
+    from rich.console import Console
+
+    console = console or Console()
+    if not any(name in loaders for name in WEB):
+        raise ValueError("domain adaptation needs at least one web source with labelled samples")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    net.to(device)
+    optimizer = build_optimizer(net, cfg)
+    main = max((n for n in WEB if n in loaders), key=lambda n: len(loaders[n]))
+    steps_per_epoch = len(loaders[main])
+    if steps_per_epoch == 0:
+        raise ValueError(f"the web {main} set yields no batch: it has fewer samples than train.batch_size")
+    total_steps = cfg.epochs * steps_per_epoch
+    start_epoch, history, att = 0, [], AttentionLog()
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        state = load_training_state(ckpt)
+        load_weights(net, ckpt)
+        net.to(device)
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
+        console.print(f"resumed from {ckpt} (epoch {start_epoch})")
+    if start_epoch == 0:
+        (run_dir / "log.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for epoch in range(start_epoch, cfg.epochs):
+        _seed_epoch(cfg.seed, epoch)
+        others = {n: _cycle(l) for n, l in loaders.items() if n != main}
+        items, weights, t0 = [], [], time.time()
+        for i, (x, y, idx) in enumerate(loaders[main]):
+            step = epoch * steps_per_epoch + i
+            lr = lr_at(step, steps_per_epoch, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            batches, index = {main: (x, y)}, {main: idx}
+            for name, it in others.items():
+                bx, by, bidx = next(it)
+                batches[name], index[name] = (bx, by), bidx
+            beta = beta_at(step / max(1, total_steps), da.beta, da.beta_schedule, da.dann_gamma)
+            out = da_step(net, batches, optimizer, beta, cfg, len(classes), device)
+            for name, alpha in out["alpha"].items():
+                att.add(name, [ids[name][int(j)] for j in index[name]], alpha)
+                weights.append((alpha * len(alpha)).cpu())
+            items.append(out)
+        w = torch.cat(weights) if weights else torch.ones(1)
+        record = {"epoch": epoch + 1, "lr": lr, "beta": beta, "seconds": round(time.time() - t0, 2),
+                  "train": _mean(items), "attention": {"min": float(w.min()), "max": float(w.max()),
+                                                      "std": float(w.std()) if len(w) > 1 else 0.0}}
+        if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            scores, labels = predict(net.model, val_loader, device, cfg.amp)
+            m = classification_metrics(scores, labels, classes)
+            record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
+        history.append(record)
+        with open(run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        save_checkpoint(run_dir, epoch + 1, net, optimizer, {"history": history, "attention": att.state()},
+                        config_text)
+        terms = ", ".join(f"{k} {v:.3f}" for k, v in record["train"].items())
+        val = f", val top1 {record['val']['top1']:.3f}" if "val" in record else ""
+        console.print(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}: {terms}, α×n {record['attention']['min']:.2f}"
+                      f"..{record['attention']['max']:.2f}{val}")
+    att.write(run_dir / "attention.jsonl")
+    metrics = {}
+    if val_loader is not None:
+        scores, labels = predict(net.model, val_loader, device, cfg.amp)
+        metrics = classification_metrics(scores, labels, classes)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    return {"history": history, "metrics": metrics}
+
+
+def stage_config(cfg: TrainConfig, da: DAConfig, stage: str) -> TrainConfig:
+    """The TrainConfig of a stage: stage 2 may use its own epochs and a scaled learning rate."""
+    if stage == "video":
+        return replace(cfg, epochs=da.video_epochs or cfg.epochs, lr=cfg.lr * da.video_lr_scale)
+    return cfg
