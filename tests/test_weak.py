@@ -98,3 +98,56 @@ def test_linear_probe_freezes_body_and_batchnorm():
     assert torch.equal(bn.running_mean, stats)  # running statistics untouched in training
     assert torch.equal(conv, body)
     assert model.fc.out_features == 2
+
+
+# ----------------------------------------------------------------------------- CLI chain
+
+
+def test_cli_spl_pretrain_then_finetune_and_probe(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from omnisource.cli import app
+    from omnisource.data.manifest import read_manifest
+    from omnisource.demo.synthetic import generate, web_manifests
+
+    root = tmp_path / "data"
+    generate(root, groups=3, clips_per_group=2, web_per_class=3, size=48, frames=12, untrimmed_per_class=1)
+    m = web_manifests(root)
+    ws = tmp_path / "ws"
+    web = (f"web=[{{name: images, kind: image, format: manifest, root: '{m['images']}'}}, "
+           f"{{name: untrimmed, kind: untrimmed, format: manifest, root: '{m['untrimmed']}'}}]")
+    base = ["-w", str(ws), f"target.root={root / 'videos'}", "target.val_groups=['01']", "features.size=32",
+            "features.frames=4", "features.head=temporal", "train.epochs=2", "train.optimizer=adamw",
+            "omni.clip_seconds=2", "weak.labels=spl_b", web]
+    runner = CliRunner()
+
+    def invoke(*args, code=0):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    for cmd in ("import", "import-web", "features", "train", "score", "weak-labels", "pretrain"):
+        invoke(cmd, *base)
+    weak = read_manifest(ws / "manifests" / "weak.parquet")
+    doc = json.loads((ws / "manifests" / "weak.labelmap.json").read_text())
+    n = len(read_manifest(ws / "manifests" / "target.parquet").classes)
+    assert doc["num_classes"] == 2 * n == len(weak.classes) and 0 <= doc["noise_ratio"] <= 1
+    assert weak.rows and all(0 <= r["label"] < 2 * n for r in weak.rows)
+    clips = [r for r in weak.rows if r.get("parent_id")]
+    assert clips and all(r["end_s"] - r["start_s"] <= 2.0 + 1e-6 for r in clips)
+    invoke("probe", *base, "--checkpoint", ws / "runs" / "pretrain")
+    invoke("finetune", *base)  # default checkpoint: runs/<weak.pretrain_run>
+    pre = load_file(str(ws / "runs" / "pretrain" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    probe = load_file(str(ws / "runs" / "probe" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    tuned = load_file(str(ws / "runs" / "finetune" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    assert pre["fc.weight"].shape[0] == 2 * n and probe["fc.weight"].shape[0] == n == tuned["fc.weight"].shape[0]
+    assert torch.equal(probe["temporal.weight"], pre["temporal.weight"])  # the body loaded and frozen
+    assert not torch.equal(tuned["temporal.weight"], pre["temporal.weight"])  # fine-tuned
+    for run in ("probe", "finetune"):
+        assert 0 <= json.loads((ws / "runs" / run / "metrics.json").read_text())["top1"] <= 1
+    out = invoke("finetune", *base, "--checkpoint", tmp_path / "missing", code=2)
+    assert "not found" in out and "Traceback" not in out
+    assert "weak.k" in invoke("weak-labels", *base, "weak.k=0", code=2)

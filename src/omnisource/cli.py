@@ -192,6 +192,10 @@ from .collect.cli import register as _register_collect  # noqa: E402 - needs app
 
 _register_collect(app)  # queries, download, dedup, clean validate, clean dedup
 
+from .weak.cli import register as _register_weak  # noqa: E402
+
+_register_weak(app)  # weak-labels, pretrain, finetune, probe
+
 from .report.stage import register as _register_report  # noqa: E402
 
 _register_report(app)  # report

@@ -154,6 +154,27 @@ class DAConfig:
 
 
 @dataclass
+class WeakConfig:
+    """Weak-label pre-training (Ghadiyaram et al. 2019) and Sub-Pseudo Labels (SPL): `omnisource weak-labels`,
+    `pretrain`, `finetune`, `probe` (see omnisource.weak)."""
+    labels: Literal["weak", "teacher", "agreement", "spl_full", "spl_m", "spl_d", "spl_b"] = "spl_b"
+    sources: list[str] = field(default_factory=list)  # web sources used (empty = all)
+    k: int = 2  # SPL-M / SPL-D keep K*N classes
+    resample_power: float = 0.5  # class draw probability ∝ N_c^p in pre-training (0.5: square root)
+    budget_samples: int = 0  # tail-preserving subsampling to this many samples (0 = all)
+    budget_videos: int = 0  # untrimmed videos used (0 = all)
+    budget_minutes: float = 0.0  # minutes of untrimmed video used (0 = all)
+    prefer: Literal["short", "long", "random"] = "short"  # which videos a budget takes first
+    clip_position: Literal["centre", "random"] = "centre"
+    clips_per_video: int = 0  # clips of omni.clip_seconds per untrimmed video (0 = every whole clip)
+    body_lr_scale: float = 0.1  # fine-tuning: lr of the body / lr of the new classifier
+    pretrain_run: str = "pretrain"  # run folders under <workspace>/runs/
+    finetune_run: str = "finetune"
+    probe_run: str = "probe"
+    seed: int = 0
+
+
+@dataclass
 class Config:
     workspace: str = "workspace"
     mode: Literal["features", "pixels"] = "features"
@@ -165,6 +186,7 @@ class Config:
     web: list[WebSourceConfig] = field(default_factory=list)
     omni: OmniConfig = field(default_factory=OmniConfig)
     da: DAConfig = field(default_factory=DAConfig)
+    weak: WeakConfig = field(default_factory=WeakConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -324,6 +346,12 @@ def validate(cfg: Config) -> None:
         ("da.disc_hidden", cfg.da.disc_hidden >= 1, "must be at least 1"),
         ("da.video_epochs", cfg.da.video_epochs >= 0, "must be 0 (= train.epochs) or more"),
         ("da.video_lr_scale", cfg.da.video_lr_scale > 0, "must be positive"),
+        ("weak.k", cfg.weak.k >= 1, "must be at least 1"),
+        ("weak.budget_samples", cfg.weak.budget_samples >= 0, "must be 0 (all) or more"),
+        ("weak.budget_videos", cfg.weak.budget_videos >= 0, "must be 0 (all) or more"),
+        ("weak.budget_minutes", cfg.weak.budget_minutes >= 0, "must be 0 (all) or more"),
+        ("weak.clips_per_video", cfg.weak.clips_per_video >= 0, "must be 0 (all) or more"),
+        ("weak.body_lr_scale", cfg.weak.body_lr_scale >= 0, "must be 0 or more"),
     ]
     names = [w.name for w in cfg.web]
     for i, w in enumerate(cfg.web):

@@ -72,3 +72,26 @@ def linear_probe_groups(model: nn.Module, num_classes: int) -> list[dict]:
     for p in head:
         p.requires_grad_(True)
     return [{"params": [p for p in head if p.ndim > 1]}, {"params": [p for p in head if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def transfer(model: nn.Module, how: str, train_loader, val_loader, cfg, run_dir, classes: list[str],
+             body_lr_scale: float = 0.1, console=None, config_text: str = "", resume: bool = False) -> dict:
+    """Fine-tune (``how="finetune"``) or linear-probe (``how="probe"``) ``model`` on the target
+    loaders with ``loop.fit``; returns the validation metrics of the last epoch (or {} without
+    validation rows)."""
+    from ..evaluate.metrics import classification_metrics
+    from .loop import fit, predict, resolve_device
+
+    if how == "finetune":
+        groups = finetune_groups(model, len(classes), body_lr_scale)
+    elif how == "probe":
+        groups = linear_probe_groups(model, len(classes))
+    else:
+        raise ValueError(f"unknown transfer {how!r}; expected finetune or probe")
+    fit(model, train_loader, val_loader, cfg, run_dir, classes, config_text, resume=resume, console=console,
+        param_groups=groups)
+    if val_loader is None:
+        return {}
+    device = resolve_device(cfg.device)
+    scores, labels = predict(model, val_loader, device, cfg.amp)
+    return classification_metrics(scores, labels, classes)

@@ -1,0 +1,48 @@
+"""CLI commands of weakly-supervised pre-training: ``weak-labels``, ``pretrain``, ``finetune``, ``probe``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import ConfigOpt, OverridesArg, WorkspaceOpt, _cfg, friendly
+
+    def weak_labels(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                    overrides: Optional[List[str]] = OverridesArg):
+        """Build the pre-training set from the web sources: tags (weak.labels=weak) or, from teacher
+        scores, teacher / agreement / SPL labels (spl_full, spl_m, spl_d, spl_b), with its label map."""
+        from .stage import weak_labels_stage
+
+        weak_labels_stage(*_cfg(config, workspace, overrides))
+
+    def pretrain(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                 resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+                 overrides: Optional[List[str]] = OverridesArg):
+        """Pre-train on manifests/weak.parquet (one tag drawn per epoch, square-root class resampling)."""
+        from .stage import pretrain_stage
+
+        pretrain_stage(*_cfg(config, workspace, overrides), resume=resume)
+
+    def make_transfer(how: str, doc: str):
+        def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                    checkpoint: Optional[Path] = typer.Option(
+                        None, "--checkpoint", help="Run folder, epoch folder or weights file "
+                        "(default: runs/<weak.pretrain_run>)."),
+                    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+                    overrides: Optional[List[str]] = OverridesArg):
+            from .stage import transfer_stage
+
+            transfer_stage(*_cfg(config, workspace, overrides), how, checkpoint, resume=resume)
+
+        command.__doc__ = doc
+        return command
+
+    app.command("weak-labels")(friendly(weak_labels))
+    app.command("pretrain")(friendly(pretrain))
+    app.command("finetune")(friendly(make_transfer(
+        "finetune", "Fine-tune any checkpoint on the target: new classifier, body at weak.body_lr_scale x lr.")))
+    app.command("probe")(friendly(make_transfer(
+        "probe", "Linear probe of any checkpoint on the target: body and BatchNorm frozen, a new fc trained.")))
