@@ -151,3 +151,27 @@ def test_cli_spl_pretrain_then_finetune_and_probe(tmp_path):
     out = invoke("finetune", *base, "--checkpoint", tmp_path / "missing", code=2)
     assert "not found" in out and "Traceback" not in out
     assert "weak.k" in invoke("weak-labels", *base, "weak.k=0", code=2)
+
+
+def test_pixel_checkpoint_with_other_classes_loads_for_probe(tmp_path):
+    """Pixel mode: a checkpoint pre-trained on 4 (SPL) classes becomes a 3-class model whose body
+    is the checkpoint's and whose classifier is new, as transfer_stage builds it."""
+    from safetensors.torch import save_file
+
+    from omnisource.weak.stage import resolve_checkpoint
+
+    torch.manual_seed(0)
+    pre = create_model("tsn_resnet18", 4, pretrained=None, width=0.25)
+    epoch = tmp_path / "run" / "checkpoints" / "epoch_001"
+    epoch.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in pre.state_dict().items()}, str(epoch / "model.safetensors"))
+    (epoch / "state.pt").write_bytes(b"")
+    file, trained = resolve_checkpoint(tmp_path / "run")
+    assert file == epoch / "model.safetensors" and trained is None
+    model = create_model("tsn_resnet18", 3, pretrained=str(file), width=0.25)
+    conv = next(n for n, p in model.named_parameters() if p.ndim == 4)
+    assert torch.equal(dict(model.named_parameters())[conv], dict(pre.named_parameters())[conv])
+    linear_probe_groups(model, 3)
+    assert model.fc.out_features == 3 and not dict(model.named_parameters())[conv].requires_grad
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_checkpoint(tmp_path / "nope")
