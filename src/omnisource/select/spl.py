@@ -1,18 +1,20 @@
-"""Sub-Pseudo Labels (SPL) and the baselines it is compared with, as pure functions over arrays.
+"""Sub-Pseudo Labels (SPL; Li et al., "Learning from Weakly-labeled Web Videos via Exploring
+Sub-Concepts", AAAI 2022) and the baselines it is compared with, as pure functions over arrays.
+Section numbers below refer to that paper: §3 the method, §4 the experiments (DESIGN.md §1).
 
 Every web sample (a 10 s clip of an untrimmed web video, a trimmed video or an image) has a
 weak label ``l`` (its query's class) and a teacher prediction ``T(x)`` (the teacher trained on the
 target set, DESIGN.md §1). The weak-label × teacher confusion matrix ``C`` (rows: ``l``, columns:
 ``T(x)``) drives everything:
 
-* noise ratio = off-diagonal / total of ``C`` (SPL paper §4.1, Table 2);
-* SPL full: ``y = N·l + T(x)``, N² classes (§3.2, Eq. 1);
+* noise ratio = off-diagonal / total of ``C`` (§4);
+* SPL full: ``y = N·l + T(x)``, N² classes (§3);
 * SPL-M: keep the N diagonal cells plus the (K−1)·N most frequent off-diagonal cells, merge the
-  samples of every other cell into their row's diagonal (§3.3, "merging"), K·N classes;
-* SPL-D: the same selected cells, samples of unselected cells discarded (§3.3, "dropping");
-* SPL-B: 2N classes, per row "teacher agrees" and "teacher disagrees" (§3.3, "binary");
-* samples cover ratio SCR = samples in selected cells / all samples (§3.3);
-* baselines (§4.2, Table 1): weak-label, teacher-prediction, agreement filtering.
+  samples of every other cell into their row's diagonal (§3, "merging"), K·N classes;
+* SPL-D: the same selected cells, samples of unselected cells discarded (§3, "dropping");
+* SPL-B: 2N classes, per row "teacher agrees" and "teacher disagrees" (§3, "binary");
+* samples cover ratio SCR = samples in selected cells / all samples (§3);
+* baselines (§4, Table 1): weak-label, teacher-prediction, agreement filtering.
 
 Each method returns a :class:`Labels`: per-sample labels (−1 = sample dropped), the number of
 classes, and a label map (one entry per new class naming the (weak, teacher) cells it holds),
@@ -57,14 +59,14 @@ def confusion(weak, teacher, n: int) -> np.ndarray:
 
 
 def noise_ratio(c: np.ndarray) -> float:
-    """Off-diagonal / total of the confusion matrix (SPL §4.1); NaN for an empty matrix."""
+    """Off-diagonal / total of the confusion matrix (SPL §4); NaN for an empty matrix."""
     c = np.asarray(c)
     total = c.sum()
     return float((total - np.trace(c)) / total) if total else float("nan")
 
 
 def top_cells(c: np.ndarray, k: int) -> np.ndarray:
-    """Boolean N × N mask: the diagonal plus the (K−1)·N most frequent off-diagonal cells (SPL §3.3).
+    """Boolean N × N mask: the diagonal plus the (K−1)·N most frequent off-diagonal cells (SPL §3).
 
     Ties go to the cell that comes first in row-major order; empty cells are never selected, so
     fewer than (K−1)·N off-diagonal cells are kept when fewer are non-empty.
@@ -82,7 +84,7 @@ def top_cells(c: np.ndarray, k: int) -> np.ndarray:
 
 
 def samples_cover_ratio(c: np.ndarray, mask: np.ndarray) -> float:
-    """Samples in the selected cells / all samples (SPL §3.3)."""
+    """Samples in the selected cells / all samples (SPL §3)."""
     c = np.asarray(c)
     return float(c[np.asarray(mask, bool)].sum() / c.sum()) if c.sum() else float("nan")
 
@@ -92,7 +94,7 @@ def _entry(label: int, weak: int, teacher, cells) -> dict:
 
 
 def spl_full(weak, teacher, n: int) -> Labels:
-    """y = N·l + T(x): one class per (weak label, teacher prediction) cell, N² classes (SPL Eq. 1)."""
+    """y = N·l + T(x): one class per (weak label, teacher prediction) cell, N² classes (SPL §3)."""
     weak, teacher = _check(weak, teacher, n)
     lm = [_entry(l * n + t, l, t, [(l, t)]) for l in range(n) for t in range(n)]
     return Labels(weak * n + teacher, n * n, lm, 1.0 if len(weak) else float("nan"))
@@ -121,17 +123,17 @@ def _selected(weak, teacher, n: int, k: int, merge: bool) -> Labels:
 
 
 def spl_m(weak, teacher, n: int, k: int = 2) -> Labels:
-    """SPL-M (§3.3): the selected cells are classes; every other sample joins its row's diagonal."""
+    """SPL-M (§3): the selected cells are classes; every other sample joins its row's diagonal."""
     return _selected(weak, teacher, n, k, merge=True)
 
 
 def spl_d(weak, teacher, n: int, k: int = 2) -> Labels:
-    """SPL-D (§3.3): the selected cells are classes; samples of the other cells are dropped (−1)."""
+    """SPL-D (§3): the selected cells are classes; samples of the other cells are dropped (−1)."""
     return _selected(weak, teacher, n, k, merge=False)
 
 
 def spl_b(weak, teacher, n: int) -> Labels:
-    """SPL-B (§3.3): 2N classes: l when the teacher agrees with the weak label, N + l otherwise."""
+    """SPL-B (§3): 2N classes: l when the teacher agrees with the weak label, N + l otherwise."""
     weak, teacher = _check(weak, teacher, n)
     labels = np.where(weak == teacher, weak, n + weak)
     lm = [_entry(l, l, "agree", [(l, l)]) for l in range(n)]

@@ -1,4 +1,4 @@
-"""Evaluating a pre-trained network on the target (Ghadiyaram et al. CVPR 2019, §4; SPL §4.2):
+"""Evaluating a pre-trained network on the target (Ghadiyaram et al. CVPR 2019, §4; SPL, Li et al. 2022, §4):
 full fine-tuning with a new classifier and per-layer learning rates, and the fc-only linear probe
 (frozen body, BatchNorm frozen too: running statistics fixed and used in training).
 

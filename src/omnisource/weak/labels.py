@@ -2,13 +2,13 @@
 for video action recognition", CVPR 2019), as pure functions over arrays.
 
 * A video with several tags gets one tag drawn at random each epoch, trained with softmax
-  cross-entropy (§3.1, "label space").
-* Square-root class resampling: a class is drawn with probability ∝ N_c^0.5 (§3.1, "sampling").
+  cross-entropy (§3, label space).
+* Square-root class resampling: a class is drawn with probability ∝ N_c^0.5 (§3, sampling).
 * Tail-preserving subsampling to a budget: tail classes are kept whole, head classes are cut to a
-  common cap (§4.3, "label space" / "long-tail").
+  common cap (§4, the long-tail study).
 * Clip selection under a budget: a fixed number of videos or a fixed total of minutes, short or
-  long videos first, clips at the centre or at random (§4.2, Figs. 3 and 5: with a fixed number
-  of videos long videos win; with fixed minutes many short videos win).
+  long videos first, clips at the centre or at random (§4: with a fixed number of videos long
+  videos win; with fixed minutes many short videos win).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def encode_tags(tag_lists: list[list[str]], vocabulary: list[str]) -> list[list[
 
 def draw_tags(tag_ids: list[list[int]], seed: int, epoch: int) -> np.ndarray:
     """One tag per sample, drawn uniformly among its tags with an RNG seeded by (seed, epoch),
-    so an epoch always draws the same labels (exact resume) and epochs differ (§3.1)."""
+    so an epoch always draws the same labels (exact resume) and epochs differ (§3)."""
     if any(len(t) == 0 for t in tag_ids):
         raise ValueError("every weakly-labelled sample needs at least one tag")
     rng = np.random.default_rng([seed, epoch, 5])
@@ -51,7 +51,7 @@ def tag_counts(tag_ids: list[list[int]], num_classes: int) -> np.ndarray:
 
 def tag_sample_weights(tag_ids: list[list[int]], num_classes: int, power: float = 0.5) -> np.ndarray:
     """Per-sample draw probabilities whose class marginals are ∝ N_c^power (power 0.5: square-root
-    resampling, §3.1). A multi-tag sample gets the mean of what each of its tags would give it;
+    resampling, §3). A multi-tag sample gets the mean of what each of its tags would give it;
     for single tags this equals ``data.resample.sample_weights(..., "power", power=power)``."""
     counts = tag_counts(tag_ids, num_classes)
     per_class = class_weights(counts, "power", power=power)
@@ -65,7 +65,7 @@ def tail_preserving_subsample(labels, budget: int, seed: int = 0) -> np.ndarray:
     kept whole (the tail), every larger class is cut to ``cap`` at random (the head), where ``cap``
     is the largest count with Σ_c min(N_c, cap) ≤ budget; what is left of the budget gives one more
     sample to the largest head classes (ties: lower class index), so the result has exactly
-    min(budget, N) samples (§4.3)."""
+    min(budget, N) samples (§4)."""
     labels = np.asarray(labels, dtype=np.int64)
     if budget < 0:
         raise ValueError(f"subsampling budget must be 0 or more, got {budget}")
@@ -114,7 +114,7 @@ def clip_starts(duration: float, clip_seconds: float, clips: int, position: str,
 def select_clips(durations, clip_seconds: float = 10.0, budget_videos: int = 0, budget_minutes: float = 0.0,
                  prefer: str = "short", position: str = "centre", clips_per_video: int = 1,
                  seed: int = 0) -> list[tuple[int, float, float]]:
-    """(video index, start s, end s) of the pre-training clips under a budget (§4.2).
+    """(video index, start s, end s) of the pre-training clips under a budget (§4).
 
     Videos are taken shortest first (``short``), longest first (``long``) or in a seeded random
     order, until ``budget_videos`` videos or ``budget_minutes`` minutes of video are used (0 = no

@@ -3,7 +3,7 @@
 * ``weak_labels_stage`` (``omnisource weak-labels``): the pre-training set. One sample per web
   image or trimmed video, one per selected clip of an untrimmed video (``weak.budget_*``,
   ``weak.prefer``, ``weak.clip_position``); labelled by ``weak.labels``: the tags themselves
-  (``weak``, Ghadiyaram et al. 2019 §3.1) or, from the teacher's clip-level scores of
+  (``weak``, Ghadiyaram et al. 2019 §3) or, from the teacher's clip-level scores of
   ``omnisource score``, a baseline or Sub-Pseudo Labels (omnisource.select.spl); optionally cut
   to ``weak.budget_samples`` by tail-preserving subsampling. Writes ``manifests/weak.parquet``
   and its label map ``manifests/weak.labelmap.json``.
@@ -133,7 +133,7 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
 
 
 class TagDrawDataset(Dataset):
-    """Wraps a dataset of (x, y, i): y is one of the sample's tags, drawn anew each epoch (§3.1)."""
+    """Wraps a dataset of (x, y, i): y is one of the sample's tags, drawn anew each epoch (Ghadiyaram et al. §3)."""
 
     def __init__(self, base: Dataset, tag_ids: list[list[int]], seed: int):
         self.base, self.tag_ids, self.seed = base, tag_ids, seed
