@@ -151,6 +151,11 @@ def test_cli_spl_pretrain_then_finetune_and_probe(tmp_path):
     out = invoke("finetune", *base, "--checkpoint", tmp_path / "missing", code=2)
     assert "not found" in out and "Traceback" not in out
     assert "weak.k" in invoke("weak-labels", *base, "weak.k=0", code=2)
+    # Tags as labels (no teacher), one video under the budget, cut to 5 samples keeping the tail.
+    invoke("weak-labels", *base, "weak.labels=weak", "weak.budget_videos=1", "weak.budget_samples=5")
+    tags = read_manifest(ws / "manifests" / "weak.parquet")
+    assert len(tags.rows) == 5 and len({r["parent_id"] for r in tags.rows if r.get("parent_id")}) <= 1
+    assert all(tags.classes[r["label"]] == r["weak_labels"][0] for r in tags.rows)
 
 
 def test_pixel_checkpoint_with_other_classes_loads_for_probe(tmp_path):
