@@ -1,0 +1,198 @@
+"""Image-to-video domain adaptation (Kae & Song 2020) on UCF101-6 + web-sports, beside OmniSource.
+
+    python benchmarks/da.py --data ../shared/data --out bench-out/da [--features DIR] [--seeds 3]
+
+Feature mode (frozen EfficientNet-Lite0 ImageNet features, 128 px, 8 frames; the cache layout of
+benchmarks/ucf_web.py, reused from --features when it holds them). Per seed, one split of
+shared/data/README.md with k labeled videos per class (default 3):
+
+* web images: the four target queries of web-sports with 50 % injected pool images (weak label =
+  query); web videos: the "trimmed" half of the unused training-group videos, 30 % of weak labels
+  flipped; unlabeled target: the k labeled videos plus the other half of the unused videos, with
+  their labels dropped. The DA rows never read a target label (as in the paper).
+* rows: I+F (web images + web video frames, plain CE), I+F_A (+ attention), I+F_DA (+ the three
+  discriminators through the GRL), I+F_A+DA (both), V_A+DA (stage 2: the (2+1)D model over the
+  per-frame features, built from the I+F_A+DA model, trained on web video clips), and for
+  comparison the target-only teacher (k labeled videos) and OmniSource `all` (teacher filter +
+  joint training on images, trimmed and untrimmed web videos; benchmarks/ucf_web.py's recipe).
+
+Validation: groups 08–11 (or --test-root). Writes results.json and prints a table (mean ± std
+over seeds; paper, UCF101: I+F 70.1, I+F_A 71.4, I+F_DA 72.2, I+F_A+DA 72.6, V_A+DA 74.9).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucf_web import Features, _to_t, log, train_head  # noqa: E402  (the OmniSource benchmark's pieces)
+
+from omnisource.config import DAConfig, TrainConfig, load_config  # noqa: E402
+from omnisource.evaluate import protocol  # noqa: E402
+from omnisource.features.cache import load_features  # noqa: E402
+from omnisource.select.stage import select_rows  # noqa: E402
+from omnisource.teacher.score import head_probs, summarise, untrimmed_scores  # noqa: E402
+from omnisource.train.da_stage import train_feature_da  # noqa: E402
+from omnisource.transform.stage import untrimmed_rows  # noqa: E402
+
+ROWS = ["target_only", "I+F", "I+F_A", "I+F_DA", "I+F_A+DA", "V_A+DA", "omnisource_all"]
+PAPER = {"I+F": 70.1, "I+F_A": 71.4, "I+F_DA": 72.2, "I+F_A+DA": 72.6, "V_A+DA": 74.9}
+VARIANTS = {"I+F": (False, False), "I+F_A": (True, False), "I+F_DA": (False, True), "I+F_A+DA": (True, True)}
+
+
+def da_data(args, feats: Features, split, seed: int) -> tuple[dict, list, list]:
+    classes = split.classes
+    images = protocol.web_images(args.data, classes, args.noise, seed)
+    img = load_features(feats.seg, [r["id"] for r in images])
+    images = [r for r in images if r["id"] in img]
+    trimmed, specs = protocol.web_videos(split, args.label_noise, seed)
+    ix = np.stack([img[r["id"]][:1].astype(np.float32) for r in images])
+    iy = np.array([classes.index(protocol.QUERY_MAP[r["weak_labels"][0]]) for r in images])
+    vx = feats.clips([r["parent_id"] for r in trimmed])
+    vy = np.array([classes.index(r["weak_labels"][0]) for r in trimmed])
+    target_rows = split.rows("train") + [p for s in specs for p in s["parts"]]
+    va = split.rows("val")
+    data = {"image": (ix, iy, [r["id"] for r in images]), "video": (vx, vy, [r["id"] for r in trimmed]),
+            "target": feats.clips([r["id"] for r in target_rows]),
+            "val": (feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va]))}
+    return data, images, (trimmed, specs)
+
+
+def omnisource_all(args, feats: Features, split, seed: int, images, trimmed, specs) -> tuple[dict, dict]:
+    """Target-only teacher and OmniSource `all` (filter `both`, still images, 3+0 snippets)."""
+    classes = split.classes
+    tr, va = split.rows("train"), split.rows("val")
+    x, y = feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr])
+    xv, yv = feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va])
+    cfg = TrainConfig(epochs=15, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, device="cpu", seed=seed)
+    teacher, base = train_head(x, y, xv, yv, classes, cfg, frames=feats.frames)
+    images = [dict(r, label=None) for r in images]
+    untrimmed = protocol.untrimmed_rows(specs)
+    fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
+    per_second = {s["id"]: np.concatenate([fps[p["id"]] for p in s["parts"]]).astype(np.float32) for s in specs}
+    img = load_features(feats.seg, [r["id"] for r in images])
+    scores = {r["id"]: summarise(p) for r, p in
+              zip(images, head_probs(teacher, [img[r["id"]].astype(np.float32) for r in images], feats.frames))}
+    scores.update({r["id"]: summarise(p) for r, p in
+                   zip(trimmed, head_probs(teacher, list(feats.clips([r["parent_id"] for r in trimmed])), feats.frames))})
+    for r in untrimmed:
+        fp, windows, cp = untrimmed_scores(teacher, per_second[r["id"]], feats.frames, 10.0)
+        scores[r["id"]] = {**summarise(fp.max(axis=0)), "frame_probs": fp.tolist(),
+                           "clip_windows": [list(w) for w in windows], "clip_probs": cp.tolist()}
+    omni = load_config(None, [f"omni.seed={seed}", "omni.snippet_pos=3", "omni.snippet_neg=0"])
+    aux = []
+    for name, rows in (("images", images), ("trimmed", trimmed), ("untrimmed", untrimmed)):
+        kept, _ = select_rows(rows, scores, classes, "both", 0.5, protocol.QUERY_MAP)
+        kept = [r for r in kept if r["status"] == "ok"]
+        if name == "images":
+            ax = feats.clips([r["id"] for r in kept])
+        elif name == "trimmed":
+            ax = feats.clips([r["parent_id"] for r in kept])
+        else:
+            kept = untrimmed_rows(kept, scores, omni)
+            ax = np.stack([_to_t(per_second[s["parent_id"]][s["frame_indices"]], feats.frames) for s in kept]) \
+                if kept else feats.clips([])
+        aux.append((name, (ax, np.array([r["label"] for r in kept], dtype=np.int64))))
+    _, m = train_head(x, y, xv, yv, classes, cfg, aux, feats.frames)
+    return base, m
+
+
+def run_seed(args, feats: Features, seed: int, results: dict) -> None:
+    from rich.console import Console
+
+    split = protocol.target_split(args.data, args.k, seed, args.test_root)
+    data, images, (trimmed, specs) = da_data(args, feats, split, seed)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, optimizer="adamw", lr=args.lr, weight_decay=1e-4,
+                      device="cpu", seed=seed)
+    quiet = Console(quiet=True)
+    for row, (attention, adversarial) in VARIANTS.items():
+        da = DAConfig(attention=attention, adversarial=adversarial, tau=args.tau, beta=args.beta,
+                      video_epochs=args.video_epochs, video_lr_scale=args.video_lr_scale)
+        stages = ("image", "video") if row == "I+F_A+DA" else ("image",)
+        out = args.out / "runs" / f"seed{seed}" / row.replace("+", "_")
+        t0 = time.time()
+        res = train_feature_da(data, split.classes, cfg, da, out, stages, console=quiet)
+        results.setdefault(row, []).append(res["image"]["metrics"])
+        if "video" in res:
+            results.setdefault("V_A+DA", []).append(res["video"]["metrics"])
+        att = [json.loads(x) for x in (out / da.image_run / "attention.jsonl").read_text().splitlines()]
+        noisy = {r["id"] for r in images if r.get("true_label") is None} | \
+                {r["id"] for r in trimmed if r["weak_labels"][0] != r["true_label"]}
+        if attention:  # do the lowest-weighted web samples hold the wrong labels? (ground truth of the protocol)
+            lo, hi = att[:len(att) // 4], att[-(len(att) // 4):]
+            results.setdefault(f"{row}:noisy_share", []).append(
+                (np.mean([a["id"] in noisy for a in lo]), np.mean([a["id"] in noisy for a in hi])))
+        log(f"seed {seed} {row:>9}: top1 {res['image']['metrics']['top1']:.3f}"
+            + (f", V_A+DA {res['video']['metrics']['top1']:.3f}" if "video" in res else "") + f" ({time.time() - t0:.0f} s)")
+    base, m = omnisource_all(args, feats, split, seed, images, trimmed, specs)
+    results.setdefault("target_only", []).append(base)
+    results.setdefault("omnisource_all", []).append(m)
+    log(f"seed {seed}: target-only (k={args.k}) {base['top1']:.3f}, OmniSource all {m['top1']:.3f}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="folder holding ucf101-6/ and web-sports/")
+    ap.add_argument("--test-root", type=Path, default=None, help="class folders used for evaluation instead of groups 08-11")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--features", type=Path, default=None,
+                    help="feature cache root (default <out>/features; benchmarks/ucf_web.py's <out>/features is reused as is)")
+    ap.add_argument("--k", type=int, default=3, help="labeled videos per class (OmniSource teacher; DA ignores the labels)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--video-epochs", type=int, default=20)
+    ap.add_argument("--video-lr-scale", type=float, default=0.1)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--tau", type=float, default=1.0)
+    ap.add_argument("--beta", type=float, default=0.5)
+    ap.add_argument("--noise", type=float, default=0.5, help="share of injected pool images per target query")
+    ap.add_argument("--label-noise", type=float, default=0.3, help="share of web videos with a wrong weak label")
+    args = ap.parse_args(argv)
+    for sub in ("ucf101-6/videos", "web-sports"):
+        if not (args.data / sub).is_dir():
+            ap.error(f"{args.data / sub} not found: --data must hold ucf101-6/ and web-sports/")
+    torch.set_num_threads(2)
+    t0 = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    feats = Features(args.features or args.out / "features", 128, 8, 1)
+    full = protocol.target_split(args.data, 0, 0, args.test_root)
+    feats.extract([r for r in full.manifest.rows if r["status"] == "ok" and r["split"] in ("train", "val", "unused")])
+    feats.extract(full.rows("train"), per_second=True)
+    from omnisource.data.manifest import new_row
+
+    feats.extract([new_row("images", "image", str(f)) for f in sorted((args.data / "web-sports").glob("*/*.jpg"))])
+    results: dict = {}
+    for seed in range(args.seeds):
+        run_seed(args, feats, seed, results)
+    rows = []
+    for name in ROWS:
+        runs = results.get(name, [])
+        top1, mca = [m["top1"] for m in runs], [m["mean_class_accuracy"] for m in runs]
+        row = {"setting": name, "top1_mean": float(np.mean(top1)), "top1_std": float(np.std(top1)),
+               "mca_mean": float(np.mean(mca)), "mca_std": float(np.std(mca)), "seeds": len(runs),
+               "paper_ucf101": PAPER.get(name)}
+        if f"{name}:noisy_share" in results:
+            lo, hi = zip(*results[f"{name}:noisy_share"])
+            row.update(noisy_in_lowest_quarter=float(np.mean(lo)), noisy_in_highest_quarter=float(np.mean(hi)))
+        rows.append(row)
+    (args.out / "results.json").write_text(json.dumps({"k": args.k, "rows": rows}, indent=2))
+    print(f"\n{'setting':<16}{'top1':>16}{'mca':>16}{'paper':>8}   noisy share lowest/highest quarter of α")
+    for r in rows:
+        share = f"   {r['noisy_in_lowest_quarter']:.2f} / {r['noisy_in_highest_quarter']:.2f}" \
+            if "noisy_in_lowest_quarter" in r else ""
+        paper = f"{r['paper_ucf101']:8.1f}" if r["paper_ucf101"] else " " * 8
+        print(f"{r['setting']:<16}{r['top1_mean'] * 100:>10.2f} ±{r['top1_std'] * 100:4.1f}"
+              f"{r['mca_mean'] * 100:>10.2f} ±{r['mca_std'] * 100:4.1f}{paper}{share}")
+    log(f"done in {time.time() - t0:.0f} s -> {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
