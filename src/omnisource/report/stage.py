@@ -166,9 +166,8 @@ def thumbnail(row: dict, size: int = 112) -> bytes:
 def _thumbnails(cfg, ws, w: _Writer) -> str:
     from ..data.media import MediaError
 
-    parts = []
+    parts, classes = [], collect.target_classes(ws)
     for name, groups in collect.gather_thumbnail_rows(cfg, ws).items():
-        classes = collect.target_classes(ws)
         for title, rows in groups.items():
             figs = []
             for k, r in enumerate(rows):
