@@ -97,6 +97,8 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
     classes = read_manifest(target_manifest_path(workspace)).classes
     rows = web_samples(cfg, workspace, classes)
     method = cfg.weak.labels
+    if not rows:
+        raise ManifestError("weak-labels: the web sources hold no usable sample (status ok, with a weak label)")
     if method == "weak":
         names = wl.tag_vocabulary([r["weak_labels"] for r in rows])
         ids = wl.encode_tags([r["weak_labels"] for r in rows], names)
@@ -109,6 +111,8 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
             console.print(f"[yellow]weak-labels: {len(rows) - len(usable)} samples left out (query names no target "
                           "class, or no teacher score: run `omnisource score`)[/]")
         rows = usable
+        if not rows:
+            raise ManifestError("weak-labels: no web sample has both a target-class query and a teacher score")
         weak = np.array([r["query_class"] for r in rows], dtype=np.int64)
         teacher = np.array([r["teacher_pred"] for r in rows], dtype=np.int64)
         res = spl.make_labels(method, weak, teacher, len(classes), cfg.weak.k)
@@ -116,8 +120,6 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
         noise = spl.noise_ratio(spl.confusion(weak, teacher, len(classes)))
         path = spl.save_label_map(Path(workspace) / LABEL_MAP, res, method, classes, {"noise_ratio": noise})
         doc = json.loads(path.read_text())
-    if not rows:
-        raise ManifestError("weak-labels: no web sample to label (check the web sources and `omnisource score`)")
     keep = np.flatnonzero(labels >= 0)
     if cfg.weak.budget_samples:
         keep = keep[wl.tail_preserving_subsample(labels[keep], cfg.weak.budget_samples, cfg.weak.seed)]
