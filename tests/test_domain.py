@@ -146,3 +146,11 @@ def test_attention_log_means_and_file_order(tmp_path):
     log.write(tmp_path / "attention.jsonl")
     lines = [json.loads(x) for x in (tmp_path / "attention.jsonl").read_text().splitlines()]
     assert lines[0] == {"id": "a", "source": "image", "weight": 0.75, "draws": 2}
+
+
+def test_da_step_under_autocast():
+    torch.manual_seed(0)
+    net = DANet(FrameAdapter(5, 3, hidden=4), DAConfig(), ["image", "frame", "target"])
+    out = da_step(net, _batches(), torch.optim.SGD(net.parameters(), lr=0.1), 0.5, TrainConfig(amp=True), 3,
+                  torch.device("cpu"))
+    assert all(math.isfinite(v) for v in out["losses"].values()) and len(out["losses"]) == 5

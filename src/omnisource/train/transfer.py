@@ -80,14 +80,12 @@ def da_step(net: DANet, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], o
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device, cfg.amp):
         stages = {name: net.model.forward_stages(x.to(device, non_blocking=True)) for name, (x, _) in batches.items()}
+        logits = {name: net.model.fc(net.model.dropout(stages[name][-1])) for name in WEB if name in batches}
     target = stages.get("target")
     losses, alphas = {}, {}
-    for name in WEB:
-        if name not in batches:
-            continue
+    for name in logits:
         feats = stages[name][-1]
-        logits = net.model.fc(net.model.dropout(feats))
-        ce = per_sample_cross_entropy(logits, soft_targets(batches[name][1].to(device), num_classes,
+        ce = per_sample_cross_entropy(logits[name], soft_targets(batches[name][1].to(device), num_classes,
                                                            cfg.label_smoothing))
         if net.attention is not None:  # Eq. 3-5; the embeddings are not trained through α
             alpha = net.attention(feats.detach(), target[-1].detach())
