@@ -145,3 +145,26 @@ def test_cli_train_method_da(tmp_path, mode):
     # stage 2 alone starts from the stage-1 checkpoint; a missing stage 1 is one clear line
     r = runner.invoke(app, ["train", *common, "train.method=da", "da.stages=video", "da.image_run=nothing"])
     assert r.exit_code == 2 and "no stage-1 checkpoint" in r.output
+
+
+def test_resumed_da_run_ends_with_the_same_weights(tmp_path):
+    import shutil
+
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    data = _arrays(seed=1)
+    cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adamw", lr=1e-2, device="cpu", seed=0)
+    da = DAConfig(adapter_dim=16, disc_hidden=8)
+    quiet = Console(quiet=True)
+    train_feature_da(data, ["a", "b", "c"], cfg, da, tmp_path / "one", ("image",), console=quiet)
+    train_feature_da(data, ["a", "b", "c"], cfg, da, tmp_path / "two", ("image",), console=quiet)
+    run = tmp_path / "two" / "da_image"
+    shutil.rmtree(run / "checkpoints" / "epoch_002")  # killed during the second epoch
+    (run / "log.jsonl").write_text((run / "log.jsonl").read_text().splitlines()[0] + "\n")
+    train_feature_da(data, ["a", "b", "c"], cfg, da, tmp_path / "two", ("image",), resume=True, console=quiet)
+    a = load_file(str(tmp_path / "one" / "da_image" / "checkpoints" / "epoch_002" / "model.safetensors"))
+    b = load_file(str(run / "checkpoints" / "epoch_002" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (run / "attention.jsonl").read_text() == (tmp_path / "one" / "da_image" / "attention.jsonl").read_text()
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
