@@ -19,7 +19,7 @@ FAST = ["features.size=96", "features.frames=4", "train.epochs=30", "train.optim
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    generate(root, groups=4, clips_per_group=2, web_per_class=2, size=96, frames=12)
+    generate(root, groups=4, clips_per_group=2, web_per_class=2, size=96, frames=12, untrimmed_per_class=1)
     (root / "videos" / "sliding_box" / "v_sliding_box_g03_c09.mp4").write_bytes(b"")  # zero-byte
     (root / "videos" / "growing_ring" / "v_growing_ring_g02_c09.mp4").write_bytes(b"<html>nope</html>")
     return root

@@ -246,7 +246,9 @@ def subsample_per_class(manifest: Manifest, k: int, split: str = "train", seed: 
             by_class[r["label"]].append(i)
     keep = set()
     for label, idx in by_class.items():
-        idx = sorted(idx, key=lambda i: manifest.rows[i]["id"])
+        # Ordered by file name, not id (a hash of the full path), so the same dataset gives
+        # the same picks wherever it is stored.
+        idx = sorted(idx, key=lambda i: (Path(manifest.rows[i]["path"]).name, manifest.rows[i]["id"]))
         rng.shuffle(idx)
         # Prefer spreading the k picks across groups.
         seen_groups, first, rest = set(), [], []

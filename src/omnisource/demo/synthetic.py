@@ -1,10 +1,13 @@
-"""Procedural demo data: short action clips and noisy web-like stills of the same classes.
+"""Procedural demo data: short action clips and noisy web data of the same classes.
 
 Each class is a shape with its own motion over a textured background. Appearance (colour,
-size, position, background) varies per clip and clips are grouped like UCF101 (``_gGG_cCC``),
-so a group split behaves as on real data. Web images show the same shapes in a different
-style (flat gradients, larger objects, JPEG) and a seeded share of them carry a wrong query,
-with the ground truth recorded so filter precision and recall can be measured.
+size, position, background, tempo) varies per clip and clips are grouped like UCF101
+(``_gGG_cCC``), so a group split behaves as on real data. Web images are photos of the action
+at a random moment, taken with another exposure and sharpness; untrimmed web videos film one
+scene in which the action happens in one of three segments (the object rests in the others).
+As with real search results, most wrong results for a query show a look-alike class (round,
+boxy or line-drawn shapes) and some show nothing at all; the ground truth is recorded so
+filter precision and recall can be measured.
 """
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ import numpy as np
 
 CLASSES = ["bouncing_ball", "sliding_box", "spinning_bar", "growing_ring", "zigzag_triangle", "blinking_cross"]
 QUERIES = {c: c.replace("_", " ") for c in CLASSES}
+# A search for one class mostly goes wrong towards a look-alike (round, boxy or line-drawn
+# shapes), as "archery" returns axe throwing: structured noise that misleads an unfiltered student.
+LOOKALIKE = {"bouncing_ball": "growing_ring", "growing_ring": "bouncing_ball", "sliding_box": "zigzag_triangle",
+             "zigzag_triangle": "sliding_box", "spinning_bar": "blinking_cross", "blinking_cross": "spinning_bar"}
 
 
 def _background(rng: np.random.Generator, size: int, style: str) -> np.ndarray:
@@ -37,20 +44,20 @@ def _draw(img: np.ndarray, cls: str, phase: float, colour: tuple, scale: float, 
     r = int(s * 0.12 * scale)
     cx, cy = centre
     if cls == "bouncing_ball":
-        y = cy + (abs(np.sin(np.pi * 2 * phase)) - 0.5) * s * 0.5
+        y = cy + (abs(np.sin(np.pi * 2 * phase)) - 0.5) * s * 0.2
         cv2.circle(img, (int(cx), int(y)), r, colour, -1, cv2.LINE_AA)
     elif cls == "sliding_box":
-        x = cx + (phase - 0.5) * s * 0.6
+        x = cx + (phase - 0.5) * s * 0.25
         cv2.rectangle(img, (int(x - r), int(cy - r)), (int(x + r), int(cy + r)), colour, -1)
     elif cls == "spinning_bar":
         ang = phase * 2 * np.pi
         d = np.array([np.cos(ang), np.sin(ang)]) * r * 2
         cv2.line(img, tuple((centre - d).astype(int)), tuple((centre + d).astype(int)), colour, max(2, r // 2))
     elif cls == "growing_ring":
-        cv2.circle(img, (int(cx), int(cy)), int(r * (0.4 + 1.6 * phase)), colour, max(2, r // 3), cv2.LINE_AA)
+        cv2.circle(img, (int(cx), int(cy)), int(r * (0.7 + 0.8 * phase)), colour, max(2, r // 3), cv2.LINE_AA)
     elif cls == "zigzag_triangle":
-        x = cx + (phase - 0.5) * s * 0.6
-        y = cy + (0.15 * s if int(phase * 6) % 2 else -0.15 * s) * (phase * 6 % 1)
+        x = cx + (phase - 0.5) * s * 0.25
+        y = cy + (0.06 * s if int(phase * 6) % 2 else -0.06 * s) * (phase * 6 % 1)
         pts = np.array([[x, y - r], [x - r, y + r], [x + r, y + r]], np.int32)
         cv2.fillPoly(img, [pts], colour)
     elif cls == "blinking_cross":
@@ -61,16 +68,26 @@ def _draw(img: np.ndarray, cls: str, phase: float, colour: tuple, scale: float, 
         raise ValueError(f"unknown demo class {cls}")
 
 
-def render_clip(cls: str, rng: np.random.Generator, size: int = 96, frames: int = 24) -> np.ndarray:
-    bg = _background(rng, size, "texture")
-    colour = tuple(int(c) for c in rng.integers(40, 256, 3))
-    scale = rng.uniform(0.7, 1.3)
-    centre = np.array([size / 2, size / 2]) + rng.uniform(-0.12, 0.12, 2) * size
-    offset, speed = rng.uniform(0, 1), rng.uniform(0.7, 1.3)
+def scene(rng: np.random.Generator, size: int = 96) -> dict:
+    """Where and how an action is filmed: background, object colour, size, position and tempo."""
+    return {"bg": _background(rng, size, "texture"), "colour": tuple(int(c) for c in rng.integers(40, 256, 3)),
+            "scale": rng.uniform(0.7, 1.3), "centre": np.array([size / 2, size / 2]) + rng.uniform(-0.12, 0.12, 2) * size,
+            "offset": rng.uniform(0, 1), "speed": rng.uniform(0.7, 1.3)}
+
+
+def render_clip(cls: str, rng: np.random.Generator, size: int = 96, frames: int = 24,
+                where: dict | None = None, idle: bool = False) -> np.ndarray:
+    """``frames`` frames of ``cls`` performed in a scene (a new one unless ``where`` is given).
+    ``idle``: the scene before or after the action, its object at rest (the context that the
+    non-action parts of a real untrimmed video show)."""
+    where = where or scene(rng, size)
     out = np.empty((frames, size, size, 3), np.uint8)
     for t in range(frames):
-        img = bg.copy()
-        _draw(img, cls, (offset + speed * t / frames) % 1.0, colour, scale, centre)
+        img = where["bg"].copy()
+        phase = where["offset"] if idle else (where["offset"] + where["speed"] * t / frames) % 1.0
+        _draw(img, cls, phase, where["colour"], where["scale"], where["centre"])
+        if idle:  # sensor noise, so idle frames are not identical stills
+            img = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
         out[t] = img
     return out
 
@@ -90,17 +107,20 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 12) -> None:
 
 
 def render_web_image(cls: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
-    # A photo-like look: the video backgrounds washed with a smooth gradient, larger objects.
-    img = (0.5 * _background(rng, size, "texture") + 0.5 * _background(rng, size, "web")).astype(np.uint8)
-    colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-    centre = np.array([size / 2, size / 2]) + rng.uniform(-0.1, 0.1, 2) * size
-    _draw(img, cls, rng.uniform(0, 1), colour, rng.uniform(1.0, 1.6), centre)
-    return cv2.GaussianBlur(img, (3, 3), 0)
+    # A photo of the action: the scene of a video frame, shot with another camera (exposure,
+    # framing and sharpness differ), at a random moment of the motion.
+    img = _background(rng, size, "texture")
+    colour = tuple(int(c) for c in rng.integers(40, 256, 3))
+    centre = np.array([size / 2, size / 2]) + rng.uniform(-0.12, 0.12, 2) * size
+    _draw(img, cls, rng.uniform(0, 1), colour, rng.uniform(0.7, 1.4), centre)
+    gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
+    img = np.clip(img.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    return cv2.GaussianBlur(img, (3, 3), 0) if rng.random() < 0.5 else img
 
 
-def generate(root: str | Path, groups: int = 10, clips_per_group: int = 3, web_per_class: int = 40,
-             web_noise: float = 0.5, seed: int = 0, size: int = 96, frames: int = 24,
-             untrimmed_per_class: int = 3) -> dict:
+def generate(root: str | Path, groups: int = 16, clips_per_group: int = 3, web_per_class: int = 150,
+             web_noise: float = 0.7, seed: int = 0, size: int = 96, frames: int = 24,
+             untrimmed_per_class: int = 15) -> dict:
     """Write ``root/videos/<class>/v_<class>_gGG_cCC.mp4``, ``root/web/<query>/*.jpg`` and
     ``root/web_videos/<query>/*.mp4`` (untrimmed: three actions in a row, one of them the query's).
 
@@ -111,7 +131,7 @@ def generate(root: str | Path, groups: int = 10, clips_per_group: int = 3, web_p
     root = Path(root)
     settings = dict(groups=groups, clips_per_group=clips_per_group, web_per_class=web_per_class,
                     web_noise=web_noise, seed=seed, size=size, frames=frames,
-                    untrimmed_per_class=untrimmed_per_class)
+                    untrimmed_per_class=untrimmed_per_class, version=6)
     done = root / "done.json"
     if done.exists() and json.loads(done.read_text()).get("settings") == settings:
         return json.loads(done.read_text())["counts"]
@@ -131,7 +151,7 @@ def generate(root: str | Path, groups: int = 10, clips_per_group: int = 3, web_p
         for k in range(web_per_class):
             if rng.random() < web_noise:
                 # Wrong result for the query: another class, or clutter (no class at all).
-                true = None if rng.random() < 0.2 else CLASSES[(qi + rng.integers(1, len(CLASSES))) % len(CLASSES)]
+                true = None if rng.random() < 0.2 else LOOKALIKE[cls]
             else:
                 true = cls
             img = render_web_image(true, rng) if true else _background(rng, 128, "texture")
@@ -141,15 +161,18 @@ def generate(root: str | Path, groups: int = 10, clips_per_group: int = 3, web_p
     n_images = len(truth)
     for qi, cls in enumerate(CLASSES):
         for k in range(untrimmed_per_class):
-            others = [c for c in CLASSES if c != cls]
-            parts = [cls, *rng.choice(others, size=2, replace=False)]
-            order = rng.permutation(3)
-            segments = [parts[j] for j in order]
-            video = np.concatenate([render_clip(c, rng, size, frames) for c in segments])
+            # A long video of one scene: the action happens in one segment, the rest is idle.
+            # Like search results, a share of the videos show another action than the query.
+            wrong = rng.random() < web_noise / 2
+            action = LOOKALIKE[cls] if wrong else cls
+            segment = int(rng.integers(0, 3))
+            where = scene(rng, size)
+            video = np.concatenate([render_clip(action, rng, size, frames, where, idle=j != segment)
+                                    for j in range(3)])
             name = root / "web_videos" / QUERIES[cls] / f"{k:04d}.mp4"
             write_mp4(name, video)
-            truth[str(name.relative_to(root))] = {"class": cls, "segment": int(np.argmax(order == 0)),
-                                                  "segments": [str(c) for c in segments]}
+            truth[str(name.relative_to(root))] = {"class": action, "segment": segment,
+                                                  "segments": [action if j == segment else "idle" for j in range(3)]}
     (root / "web_truth.json").write_text(json.dumps(truth, indent=1))
     counts = {"videos": n_videos, "web_images": n_images, "web_videos": len(truth) - n_images,
               "classes": len(CLASSES)}
