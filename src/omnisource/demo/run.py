@@ -17,6 +17,7 @@ from rich.table import Table
 
 from .. import pipeline
 from ..config import dump_config, load_config
+from ..report import write_report
 from ..runner import run_pipeline
 from .synthetic import generate, web_manifests
 
@@ -80,6 +81,7 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
            f"{{name: untrimmed, kind: untrimmed, format: manifest, root: '{manifests['untrimmed']}'}}]")
     base = [f"target.root={data / 'videos'}", *DEMO_OVERRIDES, web, *(overrides or [])]
     results: dict[str, list[dict]] = {}
+    main_cfg = None
     for name, extra, ws in (("omnisource", [], workspace),
                             ("omnisource_nofilter", ["omni.filter=none", "omni.student_run=omnisource_nofilter",
                                                      f"features.cache_root={workspace / 'features'}"],
@@ -89,6 +91,7 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
         pipeline.atomic_write_text(ws / "config.yaml", dump_config(cfg))
         pipeline.console.rule(name)
         first = run_pipeline(cfg, ws)
+        main_cfg = main_cfg or cfg
         for run, metrics in first.items():
             if run in results:  # the variant reuses the teacher of the main workspace
                 continue
@@ -107,6 +110,7 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
         table.add_row(name, _mean_std([m["top1"] for m in runs]),
                       _mean_std([m["mean_class_accuracy"] for m in runs]), str(runs[0]["num_samples"]))
     pipeline.console.print(table)
+    pipeline.console.print(f"report: {write_report(main_cfg, workspace)}")
     pipeline.atomic_write_text(workspace / "demo_results.json", json.dumps(
         {name: [{k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "num_samples")} for m in runs]
          for name, runs in results.items()}, indent=2))
