@@ -127,8 +127,12 @@ def test_pixel_mode_chain_with_pseudo_clips_and_snippets(data, tmp_path):
     pixel = {"mode": "pixels", "model.name": "tsn_resnet18", "model.pretrained": "", "model.width": 0.125,
              "media.num_segments": 3, "media.input_size": 32, "media.resize_short": 36, "train.epochs": 1,
              "train.batch_size": 8, "omni.threshold": 0.0, "omni.filter": "none", "omni.frame_threshold": 0.0,
-             "omni.image_to_clip": "translation"}
+             "omni.image_to_clip": "translation", "train.num_workers": 1}  # decoding in loader workers
     invoke("run", *overrides(data, ws, **pixel))
+    from omnisource.teacher.score import read_scores
+    untrimmed = [r for r in read_manifest(ws / "manifests" / "web_untrimmed.parquet").rows if r["status"] == "ok"]
+    scores = read_scores(ws / "scores" / "untrimmed")
+    assert untrimmed and all(len(scores[r["id"]]["frame_probs"]) >= 1 for r in untrimmed)
     log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
     assert {"target", "images", "untrimmed"} <= set(log[-1]["train"])
     snippets = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows

@@ -50,11 +50,36 @@ def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
     return score
 
 
+class _SecondFrames:
+    """One frame per second of an untrimmed video, decoded in a loader worker; a file that
+    fails gives (None, reason) and stays unscored (select records it as corrupt)."""
+
+    def __init__(self, rows: list[dict], media_cfg):
+        self.rows, self.cfg = rows, media_cfg
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        from ..data import media, sampling, transforms
+        from ..data.datasets import frame_span
+
+        r = self.rows[i]
+        try:
+            first, num, fps = frame_span(r)
+            frames = media.read_frames(r["path"], sampling.one_fps_indices(num, fps) + first, kind=r["kind"],
+                                       max_pixels=self.cfg.max_pixels)
+        except (media.MediaError, ValueError, OSError) as err:
+            return i, None, str(err) or type(err).__name__
+        clip = transforms.center_crop(transforms.resize_short(frames, self.cfg.resize_short), self.cfg.input_size)
+        return i, transforms.to_tensor(clip).permute(1, 0, 2, 3).unsqueeze(2), ""  # (F, 3, 1, H, W)
+
+
 def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     import torch
+    from torch.utils.data import DataLoader
 
-    from ..data import media, sampling, transforms
-    from ..data.datasets import VideoClipDataset, frame_span, make_loader
+    from ..data.datasets import VideoClipDataset, _one_thread, make_loader
     from ..train.loop import predict, resolve_device
 
     device = resolve_device(cfg.train.device)
@@ -66,18 +91,16 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
             probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
             return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
         out = []
-        for r in rows:
-            try:
-                first, num, fps = frame_span(r)
-                idx = sampling.one_fps_indices(num, fps) + first
-                frames = media.read_frames(r["path"], idx, kind=r["kind"], max_pixels=cfg.media.max_pixels)
-            except media.MediaError:
+        loader = DataLoader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers,
+                            worker_init_fn=_one_thread)
+        for i, x, reason in loader:
+            if x is None:
+                console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")
                 continue
-            clip = transforms.center_crop(transforms.resize_short(frames, cfg.media.resize_short), cfg.media.input_size)
-            x = transforms.to_tensor(clip).permute(1, 0, 2, 3).unsqueeze(2).to(device)  # (F, 3, 1, H, W)
             with torch.no_grad():
+                x = x.to(device)
                 frame_probs = np.mean([t.model.to(device).eval()(x).softmax(-1).cpu().numpy() for t in teachers], 0)
-            out.append({"id": r["id"], **summarise(frame_probs.max(axis=0)), "frame_probs": frame_probs.tolist()})
+            out.append({"id": rows[i]["id"], **summarise(frame_probs.max(axis=0)), "frame_probs": frame_probs.tolist()})
         return out
 
     return score
