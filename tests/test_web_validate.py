@@ -121,3 +121,26 @@ def test_stage_in_place_resumable_and_cli(tmp_path):
     assert res.exit_code == 2 and "web manifest not found" in res.output
     res = CliRunner().invoke(app, ["clean", "validate", "-w", str(ws), "--animated", "keep"])
     assert res.exit_code == 2 and "animated" in res.output
+
+
+def test_import_web_of_a_downloaded_manifest_keeps_its_verdicts(tmp_path):
+    """download/dedup write manifests/web_<source>.parquet; a config web source of the same name
+    pointing at it imports it in place without losing the duplicate/rejected rows."""
+    from omnisource.config import load_config
+    from omnisource.data.manifest import Manifest, new_row, read_manifest, write_manifest
+    from omnisource.web import import_web, web_path
+
+    ws = tmp_path / "ws"
+    good = write_image(tmp_path / "a.jpg", size=(40, 30))
+    dup = write_image(tmp_path / "b.jpg", size=(40, 30), value=30)
+    rows = [new_row("crawl", "image", str(good), weak_labels=["archery"]),
+            new_row("crawl", "image", str(dup), weak_labels=["archery"], status="duplicate", reason="near-duplicate of val"),
+            new_row("crawl", "image", str(tmp_path / "gone.jpg"), weak_labels=["archery"], status="rejected",
+                    reason="HTTP 404")]
+    path = write_manifest(Manifest(rows, []), web_path(ws, "crawl"))
+    cfg = load_config(None, [f"workspace={ws}", f"web=[{{name: crawl, kind: image, format: manifest, root: '{path}'}}]"])
+    import_web(cfg, ws)
+    out = {r["path"]: r for r in read_manifest(path).rows}
+    assert out[str(good)]["status"] == "ok" and out[str(good)]["width"] == 40
+    assert out[str(dup)]["status"] == "duplicate" and out[str(dup)]["reason"] == "near-duplicate of val"
+    assert out[str(tmp_path / "gone.jpg")]["status"] == "rejected"

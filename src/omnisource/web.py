@@ -3,6 +3,9 @@
 Paths inside the workspace: ``manifests/web_<name>.parquet`` (imported + validated),
 ``manifests/aux_<name>.parquet`` (teacher-filtered, pseudo-labelled),
 ``manifests/train_<name>.parquet`` (transformed to the target format), ``scores/<name>/``.
+``omnisource download`` writes the same ``web_<name>.parquet``: a source configured with that
+name and ``format: manifest`` pointing at it is imported in place, keeping the rows that
+download or dedup marked rejected or duplicate.
 """
 from __future__ import annotations
 
