@@ -206,21 +206,9 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise RuntimeError("the target training set yields no batch: check the split and batch size")
-    start_epoch, history = 0, []
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = load_training_state(ckpt)
-        load_weights(model, ckpt)
-        model.to(device)
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"], state.get("history", [])
-        console.print(f"resumed from {ckpt} (epoch {start_epoch})")
+    state = start_or_resume(model, optimizer, run_dir, resume, device, console)
+    start_epoch, history = state["epoch"], state.get("history", [])
     log_path = run_dir / "log.jsonl"
-    if start_epoch == 0:
-        # A fresh run replaces an older one; stale later epochs must not look like its result.
-        log_path.unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
@@ -258,6 +246,24 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
             parts.append(f"val top1 {record['val']['top1']:.3f} mca {record['val']['mean_class_accuracy']:.3f}")
         console.print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(parts))
     return {"history": history, "last": history[-1] if history else None}
+
+
+def start_or_resume(model, optimizer, run_dir: Path, resume: bool, device: torch.device, console) -> dict:
+    """With ``resume``, load the latest checkpoint's weights, optimizer and RNG state and return
+    its state dict; otherwise (or with no checkpoint) return {"epoch": 0} after removing the run's
+    old log and checkpoints, so stale later epochs cannot pass for the new run's result."""
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is None:
+        (run_dir / "log.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        return {"epoch": 0}
+    state = load_training_state(ckpt)
+    load_weights(model, ckpt)
+    model.to(device)
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    console.print(f"resumed from {ckpt} (epoch {state['epoch']})")
+    return state
 
 
 def _seed_epoch(seed: int, epoch: int) -> None:

@@ -28,7 +28,6 @@ A run folder (``runs/<da.image_run>`` or ``runs/<da.video_run>``) holds ``checkp
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,9 +41,9 @@ from ..config import DAConfig, TrainConfig
 from ..data.manifest import atomic_write_text
 from ..evaluate.metrics import classification_metrics
 from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator, beta_at, domain_loss, grad_reverse
-from .checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint, set_rng_state
+from .checkpoint import save_checkpoint
 from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
-                   resolve_device, soft_targets)
+                   resolve_device, soft_targets, start_or_resume)
 
 WEB = ("image", "frame")
 
@@ -161,19 +160,8 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     if steps_per_epoch == 0:
         raise ValueError(f"the web {main} set yields no batch: it has fewer samples than train.batch_size")
     total_steps = cfg.epochs * steps_per_epoch
-    start_epoch, history, att = 0, [], AttentionLog()
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        state = load_training_state(ckpt)
-        load_weights(net, ckpt)
-        net.to(device)
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
-        console.print(f"resumed from {ckpt} (epoch {start_epoch})")
-    if start_epoch == 0:
-        (run_dir / "log.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    state = start_or_resume(net, optimizer, run_dir, resume, device, console)
+    start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
         others = {n: _cycle(l) for n, l in loaders.items() if n != main}
