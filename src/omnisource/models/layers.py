@@ -76,3 +76,31 @@ def check_clip(x: torch.Tensor, who: str) -> None:
         if x.dim() == 5 and x.shape[2] == 3:
             hint = " (looks like (B, T, 3, H, W): use x.permute(0, 2, 1, 3, 4))"
         raise ValueError(f"{who} expects a clip of shape (B, 3, T, H, W) in [0, 1], got {tuple(x.shape)}{hint}")
+
+
+class StagedResNet(nn.Module):
+    """The forward passes shared by the 2D and 3D ResNets: ``_stem`` (defined by each), four
+    stages ``layer1..layer4``, global average pooling, dropout and ``fc``."""
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Globally average-pooled outputs of ``layer1..layer4``: a list of ``(N, D_s)``."""
+        x = self._stem(x)
+        out = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            out.append(torch.flatten(self.avgpool(x), 1))
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``(N, num_features)``, before dropout / fc."""
+        x = self._stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.forward_features(x)))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        ref = self.bn1.weight
+        self.fc = make_classifier(self.num_features, num_classes).to(device=ref.device, dtype=ref.dtype)

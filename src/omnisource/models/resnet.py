@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Type, Union
 import torch
 from torch import nn
 
-from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, make_classifier, scaled_channels
+from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, make_classifier, scaled_channels
 
 __all__ = [
     "BasicBlock",
@@ -103,7 +103,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet(nn.Module):
+class ResNet(StagedResNet):
     """2D ResNet on RGB images in ``[0, 1]``: ``(N, 3, H, W) -> (N, num_classes)``.
 
     Args:
@@ -176,30 +176,6 @@ class ResNet(nn.Module):
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize(x)
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Globally average-pooled outputs of ``layer1..layer4``: list of ``(N, D_s)``
-        with ``D_s`` in :attr:`stage_dims`."""
-        x = self._stem(x)
-        out = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            out.append(torch.flatten(self.avgpool(x), 1))
-        return out
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(N, num_features)``, before dropout / fc."""
-        x = self._stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.forward_features(x)))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        ref = self.conv1.weight
-        self.fc = make_classifier(self.num_features, num_classes).to(device=ref.device, dtype=ref.dtype)
 
 
 def _resnet(depth: int, num_classes: int = 1000, width: float = 1.0, **kwargs) -> ResNet:

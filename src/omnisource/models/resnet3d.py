@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, check_clip, make_classifier, scaled_channels
+from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, check_clip, make_classifier, scaled_channels
 
 __all__ = [
     "Conv3d",
@@ -206,7 +206,7 @@ class Bottleneck3d(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet3d(nn.Module):
+class ResNet3d(StagedResNet):
     """Generic 3D ResNet; use the named constructors (``slowonly_r50`` ...) or ``create_model``.
 
     Args:
@@ -286,29 +286,6 @@ class ResNet3d(nn.Module):
         check_clip(x, type(self).__name__)
         x = self.normalize(x)
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
-    def forward_stages(self, x: torch.Tensor) -> List[torch.Tensor]:
-        """Globally (T, H, W) average-pooled outputs of ``layer1..layer4``: list of ``(B, D_s)``."""
-        x = self._stem(x)
-        out = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            out.append(torch.flatten(self.avgpool(x), 1))
-        return out
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(B, num_features)``, before dropout / fc."""
-        x = self._stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.forward_features(x)))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        ref = self.bn1.weight
-        self.fc = make_classifier(self.num_features, num_classes).to(device=ref.device, dtype=ref.dtype)
 
 
 # ---------------------------------------------------------------------------- inflation
