@@ -109,16 +109,23 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 12) -> None:
 def render_web_image(cls: str, rng: np.random.Generator, size: int = 128) -> np.ndarray:
     # A photo of the action: the scene of a video frame, shot with another camera (exposure,
     # framing and sharpness differ), at a random moment of the motion.
-    img = _background(rng, size, "texture")
+    # Nobody posts a photo of an action in which its subject is not visible (the blinking cross
+    # between blinks): the photographer waits for a moment that shows it.
+    bg = _background(rng, size, "texture")
     colour = tuple(int(c) for c in rng.integers(40, 256, 3))
     centre = np.array([size / 2, size / 2]) + rng.uniform(-0.12, 0.12, 2) * size
-    _draw(img, cls, rng.uniform(0, 1), colour, rng.uniform(0.7, 1.4), centre)
+    scale = rng.uniform(0.7, 1.4)
+    for _ in range(20):
+        img = bg.copy()
+        _draw(img, cls, rng.uniform(0, 1), colour, scale, centre)
+        if (img != bg).any():
+            break
     gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-20, 20)
     img = np.clip(img.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
     return cv2.GaussianBlur(img, (3, 3), 0) if rng.random() < 0.5 else img
 
 
-def generate(root: str | Path, groups: int = 16, clips_per_group: int = 3, web_per_class: int = 150,
+def generate(root: str | Path, groups: int = 16, clips_per_group: int = 3, web_per_class: int = 400,
              web_noise: float = 0.7, seed: int = 0, size: int = 96, frames: int = 24,
              untrimmed_per_class: int = 15) -> dict:
     """Write ``root/videos/<class>/v_<class>_gGG_cCC.mp4``, ``root/web/<query>/*.jpg`` and
@@ -131,7 +138,7 @@ def generate(root: str | Path, groups: int = 16, clips_per_group: int = 3, web_p
     root = Path(root)
     settings = dict(groups=groups, clips_per_group=clips_per_group, web_per_class=web_per_class,
                     web_noise=web_noise, seed=seed, size=size, frames=frames,
-                    untrimmed_per_class=untrimmed_per_class, version=6)
+                    untrimmed_per_class=untrimmed_per_class, version=7)
     done = root / "done.json"
     if done.exists() and json.loads(done.read_text()).get("settings") == settings:
         return json.loads(done.read_text())["counts"]
