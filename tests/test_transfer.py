@@ -62,9 +62,12 @@ def test_feature_video_model_starts_as_the_adapter_averaged_over_frames():
 
 def test_weak_labels_and_frames():
     rows = [{"id": "a", "weak_labels": ["horse racing"]}, {"id": "b", "weak_labels": ["polo"]},
-            {"id": "c", "weak_labels": ["Surfing"]}]
-    kept = weak_labelled(rows, ["HorseRace", "Surfing"], {"horse racing": "HorseRace"})
-    assert [(r["id"], r["label"]) for r in kept] == [("a", 0), ("c", 1)]
+            {"id": "c", "weak_labels": ["Surfing"]}, {"id": "d", "weak_labels": ["polo", "bouncing ball"]}]
+    classes = ["HorseRace", "Surfing", "bouncing_ball"]
+    kept = weak_labelled(rows, classes, {"horse racing": "HorseRace"})
+    assert [(r["id"], r["label"]) for r in kept] == [("a", 0), ("c", 1), ("d", 2)]
+    # Without a map, names still match after normalisation, as in OmniSource's selection.
+    assert [(r["id"], r["label"]) for r in weak_labelled(rows, classes, {})] == [("c", 1), ("d", 2)]
     x, y, ids = frames_of(np.arange(12.0).reshape(2, 3, 2), np.array([4, 5]), ["p", "q"])
     assert x.shape == (6, 1, 2) and x[3, 0].tolist() == [6.0, 7.0]
     assert y.tolist() == [4, 4, 4, 5, 5, 5] and ids == ["p"] * 3 + ["q"] * 3

@@ -26,7 +26,8 @@ def map_queries(queries: list[str], classes: list[str], mapping: dict[str, str] 
     """Query -> target class index (-1 when the query names no class).
 
     An explicit ``mapping`` (query -> class name) wins; otherwise names match after
-    ``normalise_name`` ("horse racing" -> HorseRace).
+    ``normalise_name`` ("horse race" -> HorseRace, "bouncing ball" -> bouncing_ball); other
+    wordings ("horse racing") need the mapping.
     """
     by_name = {normalise_name(c): i for i, c in enumerate(classes)}
     by_name.update({normalise_name(c).replace(" ", ""): i for i, c in enumerate(classes)})

@@ -27,15 +27,17 @@ from .transfer import DANet, fit_da, stage_config
 
 
 def weak_labelled(rows: list[dict], classes: list[str], query_map: dict[str, str]) -> list[dict]:
-    """Rows whose first mappable weak label names a target class, with ``label`` set to it."""
-    index = {c: i for i, c in enumerate(classes)}
+    """Rows whose first mappable weak label names a target class, with ``label`` set to it.
+    Queries map to classes as in OmniSource's selection (``query_map`` first, then names that
+    match after normalisation: "bouncing ball" -> bouncing_ball, "horse race" -> HorseRace)."""
+    from ..select.filter import map_queries
+
+    index = map_queries(sorted({str(q) for r in rows for q in r.get("weak_labels") or []}), classes, query_map)
     out = []
     for r in rows:
-        for q in r.get("weak_labels") or []:
-            name = query_map.get(str(q), str(q))
-            if name in index:
-                out.append(dict(r, label=index[name]))
-                break
+        label = next((index[str(q)] for q in r.get("weak_labels") or [] if index[str(q)] >= 0), None)
+        if label is not None:
+            out.append(dict(r, label=label))
     return out
 
 
@@ -69,6 +71,10 @@ def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DACon
     {stage: fit result}; runs go to ``out / da.image_run`` and ``out / da.video_run``."""
     from ..models.inflate2plus1 import AdapterVideo, FrameAdapter
 
+    if "video" in stages and (data.get("video") is None or not len(data["video"][1])):
+        # Checked before stage 1 trains, not after.
+        raise ManifestError("stage 2 needs web videos, and none has a weak label naming a target class "
+                            "(da.stages=image trains the image model only)")
     xv, yv = data["val"]
     frames = xv.shape[1]
     val = _feature_loader(xv, yv, frames, 256, False, 0)
@@ -94,8 +100,6 @@ def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DACon
         load_image_model(image_model, Path(out) / da.image_run)
     if "video" in stages:
         x, y, i = data["video"]
-        if not len(y):
-            raise ManifestError("stage 2 needs web videos, and none has a weak label naming a target class")
         torch.manual_seed(cfg.seed + 1)
         loaders = {"frame": _feature_loader(x, y, frames, b, True, cfg.seed),
                    "target": _feature_loader(data["target"], np.full(len(data["target"]), -1), frames, b, True,
@@ -169,6 +173,8 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
                       t.num_workers) if rows["val"] else None
 
     target = [dict(r, label=None) for r in rows["train"]]  # the target labels are never read
+    if "video" in stages and not web["video"]:
+        raise ManifestError("stage 2 needs a trimmed web video source (da.stages=image trains the image model only)")
 
     def loader(rs, media):
         return make_loader(VideoClipDataset(rs, media, True, t.seed), t.batch_size, True, t.num_workers)
@@ -186,8 +192,6 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
     else:
         load_image_model(model, out / da.image_run)
     if "video" in stages:
-        if not web["video"]:
-            raise ManifestError("stage 2 needs a trimmed web video source")
         loaders = {"frame": loader(web["video"], cfg.media), "target": loader(target, cfg.media)}
         ids = {"frame": [r["id"] for r in loaders["frame"].dataset.rows]}
         net = DANet(inflate_2plus1(model, da.temporal_kernel), da, loaders)
