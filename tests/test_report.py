@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from media_factory import frame_number, write_image, write_video
 from omnisource.cli import app
 from omnisource.config import load_config
-from omnisource.data.manifest import Manifest, new_row, write_manifest
+from omnisource.data.manifest import Manifest, new_row, read_manifest, write_manifest
 from omnisource.report.collect import extremes, per_class_counts, status_counts
 from omnisource.report.confusion import confusion_scores, pair_changes
 from omnisource.report.stage import thumbnail, write_report
@@ -153,6 +153,25 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     stale.write_bytes(b"x")
     write_report(cfg, ws)
     assert not stale.exists()
+
+
+def test_report_lists_the_lowest_and_highest_weighted_web_samples_of_a_da_run(tmp_path):
+    cfg, ws = _workspace(tmp_path)
+    (ws / "runs" / "da_image").mkdir()
+    web = read_manifest(ws / "manifests" / "web_images.parquet").rows  # images 0..4, queries a a b b zebra
+    weights = [0.2, 0.5, 0.9, 1.4, 2.0]  # sorted ascending, as train.transfer writes them
+    records = [{"id": r["id"], "source": "image", "weight": w, "draws": 3} for r, w in zip(web, weights)]
+    records.append({"id": "not-in-any-manifest", "source": "frame", "weight": 3.0, "draws": 1})
+    (ws / "runs" / "da_image" / "attention.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    text = write_report(cfg, ws).read_text()
+    section = text[text.index("lowest-weighted web samples"):]
+    low = re.findall(r"<td>image</td><td>(\w+)</td><td>\w*</td><td>([\d.]+)</td><td>(\d).png</td>", section)
+    # lowest first: images 0..4 (the 5 lowest); highest first: the unknown frame sample, then images 4..1
+    assert low[:5] == [("a", "0.200", "0"), ("a", "0.500", "1"), ("b", "0.900", "2"), ("b", "1.400", "3"),
+                       ("zebra", "2.000", "4")]
+    assert low[5:] == [("zebra", "2.000", "4"), ("b", "1.400", "3"), ("b", "0.900", "2"), ("a", "0.500", "1")]
+    assert "<td>frame</td><td>?</td><td></td><td>3.000</td><td>not-in-any-manifest</td>" in section
+    _no_external_urls(text)
 
 
 def test_report_degrades_to_short_reasons(tmp_path):

@@ -223,28 +223,43 @@ def gather_thumbnail_rows(cfg: Config, ws: Path, n: int = 4) -> dict[str, dict[s
     return out
 
 
-def gather_attention(ws: Path) -> dict[str, np.ndarray]:
-    """Attention weights that domain-adaptation runs may leave (runs/<run>/attention*.json|npy):
-    a list of numbers, or a mapping holding one under ``weights``."""
+def gather_attention(ws: Path) -> dict[str, dict]:
+    """Attention weights left by domain-adaptation runs: ``runs/<run>/attention.jsonl`` (one
+    record per web sample, sorted by weight; see train.transfer), or ``attention*.json|npy``
+    (a list of numbers, or a mapping holding one under ``weights``).
+    Returns {"<run>/<file>": {"weights": array, "records": the jsonl records or []}}."""
     out = {}
     for name in run_names(ws):
         for path in sorted((ws / "runs" / name).glob("attention*")):
+            records = []
             try:
                 if path.suffix == ".npy":
                     values = np.load(path, allow_pickle=False)
+                elif path.suffix == ".jsonl":
+                    records = read_jsonl(path)
+                    values = [r["weight"] for r in records]
                 elif path.suffix == ".json":
                     data = json.loads(path.read_text())
                     values = np.asarray(data.get("weights") if isinstance(data, dict) else data, dtype=np.float64)
                 else:
                     continue
-            except (ValueError, TypeError, OSError, json.JSONDecodeError):
+                values = np.asarray(values, dtype=np.float64).ravel()
+            except (ValueError, TypeError, KeyError, OSError, json.JSONDecodeError):
                 continue
-            values = np.asarray(values, dtype=np.float64).ravel()
             if values.size:
-                out[f"{name}/{path.name}"] = values
+                out[f"{name}/{path.name}"] = {"weights": values, "records": records}
     if not out:
         raise Unavailable("no attention weights (written by domain-adaptation runs)")
     return out
+
+
+def web_rows_by_id(cfg: Config, ws: Path) -> dict[str, dict]:
+    """Every row of the workspace's imported web manifests, by id."""
+    rows = {}
+    for name in source_names(cfg, ws):
+        m = _manifest(ws, f"manifests/web_{name}.parquet")
+        rows.update({r["id"]: r for r in (m.rows if m else [])})
+    return rows
 
 
 def gather_sweeps(ws: Path) -> dict[str, dict]:

@@ -185,9 +185,27 @@ def _thumbnails(cfg, ws, w: _Writer) -> str:
     return "<p>caption: query → teacher top-1 (confidence)</p>" + "\n".join(parts)
 
 
-def _attention(cfg, ws, w: _Writer) -> str:
-    return "\n".join(w.figure(figures.histogram_figure(f"{name} (n={len(v)})", v), f"attention_{name}", name)
-                     for name, v in collect.gather_attention(ws).items())
+def _attention(cfg, ws, w: _Writer, n: int = 5) -> str:
+    """A histogram of each run's attention weights and, from attention.jsonl, its n lowest- and
+    highest-weighted web samples (Kae & Song: noisy samples should sit at the bottom)."""
+    parts, web_rows = [], None
+    for name, att in collect.gather_attention(ws).items():
+        v = att["weights"]
+        parts.append(w.figure(figures.histogram_figure(f"{name} (n={len(v)})", v), f"attention_{name}", name))
+        records = att["records"]
+        if not records:
+            continue
+        web_rows = collect.web_rows_by_id(cfg, ws) if web_rows is None else web_rows
+        for title, chosen in (("lowest", records[:n]), ("highest", records[-n:][::-1])):
+            rows = []
+            for r in chosen:
+                row = web_rows.get(r["id"], {})
+                truth = row.get("true_label")
+                rows.append([r["source"], (row.get("weak_labels") or ["?"])[0], "" if truth is None else truth,
+                             f"{r['weight']:.3f}", Path(row.get("path", r["id"])).name])
+            parts.append(f"<h3>{H.esc(name)}: {title}-weighted web samples</h3>"
+                         + H.table(["source", "query", "true class", "weight (1 = uniform)", "file"], rows))
+    return "\n".join(parts)
 
 
 SWEEP_AXES = {"labels": "labeled training videos", "teacher": "teacher", "ratio": "|B_A| : |B_T|"}
