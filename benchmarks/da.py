@@ -31,15 +31,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucf_web import Features, _to_t, log, train_head  # noqa: E402  (the OmniSource benchmark's pieces)
+from ucf_web import (Features, aux_source, labeled_features, log, per_second_of, require_data,  # noqa: E402
+                     train_head, web_scores)  # the OmniSource benchmark's pieces
 
 from omnisource.config import DAConfig, TrainConfig, load_config  # noqa: E402
 from omnisource.evaluate import protocol  # noqa: E402
 from omnisource.features.cache import load_features  # noqa: E402
-from omnisource.select.stage import select_rows  # noqa: E402
-from omnisource.teacher.score import head_probs, summarise, untrimmed_scores  # noqa: E402
 from omnisource.train.da_stage import train_feature_da  # noqa: E402
-from omnisource.transform.stage import untrimmed_rows  # noqa: E402
 
 ROWS = ["target_only", "I+F", "I+F_A", "I+F_DA", "I+F_A+DA", "V_A+DA", "omnisource_all"]
 PAPER = {"I+F": 70.1, "I+F_A": 71.4, "I+F_DA": 72.2, "I+F_A+DA": 72.6, "V_A+DA": 74.9}
@@ -67,38 +65,17 @@ def da_data(args, feats: Features, split, seed: int) -> tuple[dict, list, list]:
 def omnisource_all(args, feats: Features, split, seed: int, images, trimmed, specs) -> tuple[dict, dict]:
     """Target-only teacher and OmniSource `all` (filter `both`, still images, 3+0 snippets)."""
     classes = split.classes
-    tr, va = split.rows("train"), split.rows("val")
-    x, y = feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr])
-    xv, yv = feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va])
-    cfg = TrainConfig(epochs=15, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, device="cpu", seed=seed)
+    x, y, xv, yv, cfg = labeled_features(feats, split, 15, seed)
     teacher, base = train_head(x, y, xv, yv, classes, cfg, frames=feats.frames)
     images = [dict(r, label=None) for r in images]
     untrimmed = protocol.untrimmed_rows(specs)
-    fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
-    per_second = {s["id"]: np.concatenate([fps[p["id"]] for p in s["parts"]]).astype(np.float32) for s in specs}
-    img = load_features(feats.seg, [r["id"] for r in images])
-    scores = {r["id"]: summarise(p) for r, p in
-              zip(images, head_probs(teacher, [img[r["id"]].astype(np.float32) for r in images], feats.frames))}
-    scores.update({r["id"]: summarise(p) for r, p in
-                   zip(trimmed, head_probs(teacher, list(feats.clips([r["parent_id"] for r in trimmed])), feats.frames))})
-    for r in untrimmed:
-        fp, windows, cp = untrimmed_scores(teacher, per_second[r["id"]], feats.frames, 10.0)
-        scores[r["id"]] = {**summarise(fp.max(axis=0)), "frame_probs": fp.tolist(),
-                           "clip_windows": [list(w) for w in windows], "clip_probs": cp.tolist()}
+    per_second = per_second_of(feats, specs)
+    scores = web_scores(teacher, feats, images, trimmed, untrimmed, per_second, 10.0)
     omni = load_config(None, [f"omni.seed={seed}", "omni.snippet_pos=3", "omni.snippet_neg=0"])
     aux = []
     for name, rows in (("images", images), ("trimmed", trimmed), ("untrimmed", untrimmed)):
-        kept, _ = select_rows(rows, scores, classes, "both", 0.5, protocol.QUERY_MAP)
-        kept = [r for r in kept if r["status"] == "ok"]
-        if name == "images":
-            ax = feats.clips([r["id"] for r in kept])
-        elif name == "trimmed":
-            ax = feats.clips([r["parent_id"] for r in kept])
-        else:
-            kept = untrimmed_rows(kept, scores, omni)
-            ax = np.stack([_to_t(per_second[s["parent_id"]][s["frame_indices"]], feats.frames) for s in kept]) \
-                if kept else feats.clips([])
-        aux.append((name, (ax, np.array([r["label"] for r in kept], dtype=np.int64))))
+        ax, ay, _ = aux_source(name, rows, scores, classes, "both", 0.5, omni, feats, per_second)
+        aux.append((name, (ax, ay)))
     _, m = train_head(x, y, xv, yv, classes, cfg, aux, feats.frames)
     return base, m
 
@@ -164,9 +141,7 @@ def main(argv=None) -> int:
     args.rows = args.rows.split(",")
     if "target_only" in args.rows:
         args.rows.append("omnisource_all")  # one teacher serves both
-    for sub in ("ucf101-6/videos", "web-sports"):
-        if not (args.data / sub).is_dir():
-            ap.error(f"{args.data / sub} not found: --data must hold ucf101-6/ and web-sports/")
+    require_data(ap, args.data)
     torch.set_num_threads(2)
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucf_web import Features, _to_t, log, train_head  # noqa: E402  (the shared feature caches)
+from ucf_web import Features, _to_t, labeled_features, log, require_data, train_head  # noqa: E402  (shared pieces)
 
 from omnisource.config import TrainConfig  # noqa: E402
 from omnisource.data.datasets import FeatureDataset, make_loader  # noqa: E402
@@ -116,11 +116,7 @@ def evaluate(head, how: str, data, classes, args, seed: int, body_lr_scale: floa
 def run_seed(args, feats: Features, seed: int, results: dict, stats: dict) -> None:
     split = protocol.target_split(args.data, args.k, seed, args.test_root)
     classes, n = split.classes, len(split.classes)
-    tr, va = split.rows("train"), split.rows("val")
-    x, y = feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr])
-    xv, yv = feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va])
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
-                       device="cpu", seed=seed)
+    x, y, xv, yv, tcfg = labeled_features(feats, split, args.epochs, seed)
     teacher, base = train_head(x, y, xv, yv, classes, tcfg, frames=feats.frames)
     results.setdefault(("teacher_tsn", "target"), []).append(base)
     wx, weak, true = web_set(split, feats, args, seed)
@@ -168,8 +164,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="pre-training batch size")
     ap.add_argument("--body-lr-scale", type=float, default=0.1, help="fine-tuning lr of the body / lr of fc")
     args = ap.parse_args(argv)
-    if not (args.data / "ucf101-6" / "videos").is_dir():
-        ap.error(f"{args.data / 'ucf101-6/videos'} not found: --data must hold ucf101-6/")
+    require_data(ap, args.data, ("ucf101-6/videos",))
     torch.set_num_threads(2)
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)

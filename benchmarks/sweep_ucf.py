@@ -26,6 +26,9 @@ from omnisource.evaluate.protocol import QUERY_MAP, TRAIN_GROUPS, VAL_GROUPS
 from omnisource.report import write_report
 from omnisource.sweep import sweep_labels, sweep_ratio
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ucf_web import require_data  # noqa: E402
+
 
 def overrides(data: Path, cache: Path, epochs: int, seed: int) -> list[str]:
     qmap = ", ".join(f"'{q}': {c}" for q, c in QUERY_MAP.items())
@@ -50,9 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    for sub in ("ucf101-6/videos", "web-sports"):
-        if not (args.data / sub).is_dir():
-            ap.error(f"{args.data / sub} not found: --data must hold ucf101-6/ and web-sports/")
+    require_data(ap, args.data)
     torch.set_num_threads(2)
     t0 = time.time()
     data, cache = args.data.resolve(), (args.out / "features").resolve()

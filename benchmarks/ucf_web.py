@@ -111,36 +111,73 @@ def train_head(x, y, xv, yv, classes, cfg: TrainConfig, aux=(), frames=8, resamp
     return head.eval(), classification_metrics(scores, labels, classes)
 
 
-def run_seed(args, feats: Features, k: int, seed: int, motion_path: Path, results: dict) -> None:
-    split = protocol.target_split(args.data, k, seed, args.test_root)
-    classes = split.classes
+def require_data(ap: argparse.ArgumentParser, data: Path, subs=("ucf101-6/videos", "web-sports")) -> None:
+    for sub in subs:
+        if not (data / sub).is_dir():
+            ap.error(f"{data / sub} not found: --data must hold {' and '.join(s.split('/')[0] + '/' for s in subs)}")
+
+
+def labeled_features(feats: Features, split, epochs: int, seed: int):
+    """Features and labels of the split's labeled training and validation clips, and the head
+    recipe every benchmark trains its teacher / target-only head with."""
     tr, va = split.rows("train"), split.rows("val")
     x, y = feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr])
     xv, yv = feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va])
-    cfg = TrainConfig(epochs=args.epochs, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
-                      device="cpu", seed=seed)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, device="cpu",
+                      seed=seed)
+    return x, y, xv, yv, cfg
+
+
+def per_second_of(feats: Features, specs: list[dict]) -> dict[str, np.ndarray]:
+    """1 fps features of each virtual untrimmed video: its parts' 1 fps features in a row."""
+    fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
+    return {s["id"]: np.concatenate([fps[p["id"]] for p in s["parts"]]).astype(np.float32) for s in specs}
+
+
+def web_scores(teacher, feats: Features, images, trimmed, untrimmed, per_second, clip_seconds: float) -> dict:
+    """The teacher's score records of every web sample (what `omnisource score` writes)."""
+    img = load_features(feats.seg, [r["id"] for r in images])
+    scores = {r["id"]: summarise(p) for r, p in
+              zip(images, head_probs(teacher, [img[r["id"]].astype(np.float32) for r in images], feats.frames))}
+    trim_x = feats.clips([r["parent_id"] for r in trimmed])
+    scores.update({r["id"]: summarise(p) for r, p in zip(trimmed, head_probs(teacher, list(trim_x), feats.frames))})
+    for r in untrimmed:
+        fp, windows, cp = untrimmed_scores(teacher, per_second[r["id"]], feats.frames, clip_seconds)
+        scores[r["id"]] = {**summarise(fp.max(axis=0)), "frame_probs": fp.tolist(),
+                           "clip_windows": [list(w) for w in windows], "clip_probs": cp.tolist()}
+    return scores
+
+
+def aux_source(name: str, rows, scores, classes, rule: str, threshold: float, omni, feats: Features, per_second,
+               derive_images=None):
+    """Select one web source and turn it into (features, labels): images as they are (or the
+    rows ``derive_images(kept)`` makes of them), trimmed videos by their clip, untrimmed videos
+    as 1 fps snippets. Returns (aux features, labels, selection stats)."""
+    kept, stats = select_rows(rows, scores, classes, rule, threshold, protocol.QUERY_MAP)
+    kept = [r for r in kept if r["status"] == "ok"]
+    if name == "images":
+        ax = feats.clips([r["id"] for r in (derive_images(kept) if derive_images else kept)])
+    elif name == "trimmed":
+        ax = feats.clips([r["parent_id"] for r in kept])
+    else:
+        kept = untrimmed_rows(kept, scores, omni)
+        ax = np.stack([_to_t(per_second[s["parent_id"]][s["frame_indices"]], feats.frames) for s in kept]) \
+            if kept else feats.clips([])
+    return ax, np.array([r["label"] for r in kept], dtype=np.int64), stats
+
+
+def run_seed(args, feats: Features, k: int, seed: int, motion_path: Path, results: dict) -> None:
+    split = protocol.target_split(args.data, k, seed, args.test_root)
+    classes = split.classes
+    x, y, xv, yv, cfg = labeled_features(feats, split, args.epochs, seed)
     teacher, base = train_head(x, y, xv, yv, classes, cfg, frames=feats.frames)
     results.setdefault(("baseline", k), []).append((base, 0))
 
     images = protocol.web_images(args.data, classes, args.noise, seed)
     trimmed, specs = protocol.web_videos(split, args.label_noise, seed)
     untrimmed = protocol.untrimmed_rows(specs)
-    per_second = {}
-    fps_feats = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
-    for s in specs:
-        per_second[s["id"]] = np.concatenate([fps_feats[p["id"]] for p in s["parts"]]).astype(np.float32)
-
-    scores = {}
-    img_feats = load_features(feats.seg, [r["id"] for r in images])
-    for r, p in zip(images, head_probs(teacher, [img_feats[r["id"]].astype(np.float32) for r in images], feats.frames)):
-        scores[r["id"]] = summarise(p)
-    trim_x = feats.clips([r["parent_id"] for r in trimmed])
-    for r, p in zip(trimmed, head_probs(teacher, list(trim_x), feats.frames)):
-        scores[r["id"]] = summarise(p)
-    for r in untrimmed:
-        fp, windows, cp = untrimmed_scores(teacher, per_second[r["id"]], feats.frames, args.clip_seconds)
-        scores[r["id"]] = {**summarise(fp.max(axis=0)), "frame_probs": fp.tolist(),
-                           "clip_windows": [list(w) for w in windows], "clip_probs": cp.tolist()}
+    per_second = per_second_of(feats, specs)
+    scores = web_scores(teacher, feats, images, trimmed, untrimmed, per_second, args.clip_seconds)
 
     pos, neg = (int(n) for n in args.snippet.split("+"))
     omni = load_config(None, [f"omni.seed={seed}", f"omni.snippet_pos={pos}", f"omni.snippet_neg={neg}"])
@@ -149,19 +186,8 @@ def run_seed(args, feats: Features, k: int, seed: int, motion_path: Path, result
         aux = []
         for name in sources:
             rows = {"images": images, "trimmed": trimmed, "untrimmed": untrimmed}[name]
-            kept, stats = select_rows(rows, scores, classes, rule, args.threshold, protocol.QUERY_MAP)
-            kept = [r for r in kept if r["status"] == "ok"]
-            if name == "images":
-                derived = image_rows(kept, spec, classes, motion_path, 1.0, 0)
-                ax = feats.clips([r["id"] for r in derived])
-            elif name == "trimmed":
-                ax = feats.clips([r["parent_id"] for r in kept])
-            else:
-                snips = untrimmed_rows(kept, scores, omni)
-                ax = np.stack([_to_t(per_second[s["parent_id"]][s["frame_indices"]], feats.frames) for s in snips]) \
-                    if snips else feats.clips([])
-                kept = snips
-            ay = np.array([r["label"] for r in kept], dtype=np.int64)
+            ax, ay, stats = aux_source(name, rows, scores, classes, rule, args.threshold, omni, feats, per_second,
+                                       lambda kept: image_rows(kept, spec, classes, motion_path, 1.0, 0))
             aux.append((name, (ax, ay)))
             if setting == "all" and "filter" in stats:
                 results.setdefault((f"filter_{name}", k), []).append(stats["filter"])
@@ -191,9 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clip-seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args(argv)
-    for sub in ("ucf101-6/videos", "web-sports"):
-        if not (args.data / sub).is_dir():
-            ap.error(f"{args.data / sub} not found: --data must hold ucf101-6/ and web-sports/")
+    require_data(ap, args.data)
     torch.set_num_threads(2)
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
