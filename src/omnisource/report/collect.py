@@ -129,6 +129,16 @@ def gather_stage_counts(cfg: Config, ws: Path) -> list[dict]:
     return rows
 
 
+def filtered_sources(cfg: Config, ws: Path, why: list[str]):
+    """(name, aux manifest) of each web source the teacher has filtered; the others go to ``why``."""
+    for name in source_names(cfg, ws):
+        m = _manifest(ws, f"manifests/aux_{name}.parquet")
+        if m is None:
+            why.append(f"{name} not filtered yet")
+        else:
+            yield name, m
+
+
 def gather_class_counts(cfg: Config, ws: Path) -> dict[str, dict]:
     """Per web source: classes, ``before`` (per query class, + "no class") and ``after`` counts."""
     from ..select.filter import map_queries
@@ -136,11 +146,7 @@ def gather_class_counts(cfg: Config, ws: Path) -> dict[str, dict]:
     classes = target_classes(ws)
     qmaps = {w.name: w.query_map for w in cfg.web}
     out, why = {}, []
-    for name in source_names(cfg, ws):
-        m = _manifest(ws, f"manifests/aux_{name}.parquet")
-        if m is None:
-            why.append(f"{name} not filtered yet")
-            continue
+    for name, m in filtered_sources(cfg, ws, why):
         clean = [r for r in m.rows if r["status"] in ("ok", "rejected")]
         queries = sorted({(r.get("weak_labels") or [""])[0] for r in clean})
         qmap = map_queries(queries, classes, qmaps.get(name))
@@ -206,11 +212,7 @@ def baseline_run(cfg: Config, metrics: dict[str, dict], requested: str | None = 
 def gather_thumbnail_rows(cfg: Config, ws: Path, n: int = 4) -> dict[str, dict[str, list[dict]]]:
     """Per source: the n highest- and lowest-confidence kept and dropped samples (rows)."""
     out, why = {}, []
-    for name in source_names(cfg, ws):
-        m = _manifest(ws, f"manifests/aux_{name}.parquet")
-        if m is None:
-            why.append(f"{name} not filtered yet")
-            continue
+    for name, m in filtered_sources(cfg, ws, why):
         groups = {}
         for status, label in (("ok", "kept"), ("rejected", "dropped")):
             rows = [r for r in m.rows if r["status"] == status and r.get("teacher_prob") is not None]
