@@ -31,8 +31,8 @@ def frame_number(img: np.ndarray) -> int:
 
 def write_video(path, num_frames: int, size: tuple[int, int] = (32, 24), fps: int = 25,
                 gop: int = 12, codec: str = "libx264", bframes: int = 0,
-                faststart: bool = False) -> Path:
-    """A video whose frame i shows index_frame(i); gop = keyframe interval."""
+                faststart: bool = False, frame_fn=None) -> Path:
+    """A video whose frame i shows index_frame(i) (or ``frame_fn(i)``); gop = keyframe interval."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if faststart else {}
@@ -46,7 +46,8 @@ def write_video(path, num_frames: int, size: tuple[int, int] = (32, 24), fps: in
         if codec != "libx264":
             stream.codec_context.qscale = 2
         for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(index_frame(i, size), format="rgb24")
+            img = frame_fn(i) if frame_fn else index_frame(i, size)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from media_factory import write_video
 from omnisource.clean.dedup import (DedupOptions, NearestNeighbours, crop_threshold, dedup_rows,
                                     exact_duplicates, fit_whitening, five_crops, search_batches)
 from omnisource.data.manifest import Manifest, new_row, read_manifest, write_manifest
@@ -62,15 +61,7 @@ def frame_of(seed: int, t: int) -> np.ndarray:
 
 
 def write_clip(path: Path, seed: int, n: int = 10, fps: int = 10) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps), options={"crf": "18", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(frame_of(seed, i), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-    return path
+    return write_video(path, n, size=(W, H), fps=fps, frame_fn=lambda i: frame_of(seed, i))
 
 
 def save(path: Path, img: np.ndarray, quality: int = 95) -> Path:
