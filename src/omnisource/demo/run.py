@@ -47,15 +47,15 @@ SEEDS = 3  # training seeds per setting: with a few labels per class one run is 
 
 
 def _more_seeds(cfg, ws: Path, name: str, student: bool) -> list[dict]:
-    """Metrics of ``name`` retrained with seeds 1..SEEDS-1 on the same data and selection
-    (seed 0 is the chained run itself). Fast in feature mode: only heads train."""
+    """Metrics of ``name`` retrained with seeds train.seed + 1 .. SEEDS-1 on the same data and
+    selection (the chained run itself is the first). Fast in feature mode: only heads train."""
     from ..runner import student_config
     from ..train.joint import student_stage
 
     out = []
     for seed in range(1, SEEDS):
         scfg = copy.deepcopy(cfg)
-        scfg.train.seed = seed
+        scfg.train.seed = cfg.train.seed + seed
         run = f"{name}_seed{seed}"
         if student:
             scfg.omni.student_run = run
