@@ -15,7 +15,9 @@ import typer
 
 from . import pipeline
 from .config import ConfigError, Config, dump_config, load_config
-from .data.manifest import ManifestError
+from .console import console
+from .data.manifest import ManifestError, atomic_write_text
+from .workspace import Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train video classifiers from a small labeled set plus noisy web data.")
@@ -41,7 +43,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except _expected_errors() as err:
-            pipeline.console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -49,14 +51,14 @@ def friendly(fn):
 
 def _cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]]) -> tuple[Config, Path]:
     overrides = list(overrides or [])
-    if config is None and workspace is not None and (workspace / "config.yaml").is_file():
-        config = workspace / "config.yaml"  # a workspace remembers the config it was run with
+    if config is None and workspace is not None and Workspace(workspace).config_file.is_file():
+        config = Workspace(workspace).config_file  # a workspace remembers the config it was run with
     cfg = load_config(config, overrides)
     if workspace is not None:
         cfg.workspace = str(workspace)
     ws = Path(cfg.workspace)
     ws.mkdir(parents=True, exist_ok=True)
-    pipeline.atomic_write_text(ws / "config.yaml", dump_config(cfg))
+    atomic_write_text(Workspace(ws).config_file, dump_config(cfg))
     return cfg, ws
 
 
@@ -163,7 +165,7 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 
     cfg, ws = _cfg(config, workspace, overrides)
     run_pipeline(cfg, ws)
-    pipeline.console.print(f"report: {write_report(cfg, ws)}")
+    console.print(f"report: {write_report(cfg, ws)}")
 
 
 @app.command()

@@ -31,7 +31,7 @@ def parse_size(text: str) -> int:
 
 
 def _console():
-    from ..pipeline import console
+    from ..console import console
 
     return console
 
