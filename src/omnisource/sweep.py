@@ -283,7 +283,7 @@ def register(app) -> None:
     """Add ``omnisource sweep labels|teacher|ratio`` to the CLI."""
     import typer
 
-    from .cli import ConfigOpt, OverridesArg, WorkspaceOpt, _cfg, friendly
+    from .cli.common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
 
     sweep_app = typer.Typer(no_args_is_help=True, help="Rerun the pipeline over a grid (paper Figs. 6-8).")
     app.add_typer(sweep_app, name="sweep")
@@ -300,7 +300,7 @@ def register(app) -> None:
                                                "videos per class (5), comma separated."),
                    overrides: Optional[List[str]] = OverridesArg):
         """Whole pipeline, teacher included, on label subsets (paper Fig. 7)."""
-        cfg, ws = _cfg(config, workspace, overrides)
+        cfg, ws = load_cfg(config, workspace, overrides)
         sweep_labels(cfg, ws, [a for a in amounts.split(",") if a.strip()])
         _finish(cfg, ws)
 
@@ -312,7 +312,7 @@ def register(app) -> None:
                                                                 "(default: the three feature heads)."),
                     overrides: Optional[List[str]] = OverridesArg):
         """Different teachers for the same student (paper Fig. 6)."""
-        cfg, ws = _cfg(config, workspace, overrides)
+        cfg, ws = load_cfg(config, workspace, overrides)
         specs = list(teacher or ["features.head=linear", "features.head=tsn", "features.head=temporal"])
         sweep_teacher(cfg, ws, specs)
         _finish(cfg, ws)
@@ -323,7 +323,7 @@ def register(app) -> None:
                   ratios: str = typer.Option("0.25,0.5,1.0", help="|B_A| / |B_T| values, comma separated."),
                   overrides: Optional[List[str]] = OverridesArg):
         """|B_A| : |B_T| of joint training (paper Fig. 8)."""
-        cfg, ws = _cfg(config, workspace, overrides)
+        cfg, ws = load_cfg(config, workspace, overrides)
         try:
             values = [float(r) for r in ratios.split(",") if r.strip()]
         except ValueError:

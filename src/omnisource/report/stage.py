@@ -265,7 +265,7 @@ def register(app) -> None:
     """Add ``omnisource report`` to the CLI."""
     import typer
 
-    from ..cli import friendly
+    from ..cli.common import friendly
     from ..console import console
 
     @app.command("report")
