@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -172,5 +173,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
 
 
 def _one_thread(_worker_id: int) -> None:
-    # One decoder/compute thread per worker: more gave nothing on 2 cores (DESIGN.md §3).
+    # One decoder/compute thread per worker: more gave nothing on 2 cores (DESIGN.md §3). OpenCV
+    # (resizes, warps) is made serial here, in the worker, not for every process importing omnisource.
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
