@@ -26,7 +26,7 @@ def step(fn: Stage, cfg: Config, ws: Workspace, *args, **kwargs):
         outputs = fn.outputs(cfg, ws, *args, **kwargs)
         console.print(f"[dim]{name}: up to date{f' ({outputs[0]})' if outputs else ''}[/]", soft_wrap=True)
         return None
-    if why != ["never run here"]:
+    if "never run here" not in why:
         console.print(f"[dim]{name}: running again ({', '.join(why[:4])})[/]", soft_wrap=True)
     return fn(cfg, ws, *args, **kwargs)
 

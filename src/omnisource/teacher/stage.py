@@ -80,9 +80,7 @@ class _SecondFrames:
 
 def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     import torch
-    from torch.utils.data import DataLoader
-
-    from ..data.datasets import VideoClipDataset, _one_thread, make_loader
+    from ..data.datasets import VideoClipDataset, make_loader, worker_loader
     from ..train.loop import predict, resolve_device
 
     device = resolve_device(cfg.train.device)
@@ -94,8 +92,7 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
             probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
             return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
         out = []
-        loader = DataLoader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers,
-                            worker_init_fn=_one_thread)
+        loader = worker_loader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers)
         for i, x, reason in loader:
             if x is None:
                 console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")

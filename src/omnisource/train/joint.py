@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, WebSourceConfig, dump_config
 from ..console import console
-from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
+from ..data.datasets import FeatureDataset, VideoClipDataset, worker_loader
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..data.resample import ResampledSampler, sample_weights
 from ..stamps import config_inputs, file_inputs, training_stage
@@ -58,8 +58,7 @@ def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps:
     weights = None if o.resample == "none" else sample_weights(labels, num_classes, o.resample, o.resample_clip,
                                                                o.resample_power)
     sampler = ResampledSampler(weights, steps * batch, seed=cfg.train.seed + 17, size=len(labels))
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers,
-                      worker_init_fn=_one_thread)
+    return worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers)
 
 
 def _student_inputs(cfg: Config, ws: Workspace, sources: list[str] | None = None, **_) -> dict:

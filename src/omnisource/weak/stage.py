@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..config import Config, ConfigError, dump_config, from_dict
 from ..console import console
@@ -175,7 +175,7 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Train ``runs/<weak.pretrain_run>`` on ``manifests/weak.parquet`` (feature mode: the
     configured head on cached features, whose body — e.g. ``features.head=temporal`` — is what
     fine-tuning keeps; pixel mode: ``model.name``)."""
-    from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
+    from ..data.datasets import FeatureDataset, VideoClipDataset, worker_loader
     from ..data.resample import ResampledSampler
     from ..features.cache import stack_features
     from ..models import create_head, create_model
@@ -213,8 +213,8 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     weights = wl.tag_sample_weights(tag_ids, len(names), cfg.weak.resample_power)
     batch = min(cfg.train.batch_size, len(dataset))
     sampler = ResampledSampler(weights, max(1, len(dataset) // batch) * batch, seed=cfg.train.seed + 23)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.train.num_workers if cfg.mode == "pixels" else 0, worker_init_fn=_one_thread)
+    loader = worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                           num_workers=cfg.train.num_workers if cfg.mode == "pixels" else 0)
     out = ws.run(cfg.weak.pretrain_run)
     console.print(f"pretrain: {len(dataset)} samples, {len(names)} classes ({doc.get('method')}), "
                   f"resampling ∝ N^{cfg.weak.resample_power} -> {out}")
