@@ -109,27 +109,32 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
 
 
 def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = SourceOpt,
-                 min_size: int = typer.Option(32, help="Smallest accepted width/height in pixels."),
-                 max_pixels: int = typer.Option(4096 * 4096, help="Largest accepted width x height "
-                                                "(decompression bombs)."),
-                 animated: str = typer.Option("reject", help="Animated images: reject | first-frame."),
+                 min_size: Optional[int] = typer.Option(None, help="Smallest accepted width/height in pixels "
+                                                        "(sets media.min_size; default: the workspace config's, 32)."),
+                 max_pixels: Optional[int] = typer.Option(None, help="Largest accepted width x height, against "
+                                                          "decompression bombs (sets media.max_pixels)."),
+                 animated: Optional[str] = typer.Option(None, help="Animated images: reject | first-frame "
+                                                        "(sets media.animated)."),
                  normalize: bool = typer.Option(True, "--normalize/--no-normalize",
                                                 help="Write RGB copies of CMYK/alpha/gray/palette/16-bit/rotated images."),
                  workers: int = typer.Option(1, help="Decoding processes."),
-                 force: bool = typer.Option(False, "--force", help="Check rows validated before again.")):
-    """Decode every web file (images fully; videos first and last frame); bad ones get a status
-    (corrupt | rejected) and a reason."""
+                 force: bool = typer.Option(False, "--force", help="Check rows validated before again."),
+                 overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides such as media.min_size=16.",
+                                                                 show_default=False)):
+    """Check every web file with the one validator (the rules of the config's `media` section, as
+    `import-web` and the target `validate` use them): typed by content, decoded (images fully;
+    videos first and last frame); bad ones get a status (corrupt | rejected) and a reason."""
+    from ..clean.validate import Rules, counts, validate_web
+    from ..config import load_config
     from ..data.manifest import read_manifest
-    from ..clean.validate import ANIMATED, validate_web
 
-    if animated not in ANIMATED:
-        raise ValueError(f"--animated must be one of {', '.join(ANIMATED)}, got {animated!r}")
+    flags = {"min_size": min_size, "max_pixels": max_pixels, "animated": animated}
+    extra = [f"media.{k}={v}" for k, v in flags.items() if v is not None] + list(overrides or [])
+    config = workspace / "config.yaml"
+    rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
     console = _console()
-    for path in validate_web(workspace, source, min_size, max_pixels, animated, normalize, workers,
-                             console.is_terminal, force):
-        rows = read_manifest(path).rows
-        counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "corrupt", "rejected", "duplicate")}
-        console.print(f"validate: {path.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    for path in validate_web(workspace, source, rules, normalize, workers, console.is_terminal, force):
+        console.print(f"validate: {path.name}: {counts(read_manifest(path).rows)}")
 
 
 def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
