@@ -70,30 +70,50 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
                                                       "first list's file name)."),
                  workers: int = typer.Option(8, help="Requests in flight in total."),
                  per_host: int = typer.Option(2, help="Requests in flight per host."),
-                 connect_timeout: float = typer.Option(10.0, help="Seconds to connect."),
+                 connect_timeout: float = typer.Option(10.0, help="Seconds to resolve and connect."),
                  read_timeout: float = typer.Option(20.0, help="Longest silence while reading, seconds."),
-                 max_seconds: float = typer.Option(120.0, help="Longest one attempt may take, seconds."),
-                 retries: int = typer.Option(3, help="Retries on timeouts, connection errors and 5xx (never 4xx)."),
+                 max_seconds: float = typer.Option(60.0, help="Hard deadline of one attempt, seconds: connect, "
+                                                   "headers and body, however slowly a server sends them."),
+                 max_url_seconds: float = typer.Option(120.0, help="All attempts of one URL and the waits between "
+                                                       "them end within this many seconds."),
+                 retries: int = typer.Option(3, help="Retries on connection errors, silences and 5xx (never 4xx, "
+                                             "never an attempt that hit --max-seconds)."),
                  backoff: float = typer.Option(0.5, help="First retry wait in seconds; doubles each retry."),
                  max_redirects: int = typer.Option(5, help="Redirect hops followed (each re-checked)."),
                  max_size: str = typer.Option("64MB", help="Largest body accepted (e.g. 20MB)."),
-                 allow_private: bool = typer.Option(True, "--allow-private/--public-only",
-                                                    help="--public-only refuses hosts resolving to loopback, "
-                                                    "private, link-local or reserved addresses."),
+                 allow_private: bool = typer.Option(False, "--allow-private/--public-only",
+                                                    help="--allow-private also fetches hosts resolving to loopback, "
+                                                    "private, link-local (cloud metadata) or reserved addresses; "
+                                                    "refused by default."),
                  strict_type: bool = typer.Option(True, "--strict-type/--lenient-type",
                                                   help="--lenient-type also accepts octet-stream / no Content-Type "
                                                   "(the magic bytes still decide)."),
+                 ca_bundle: Optional[Path] = typer.Option(None, help="CA certificates (PEM) to trust instead of "
+                                                          "the system's, for a mirror with a private CA."),
                  retry_failed: bool = typer.Option(False, "--retry-failed", help="Try failed URLs again.")):
     """Download URL lists into WORKSPACE/web/<source>/ (content-hash names) and write
-    manifests/web_<source>.parquet; resumable, re-runs skip finished URLs."""
+    manifests/web_<source>.parquet; resumable, re-runs skip finished URLs. Public addresses only
+    unless --allow-private. By default each URL takes at most 120 s in all (60 s per attempt);
+    Ctrl-C stops within a second, keeping what finished (run the command again to resume)."""
     from .download import DownloadOptions, download
 
     opts = DownloadOptions(workers=workers, per_host=per_host, connect_timeout=connect_timeout,
-                           read_timeout=read_timeout, max_seconds=max_seconds, retries=retries, backoff=backoff,
-                           max_redirects=max_redirects, max_bytes=parse_size(max_size), allow_private=allow_private,
-                           strict_type=strict_type, retry_failed=retry_failed)
+                           read_timeout=read_timeout, max_seconds=max_seconds, max_url_seconds=max_url_seconds,
+                           retries=retries, backoff=backoff, max_redirects=max_redirects,
+                           max_bytes=parse_size(max_size), allow_private=allow_private, strict_type=strict_type,
+                           ca_bundle=str(ca_bundle or ""), retry_failed=retry_failed)
     console = _console()
-    path = download(url_lists, workspace, source, opts, progress=console.is_terminal)
+    try:
+        path = download(url_lists, workspace, source, opts, progress=console.is_terminal)
+    except KeyboardInterrupt:
+        from .download import PENDING, default_source, web_manifest_path
+        from ..data.manifest import read_manifest
+
+        rows = read_manifest(web_manifest_path(workspace, source or default_source(url_lists))).rows
+        left = sum(r["reason"] == PENDING for r in rows)
+        console.print(f"[yellow]download stopped:[/] {len(rows) - left} of {len(rows)} URLs finished and journaled, "
+                      f"{left} left; run the same command again to resume", highlight=False, soft_wrap=True)
+        raise SystemExit(130) from None  # (typer.Exit is a RuntimeError, which `friendly` would catch)
     from ..data.manifest import read_manifest
 
     rows = read_manifest(path).rows
