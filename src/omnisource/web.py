@@ -44,7 +44,7 @@ def from_query_folders(src: WebSourceConfig) -> Manifest:
         entries = [f for f in sorted(qdir.rglob("*"))
                    if not any(part.startswith(".") for part in f.relative_to(qdir).parts)]
         files = [f for f in entries if not f.is_dir()]
-        holders = {qdir, *(parent for f in files for parent in f.parents)}
+        holders = {parent for f in files for parent in f.parents}
         empty = [d for d in [qdir, *entries] if d.is_dir() and d not in holders]
         empty = [d for d in empty if not any(e.parent == d for e in empty)]  # the innermost ones
         for f in sorted(files + empty):

@@ -105,6 +105,10 @@ def _check(path: Path, want: str | None, rules: Rules) -> tuple[str, media.Media
     if want and found != want:
         if found == "frames":
             return "is a directory, not a file", None
+        try:  # what is wrong with it in its own right (audio only, broken header) comes first
+            media.probe(path, found)
+        except media.MediaError as err:
+            return str(err), None
         return f"wrong kind: the content is {_ARTICLE[found]}, {_ARTICLE.get(want, want)} was expected", None
     try:
         return "", media.check(path, found, rules.max_pixels, rules.min_size)

@@ -452,7 +452,7 @@ def check(path: str | Path, kind: str | None = None, max_pixels: int | None = MA
             read_image(path, max_pixels)
         elif kind == "frames":
             read_frames(path, [0, info.num_frames - 1], "frames", max_pixels)
-        elif 0 < info.num_frames < 2:
+        elif info.exact and 0 < info.num_frames < 2:  # an estimate (MPEG-PS, Matroska) may say 1: decode
             raise MediaError("single frame video")
         else:
             _, last = decode_pyav(path, [0, max(info.num_frames - 1, 1)], max_pixels)

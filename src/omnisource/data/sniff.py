@@ -36,6 +36,8 @@ def sniff(head: bytes) -> tuple[str, str] | None:
         return "image", ".tif"
     if head[4:8] == b"ftyp":
         brand = head[8:12]
+        if brand in _AUDIO_BRANDS:
+            return None  # M4A & co: `describe` names it
         if brand in _HEIF:
             return "image", ".heic"
         if brand in (b"avif", b"avis"):
@@ -44,7 +46,7 @@ def sniff(head: bytes) -> tuple[str, str] | None:
             return "video", ".mov"
         if brand.startswith(b"3g"):
             return "video", ".3gp"
-        return "video", ".mp4"  # audio-only brands (M4A) too: the decoder says "audio only"
+        return "video", ".mp4"  # an audio-only isom file too: the decoder says "audio only"
     if head[4:8] in _QT_ATOMS and int.from_bytes(head[:4], "big") >= 8:
         return "video", ".mov"
     if head[:4] == b"\x1aE\xdf\xa3":
@@ -145,8 +147,11 @@ def _probe_kind(path: Path) -> tuple[str | None, str]:
         return "image", ""
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):  # not an image Pillow knows
         pass
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+    try:  # through a nameless reader: given a name, FFmpeg picks a demuxer by its extension
+        with open(path, "rb") as f, av.open(_Nameless(f), metadata_errors="ignore") as container:
+            fmt = container.format.name
+            if fmt == "image2" or fmt.endswith("_pipe"):
+                return None, f"unsupported format: {fmt.removesuffix('_pipe')} image"
             if container.streams.video:
                 return "video", ""
             if container.streams.audio:
@@ -154,6 +159,13 @@ def _probe_kind(path: Path) -> tuple[str | None, str]:
     except Exception:  # noqa: BLE001 - FFmpeg does not know it either
         pass
     return None, "not a media file"
+
+
+class _Nameless:
+    """A binary file without a ``name`` (PyAV passes a name on to FFmpeg's format guess)."""
+
+    def __init__(self, f):
+        self.read, self.seek, self.tell = f.read, f.seek, f.tell
 
 
 # Reasons of files that are media but break a rule get status "rejected"; every other reason (does
