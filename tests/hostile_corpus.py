@@ -14,6 +14,7 @@ of one kind reject them, a target set takes them as what they are.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class Entry:
     reason: str = ""  # substring of the reason
     kind_specific: bool = False  # content of the other kind: web and target verdicts differ by design
     is_dir: bool = False
+    fifo: bool = False  # a named pipe: a reader that opens it blindly blocks forever
 
 
 def _rgb(seed: int, w: int, h: int) -> np.ndarray:
@@ -165,6 +167,7 @@ def make_corpus(root: str | Path) -> list[Entry]:
     add("image", "video_named.jpg", lambda p: write_video(p.with_suffix(".mp4"), 12, (64, 48)).rename(p), "rejected",
         "wrong kind", kind_specific=True)
     add("image", "empty_dir.jpg", lambda p: p.mkdir(), "corrupt", is_dir=True)
+    add("image", "named_pipe.jpg", lambda p: os.mkfifo(p), "corrupt", "not a regular file", fifo=True)
 
     # ---- videos: good ones in several codecs and containers
     good = write_video(vid / "good.mp4", 20, (64, 48))

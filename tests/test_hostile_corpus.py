@@ -40,6 +40,8 @@ def _place(entries, folder: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if e.is_dir:
             dst.mkdir()
+        elif e.fifo:
+            os.mkfifo(dst)
         else:
             shutil.copyfile(e.path, dst)
 
