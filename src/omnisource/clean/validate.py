@@ -196,28 +196,35 @@ def counts(rows: list[dict]) -> str:
 
 def web_manifests(workspace: str | Path, sources: Sequence[str] | None = None) -> list[Path]:
     """WORKSPACE/manifests/web_<source>.parquet for the given sources (default: all there are)."""
-    folder = Path(workspace) / "manifests"
+    from ..workspace import Workspace
+
+    ws = Workspace.of(workspace)
+    folder = ws.manifests_dir
     if sources:
-        paths = [folder / f"web_{s}.parquet" for s in sources]
+        paths = [ws.web(s) for s in sources]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"web manifest not found: {', '.join(missing)}; run `omnisource download`")
         return paths
-    paths = sorted(folder.glob("web_*.parquet"))
+    paths = [ws.web(s) for s in ws.web_sources()]
     if not paths:
         raise FileNotFoundError(f"{folder}: no web_<source>.parquet manifests; run `omnisource download` first")
     return paths
 
 
-def normalized_dir(workspace: str | Path, source: str) -> Path:
+def normalized_dir(workspace, source: str) -> Path:
     """Where the RGB copies of a web source's images go: WORKSPACE/web/<source>/rgb/."""
-    return Path(workspace) / "web" / source / "rgb"
+    from ..workspace import Workspace
+
+    return Workspace.of(workspace).web_files(source) / "rgb"
 
 
 def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, rules: Rules = Rules(),
                  normalize: bool = True, workers: int = 1, progress: bool = True, force: bool = False) -> list[Path]:
     """Validate the web manifests in place (atomically); returns their paths."""
-    ws = Path(workspace)
+    from ..workspace import Workspace
+
+    ws = Workspace.of(workspace)
     done = []
     for path in web_manifests(ws, sources):
         manifest = read_manifest(path)

@@ -31,7 +31,7 @@ def parse_size(text: str) -> int:
 
 
 def _console():
-    from ..pipeline import console
+    from ..console import console
 
     return console
 
@@ -106,10 +106,11 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
     try:
         path = download(url_lists, workspace, source, opts, progress=console.is_terminal)
     except KeyboardInterrupt:
-        from .download import PENDING, default_source, web_manifest_path
+        from .download import PENDING, default_source
         from ..data.manifest import read_manifest
+        from ..workspace import Workspace
 
-        rows = read_manifest(web_manifest_path(workspace, source or default_source(url_lists))).rows
+        rows = read_manifest(Workspace.of(workspace).web(source or default_source(url_lists))).rows
         left = sum(r["reason"] == PENDING for r in rows)
         console.print(f"[yellow]download stopped:[/] {len(rows) - left} of {len(rows)} URLs finished and journaled, "
                       f"{left} left; run the same command again to resume", highlight=False, soft_wrap=True)
@@ -147,10 +148,11 @@ def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = S
     from ..clean.validate import Rules, counts, validate_web
     from ..config import load_config
     from ..data.manifest import read_manifest
+    from ..workspace import Workspace
 
     flags = {"min_size": min_size, "max_pixels": max_pixels, "animated": animated}
     extra = [f"media.{k}={v}" for k, v in flags.items() if v is not None] + list(overrides or [])
-    config = workspace / "config.yaml"
+    config = Workspace.of(workspace).config_file  # the rules the workspace's other stages use
     rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
     console = _console()
     for path in validate_web(workspace, source, rules, normalize, workers, console.is_terminal, force):
@@ -178,9 +180,9 @@ def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help
     """Flag exact duplicates (content hash) and near-duplicates of the evaluation set (ImageNet
     features, whitening, cosine similarity, threshold from crops of the evaluation frames)."""
     from ..clean.dedup import dedup_stage
-    from ..cli import _cfg
+    from ..cli.common import load_cfg
 
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     console = _console()
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
                                     web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
@@ -190,7 +192,7 @@ def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help
 
 def register(app: typer.Typer) -> None:
     """Add queries, download, dedup and the ``clean`` group (validate, dedup) to the main app."""
-    from ..cli import friendly
+    from ..cli.common import friendly
 
     app.command("queries")(friendly(queries_cmd))
     app.command("download")(friendly(download_cmd))
