@@ -54,7 +54,8 @@ def test_train_without_two_usable_classes_says_why(tmp_path):
 
 def test_web_folders_keep_a_row_for_everything_and_type_by_content(tmp_path):
     from omnisource.config import load_config
-    from omnisource.web import import_web, web_path
+    from omnisource.web import import_web
+    from omnisource.workspace import Workspace
 
     root = tmp_path / "web"
     q = root / "surfing"
@@ -67,7 +68,7 @@ def test_web_folders_keep_a_row_for_everything_and_type_by_content(tmp_path):
     ws = tmp_path / "ws"
     cfg = load_config(None, [f"web=[{{name: img, kind: image, root: '{root}'}}]"])
     import_web(cfg, ws)
-    rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_manifest(web_path(ws, "img")).rows}
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_manifest(Workspace(ws).web("img")).rows}
     assert set(rows) == {"ok.jpg", "download_0001", "x.mp4", "empty query", "stray.jpg"}
     assert rows["download_0001"]["status"] == "ok" and rows["ok.jpg"]["status"] == "ok"
     assert (rows["x.mp4"]["status"], rows["x.mp4"]["reason"]) == ("corrupt", "empty folder, not a file")
@@ -79,7 +80,8 @@ def test_import_web_and_clean_validate_agree(tmp_path):
     """An animated GIF, a 20 px image and a 40 px image: import-web and clean validate used to
     disagree on the first two (accepted vs rejected, corrupt vs rejected, 8 px vs 32 px floors)."""
     from omnisource.config import load_config
-    from omnisource.web import import_web, web_path
+    from omnisource.web import import_web
+    from omnisource.workspace import Workspace
 
     q = tmp_path / "web" / "q"
     q.mkdir(parents=True)
@@ -87,7 +89,7 @@ def test_import_web_and_clean_validate_agree(tmp_path):
              write_image(q / "fine.png", size=(40, 40))]
     ws = tmp_path / "ws"
     import_web(load_config(None, [f"web=[{{name: a, kind: image, root: '{tmp_path / 'web'}'}}]"]), ws)
-    via_import = {r["path"].rsplit("/", 1)[-1]: (r["status"], r["reason"]) for r in read_manifest(web_path(ws, "a")).rows}
+    via_import = {r["path"].rsplit("/", 1)[-1]: (r["status"], r["reason"]) for r in read_manifest(Workspace(ws).web("a")).rows}
     ws2 = tmp_path / "ws2"
     write_manifest(Manifest([new_row("b", "image", str(f)) for f in files], []), ws2 / "manifests" / "web_b.parquet")
     assert runner.invoke(app, ["clean", "validate", "-w", str(ws2)]).exit_code == 0
