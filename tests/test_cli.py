@@ -12,10 +12,11 @@ def test_python_dash_m_omnisource_runs_the_cli():
 
 
 def _folders(root, classes=("a", "b"), per_class=2):
+    from media_factory import write_video
+
     for c in classes:
         for i in range(per_class):
-            (root / c).mkdir(parents=True, exist_ok=True)
-            (root / c / f"v_{c}_g0{i + 1}_c01.mp4").write_bytes(b"not decoded by import")
+            write_video(root / c / f"v_{c}_g0{i + 1}_c01.mp4", 4, size=(48, 40))
     return root
 
 
@@ -165,7 +166,7 @@ def test_absolute_paths_in_manifests_whatever_the_current_directory(tmp_path, mo
 
     for c in ("a", "b"):
         for g in (1, 2):
-            write_video(tmp_path / "data" / c / f"v_{c}_g0{g}_c01.mp4", 6)
+            write_video(tmp_path / "data" / c / f"v_{c}_g0{g}_c01.mp4", 6, size=(48, 40))
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -173,17 +174,16 @@ def test_absolute_paths_in_manifests_whatever_the_current_directory(tmp_path, mo
     assert out.exit_code == 0, out.output
     monkeypatch.chdir(tmp_path / "elsewhere")
     out = runner.invoke(app, ["validate", "-w", "../ws"])
-    assert out.exit_code == 0 and "4 ok, 0 corrupt" in out.output, out.output
+    assert out.exit_code == 0 and "validate: 4 ok ->" in out.output, out.output
     rows = read_manifest(tmp_path / "ws" / "manifests" / "target.validated.parquet").rows
     assert all(r["path"].startswith(str(tmp_path / "data")) for r in rows)
     bad = runner.invoke(app, ["import", "-w", str(tmp_path / "ws2"), "target.root=../data/a"])  # no class folders
     assert bad.exit_code == 2
-    nothing = tmp_path / "junk"
-    (nothing / "a").mkdir(parents=True)
-    (nothing / "a" / "v_a_g01_c01.mp4").write_bytes(b"not a video")
-    runner.invoke(app, ["import", "-w", str(tmp_path / "ws3"), f"target.root={nothing}"])
+    for c in ("a", "b"):  # 32x24: below media.min_size
+        write_video(tmp_path / "tiny" / c / f"v_{c}_g01_c01.mp4", 4)
+    assert runner.invoke(app, ["import", "-w", str(tmp_path / "ws3"), f"target.root={tmp_path / 'tiny'}"]).exit_code == 0
     out = runner.invoke(app, ["validate", "-w", str(tmp_path / "ws3")])
-    assert out.exit_code == 2 and "none of the 1 target files is usable" in out.output  # not "0 ok" and exit 0
+    assert out.exit_code == 2 and "none of the 2 target files is usable" in out.output  # not "0 ok" and exit 0
 
 
 def _cli(args):

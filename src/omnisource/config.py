@@ -50,7 +50,8 @@ class TargetConfig:
 
 @dataclass
 class MediaConfig:
-    """Decoding and sampling of clips (pixel mode, scoring, validation)."""
+    """Decoding and sampling of clips (pixel mode, scoring, validation), and the rules of the one
+    validator (clean.validate) on every path that gives files a verdict."""
     num_segments: int = opt(8, "TSN segments, or frames of a dense clip")
     frame_interval: int = opt(1, "stride between frames of a dense clip")
     sampler: Literal["tsn", "dense"] = opt("tsn", "TSN segments or one dense clip")
@@ -59,6 +60,8 @@ class MediaConfig:
     test_views: int = opt(1, "temporal views averaged at test time")
     test_crops: int = opt(1, "spatial crops averaged at test time")
     max_pixels: int = opt(4096 * 4096, "decompression-bomb guard for images and video frames")
+    min_size: int = opt(32, "smallest accepted width and height (icons, tracking pixels, thumbnails)")
+    animated: Literal["reject", "first-frame"] = opt("reject", "animated images: refuse, or keep the first frame")
 
 
 @dataclass
@@ -234,6 +237,8 @@ def validate(cfg: Config) -> None:
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
+        ("media.max_pixels", cfg.media.max_pixels >= 1, "must be positive"),
+        ("media.min_size", cfg.media.min_size >= 0, "must be 0 or more"),
         ("features.frames", cfg.features.frames >= 1, "must be at least 1"),
         ("features.size", cfg.features.size >= 32, "must be at least 32"),
         ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),
