@@ -76,6 +76,9 @@ class TrainConfig:
     eval_every: int = 1
     run_name: str = "target_only"  # folder under <workspace>/runs/
     method: Literal["supervised", "da"] = "supervised"  # da: Kae & Song domain adaptation (the `da` section)
+    # Checkpoints kept: the last N epochs plus the best (validation top-1); 0 keeps every epoch.
+    keep_checkpoints: int = 2
+    log: list[Literal["tensorboard"]] = field(default_factory=list)  # extra loggers beside log.jsonl
 
 
 @dataclass
@@ -326,6 +329,7 @@ def validate(cfg: Config) -> None:
         ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
+        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 0, "must be 0 (keep all) or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
         ("features.frames", cfg.features.frames >= 1, "must be at least 1"),

@@ -96,10 +96,11 @@ def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     return out
 
 
-def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None) -> Path:
-    """Evaluate the latest (or given) checkpoint on the validation split; writes metrics.json."""
+def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None, epoch: str | int = "best") -> Path:
+    """Evaluate the given checkpoint, else the run's ``epoch`` (best validation top-1 by default,
+    ``last`` or N) on the validation split; writes metrics.json."""
     from .evaluate.metrics import classification_metrics, metrics_table
-    from .train.checkpoint import latest_checkpoint, load_weights
+    from .train.checkpoint import load_weights, select_checkpoint
     from .train.loop import predict, resolve_device
 
     ws = Workspace.of(workspace)
@@ -108,14 +109,13 @@ def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None)
     if val is None:
         raise ManifestError("the target manifest has no validation rows")
     out = ws.run(cfg.train.run_name)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out}: no checkpoint to evaluate; run `omnisource train` first")
+    ckpt = select_checkpoint(checkpoint or out, epoch)
     load_weights(model, ckpt)
     device = resolve_device(cfg.train.device)
     scores, labels = predict(model.to(device), val, device, cfg.train.amp)
     metrics = classification_metrics(scores, labels, manifest.classes)
     metrics["checkpoint"] = str(ckpt)
+    metrics["epoch"] = int(ckpt.name[len("epoch_"):]) if ckpt.name.startswith("epoch_") else None
     path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     console.print(metrics_table(metrics, title=f"{cfg.train.run_name}: validation"))
     return path

@@ -19,6 +19,20 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect configurations.")
 app.add_typer(config_app, name="config")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"omnisource {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Train video classifiers from a small labeled set plus noisy web data."""
+
+
 def _stage_command(name: str, target: str, doc: str) -> None:
     """Register ``omnisource <name>``: load the config, run ``module:function(cfg, workspace)``."""
 
@@ -101,14 +115,15 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
 @app.command()
 @friendly
 def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: latest)."),
+             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: the run's --epoch)."),
              run_name: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: train.run_name)."),
+             epoch: str = typer.Option("best", "--epoch", help="best (validation top-1), last or N."),
              overrides: Optional[List[str]] = OverridesArg):
     """Evaluate on the validation split: top-1, top-5, mean class accuracy, confusion matrix."""
     cfg, ws = load_cfg(config, workspace, overrides)
     if run_name:
         cfg.train.run_name = run_name
-    pipeline.evaluate_stage(cfg, ws, checkpoint)
+    pipeline.evaluate_stage(cfg, ws, checkpoint, epoch)
 
 
 @app.command()
@@ -150,6 +165,7 @@ def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "
 def _register_packages() -> None:
     from ..collect.cli import register as register_collect
     from ..report.stage import register as register_report
+    from ..serve.cli import register as register_serve
     from ..sweep import register as register_sweep
     from ..weak.cli import register as register_weak
 
@@ -157,6 +173,7 @@ def _register_packages() -> None:
     register_weak(app)  # weak-labels, pretrain, finetune, probe
     register_report(app)  # report
     register_sweep(app)  # sweep labels|teacher|ratio
+    register_serve(app)  # predict, export, upgrade-checkpoint
 
 
 _register_packages()
