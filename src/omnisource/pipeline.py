@@ -44,6 +44,8 @@ def import_target(cfg: Config, workspace) -> Path:
 
 
 def validate_target(cfg: Config, workspace) -> Path:
+    """Decode every imported target file: unusable ones get status=corrupt and a reason
+    (manifests/target.validated.parquet)."""
     from .data.prepare import validate_rows
 
     ws = Workspace.of(workspace)
@@ -59,6 +61,8 @@ def validate_target(cfg: Config, workspace) -> Path:
 
 def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: float = 1.0,
                    mode: str = "reencode") -> Path:
+    """Re-encode the target videos once (short side, 1 s GOPs) or extract their frames
+    (manifests/target.prepared.parquet)."""
     from .data.prepare import prepare_media
 
     ws = Workspace.of(workspace)
@@ -83,6 +87,8 @@ def features_stage(cfg: Config, workspace, manifests: list[Path] | None = None) 
 
 
 def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
+    """Train ``runs/<train.run_name>`` on the target set: a head on cached features, or a whole network in
+    pixel mode."""
     from .train.loop import fit
 
     ws = Workspace.of(workspace)

@@ -78,6 +78,8 @@ def _stats(out, scored, keep, labels, classes) -> dict:
 
 
 def select_stage(cfg: Config, workspace) -> list[Path]:
+    """Keep the web samples the teacher filter accepts, pseudo-labelled
+    (``manifests/aux_<source>.parquet``, ``selection/<source>.json``)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     outs = []

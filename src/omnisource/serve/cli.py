@@ -65,11 +65,11 @@ def register(app: typer.Typer) -> None:
                 records.append(record)
         if not as_json:
             console.print(_table(records, min(top_k, len(clf.classes))))
-            console.print(f"{ok} of {len(records)} classified by {clf.source}", highlight=False)
+            console.print(f"{ok} of {len(records)} classified by {clf.source}", highlight=False, soft_wrap=True)
         if ok == 0:
             if not as_json:
                 console.print("[red]error:[/] nothing could be classified", highlight=False)
-            raise typer.Exit(1)
+            raise SystemExit(1)  # not typer.Exit: that is a RuntimeError, which `friendly` reports
 
     @app.command("export")
     @friendly

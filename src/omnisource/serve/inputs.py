@@ -2,7 +2,7 @@
 
 A PATH is a video, an image, a frame folder, a folder of those (walked recursively, in name
 order), or a Parquet manifest (its ``ok`` rows, optionally of one split, with their time
-windows). A folder counts as a frame folder when it holds only images whose names differ only in
+windows). Items below a folder come sorted by path. A folder counts as a frame folder when it holds only images whose names differ only in
 their digits (``img_00001.jpg``, ``img_00002.jpg``, ...), as frame extraction writes them; a
 folder of differently named photos is a folder of images. Each item keeps the path as the user
 wrote it (joined with the relative path below a folder), so outputs echo what was asked for.
@@ -87,7 +87,7 @@ def _walk(given: str, folder: Path) -> list[Item]:
                 items.append(Item(path, _row(here / name, "video")))
             else:
                 items.append(Item(path, error=f"not a video or image file (extension {ext or 'none'!r})"))
-    return items
+    return sorted(items, key=lambda it: it.path)
 
 
 def expand(paths: list[str], split: str | None = None) -> list[Item]:

@@ -107,6 +107,8 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
 
 
 def score_stage(cfg: Config, workspace) -> list[Path]:
+    """Score every web sample with the teacher run(s) of ``omni.teacher_runs`` into ``scores/<source>/``
+    (resumable by shard)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None

@@ -108,6 +108,8 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
 
 
 def transform_stage(cfg: Config, workspace) -> list[Path]:
+    """Turn the kept web samples into target-format training samples
+    (``manifests/train_<source>.parquet``)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     motion = ws.motion
