@@ -17,6 +17,7 @@ Checkpoints written before cards existed are described by :func:`legacy_card` fr
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -44,6 +45,13 @@ def _normalization(module: torch.nn.Module) -> dict:
             "std": [round(v, 6) for v in norm.std.flatten().tolist()]}
 
 
+@functools.lru_cache(maxsize=8)
+def _backbone_normalization(name: str) -> tuple[tuple[str, list[float]], ...]:
+    from ..models import create_backbone
+
+    return tuple(_normalization(create_backbone(name)).items())  # built without weights: only its Normalize
+
+
 def _file_digest(path: str) -> str | None:
     p = Path(path)
     if not p.is_file():
@@ -68,8 +76,6 @@ def model_card(cfg: Config, classes: list[str], model: torch.nn.Module) -> dict:
     """The card of ``model`` trained under ``cfg`` on ``classes``."""
     card = {"format": CARD_FORMAT, "omnisource": __version__, "classes": list(classes), "mode": cfg.mode}
     if cfg.mode == "features":
-        from ..models import create_backbone
-
         f = cfg.features
         backbone = {"name": f.backbone, "pretrained": f.pretrained, "size": f.size, "frames": f.frames}
         if f.pretrained and f.pretrained.lower() != "imagenet":
@@ -77,7 +83,7 @@ def model_card(cfg: Config, classes: list[str], model: torch.nn.Module) -> dict:
         card["model"] = head_spec(model, f.head)
         card["backbone"] = backbone
         card["preprocessing"] = {"sampler": "tsn", "frames": f.frames, "frame_interval": 1, "resize_short": f.size,
-                                 "crop": f.size, **_normalization(create_backbone(f.backbone)),
+                                 "crop": f.size, **dict(_backbone_normalization(f.backbone)),
                                  "feature_dtype": "float16"}  # the cache stores float16 features
     else:
         m = cfg.media
