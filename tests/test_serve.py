@@ -135,19 +135,20 @@ def test_predict_inputs_bad_files_and_the_python_api(feature_run, data, tmp_path
     write_image(folder / "photo.jpg", size=(80, 60), value=180)
     write_frames(folder / "clip" / "frames", 6, size=(64, 48))
     write_video(folder / "clip" / "b.mkv", 10, size=(64, 48))
+    write_image(folder / "clip" / "still.png", size=(80, 60), value=40).rename(folder / "clip" / "still")  # no ext
     (folder / "zero.mp4").write_bytes(b"")
     (folder / "notes.txt").write_text("not media")
     given = [str(folder), str(video), str(tmp_path / "missing.mp4")]
     records = jsonl(invoke("predict", feature_run, *given, "--json", "-k", "2"))
     by_path = {r["path"]: r for r in records}
     assert list(by_path) == [f"{folder}/a.mp4", f"{folder}/clip/b.mkv", f"{folder}/clip/frames",
-                             f"{folder}/notes.txt", f"{folder}/photo.jpg", f"{folder}/zero.mp4", str(video),
-                             str(tmp_path / "missing.mp4")]
+                             f"{folder}/clip/still", f"{folder}/notes.txt", f"{folder}/photo.jpg",
+                             f"{folder}/zero.mp4", str(video), str(tmp_path / "missing.mp4")]
     assert "zero-byte" in by_path[f"{folder}/zero.mp4"]["error"]
-    assert "not a video or image" in by_path[f"{folder}/notes.txt"]["error"]
+    assert by_path[f"{folder}/notes.txt"]["error"] == "not a media file: text"
     assert by_path[str(tmp_path / "missing.mp4")]["error"] == "no such file or folder"
     ok = [r for r in records if "error" not in r]
-    assert len(ok) == 5 and all(len(r["labels"]) == 2 for r in ok)
+    assert len(ok) == 6 and all(len(r["labels"]) == 2 for r in ok)
     assert by_path[f"{folder}/a.mp4"]["labels"] == by_path[str(video)]["labels"]  # same file, same answer
 
     clf = load_classifier(feature_run)  # best epoch, as the CLI
@@ -201,3 +202,45 @@ def test_stages_are_importable_from_one_place():
     for name in stages.__all__:
         obj = getattr(stages, name)
         assert callable(obj) and (obj.__doc__ or "").strip(), name
+
+
+def test_inputs_tell_frame_folders_from_photo_folders_and_read_manifests(tmp_path):
+    from omnisource.data.manifest import Manifest, new_row, write_manifest
+    from omnisource.serve.inputs import expand
+
+    write_frames(tmp_path / "frames", 3)
+    (tmp_path / "photos").mkdir()
+    write_image(tmp_path / "photos" / "beach.jpg")
+    write_image(tmp_path / "photos" / "dog.png")
+    (tmp_path / "empty").mkdir()
+    video = write_video(tmp_path / "v.mp4", 8)
+    rows = [new_row("t", "video", str(video), split="val", start_s=0.0, end_s=0.2),
+            new_row("t", "video", str(video), split="train"),
+            new_row("t", "video", str(tmp_path / "bad.mp4"), split="val", status="corrupt", reason="zero-byte file")]
+    manifest = write_manifest(Manifest(rows, ["a"]), tmp_path / "m.parquet")
+    items = expand([str(tmp_path / "frames"), str(tmp_path / "photos"), str(tmp_path / "empty"), str(manifest)],
+                   split="val")
+    got = [(it.path, it.row.get("kind"), it.error) for it in items]
+    assert got == [(str(tmp_path / "frames"), "frames", ""),
+                   (str(tmp_path / "photos" / "beach.jpg"), "image", ""),
+                   (str(tmp_path / "photos" / "dog.png"), "image", ""),
+                   (str(tmp_path / "empty"), None, "the folder holds no video, image or frame folder"),
+                   (str(video), "video", ""),
+                   (str(tmp_path / "bad.mp4"), None, "corrupt in the manifest: zero-byte file")]
+    assert items[4].row["end_s"] == 0.2  # the row's time window is kept
+
+
+def test_a_domain_adaptation_run_is_refused_in_one_line(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from omnisource.config import Config, dump_config
+
+    epoch = tmp_path / "runs" / "da_image" / "checkpoints" / "epoch_001"
+    epoch.mkdir(parents=True)
+    save_file({"model.fc.weight": torch.zeros(3, 4), "discs.target_image.net.0.weight": torch.zeros(2, 4)},
+              str(epoch / "model.safetensors"))
+    (epoch / "state.pt").write_bytes(b"x")
+    (epoch / "config.yaml").write_text(dump_config(Config()))
+    out = invoke("predict", tmp_path / "runs" / "da_image", tmp_path, code=2)
+    assert "domain-adaptation network" in out and len(out.strip().splitlines()) == 1

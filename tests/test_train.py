@@ -190,3 +190,14 @@ def test_tensorboard_logger_writes_one_point_per_epoch_and_purges_on_resume(tmp_
     assert steps == [1, 2, 3]  # epoch 3 once: the events of the interrupted epoch were purged
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [round(e.value, 6) for e in events.Scalars("val/top1")][-1] == round(log[-1]["val"]["top1"], 6)
+
+
+def test_a_save_killed_half_way_leaves_no_debris_after_the_next_start(tmp_path):
+    train, val = _loaders()
+    fit(MeanHead(), train, val, _cfg(epochs=2), tmp_path, ["a", "b", "c"])
+    (tmp_path / "checkpoints" / ".best.json.x1.tmp").write_text("{")
+    (tmp_path / "checkpoints" / ".epoch_003.abc").mkdir()
+    (tmp_path / ".model.json.x2.tmp").write_text("{")
+    fit(MeanHead(), train, val, _cfg(epochs=2), tmp_path, ["a", "b", "c"], resume=True)  # nothing left to train
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".epoch_*"))
+    assert list(epoch_folders(tmp_path)) == [1, 2]

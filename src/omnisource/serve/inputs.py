@@ -1,13 +1,14 @@
 """What ``omnisource predict`` is given, turned into one item per file to classify.
 
 A PATH is a video, an image, a frame folder, a folder of those (walked recursively, in name
-order), or a Parquet manifest (its ``ok`` rows, optionally of one split, with their time
-windows). Items below a folder come sorted by path. A folder counts as a frame folder when it holds only images whose names differ only in
-their digits (``img_00001.jpg``, ``img_00002.jpg``, ...), as frame extraction writes them; a
-folder of differently named photos is a folder of images. Each item keeps the path as the user
-wrote it (joined with the relative path below a folder), so outputs echo what was asked for.
-Something unusable (missing, a manifest that does not read, a file that is neither a video nor
-an image) becomes an item with an ``error``, never a silent omission.
+order), or a Parquet manifest (its ``ok`` rows, optionally of one split, with their time windows).
+Items below a folder come sorted by path. A file is typed by its content (``data.sniff``), not its
+name. A folder counts as a frame folder when it holds only images whose names are one pattern
+numbered 0 or 1, 2, 3, ... (``img_00001.jpg``, ``img_00002.jpg``, ...), as frame extraction writes
+them; any other folder of images is a folder of separate images. Each item keeps the path as the
+user wrote it (joined with the relative path below a folder), so outputs echo what was asked for.
+Something unusable (missing, a manifest that does not read, a file that is neither a video nor an
+image) becomes an item with an ``error``, never a silent omission.
 """
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from pathlib import Path
 
 from ..data.media import IMAGE_EXTS
 
-VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv",
-                        ".3gp", ".ogv", ".ts", ".mts", ".m2ts", ".gif"}) - IMAGE_EXTS
 MANIFEST_EXTS = frozenset({".parquet"})
 
 
@@ -35,16 +34,31 @@ def _row(path: Path, kind: str) -> dict:
     return {"path": str(path), "kind": kind, "status": "ok", "label": None}
 
 
+def _file(shown: str, path: Path) -> Item:
+    from ..data.sniff import content_kind
+
+    kind, reason = content_kind(path)
+    return Item(shown, _row(path, kind)) if kind in ("image", "video") else Item(shown, error=reason)
+
+
 def _digits_removed(name: str) -> str:
     return re.sub(r"\d+", "#", name.lower())
 
 
 def is_frame_folder(folder: Path) -> bool:
-    """Only image files (two or more) whose names are one pattern with different numbers."""
+    """Only image files (two or more) named by one pattern with one number that counts 0 or 1, 2, 3...
+    (``img_00001.jpg``, ...), as frame extraction writes them (camera names such as IMG_4711.JPG
+    do not start at 0 or 1)."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if len(entries) < 2 or any(not p.is_file() or p.suffix.lower() not in IMAGE_EXTS for p in entries):
         return False
-    return len({_digits_removed(p.name) for p in entries}) == 1
+    if len({_digits_removed(p.name) for p in entries}) != 1:
+        return False
+    numbers = [re.findall(r"\d+", p.name) for p in entries]
+    if any(len(n) != 1 for n in numbers):
+        return False
+    found = sorted(int(n[0]) for n in numbers)
+    return found[0] in (0, 1) and found == list(range(found[0], found[0] + len(found)))
 
 
 def _manifest_items(given: str, split: str | None) -> list[Item]:
@@ -78,15 +92,7 @@ def _walk(given: str, folder: Path) -> list[Item]:
             items.append(Item(os.path.normpath(shown), _row(here, "frames")))
             dirnames[:] = []
             continue
-        for name in sorted(f for f in filenames if not f.startswith(".")):
-            ext = Path(name).suffix.lower()
-            path = os.path.join(shown, name)
-            if ext in IMAGE_EXTS:
-                items.append(Item(path, _row(here / name, "image")))
-            elif ext in VIDEO_EXTS:
-                items.append(Item(path, _row(here / name, "video")))
-            else:
-                items.append(Item(path, error=f"not a video or image file (extension {ext or 'none'!r})"))
+        items += [_file(os.path.join(shown, name), here / name) for name in filenames if not name.startswith(".")]
     return sorted(items, key=lambda it: it.path)
 
 
@@ -105,6 +111,6 @@ def expand(paths: list[str], split: str | None = None) -> list[Item]:
                 items += found or [Item(given, error="the folder holds no video, image or frame folder")]
         elif p.suffix.lower() in MANIFEST_EXTS:
             items += _manifest_items(given, split)
-        else:  # any other file is tried as a video (its container, not its extension, decides)
-            items.append(Item(given, _row(p, "image" if p.suffix.lower() in IMAGE_EXTS else "video")))
+        else:
+            items.append(_file(given, p))
     return items

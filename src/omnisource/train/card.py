@@ -168,7 +168,7 @@ def legacy_card(checkpoint: Path) -> dict:
         raise CardError(how + "no config.yaml next to it; keep it in its run folder (WS/runs/NAME/checkpoints/...) "
                         "and run `omnisource upgrade-checkpoint WS/runs/NAME`")
     state = load_file(str(weights))
-    if any(k.startswith(("model.", "discriminators.")) for k in state):
+    if any(k.startswith(("model.", "discs.")) for k in state):  # DANet: the classifier and its discriminators
         raise CardError(f"{weights}: a domain-adaptation network (train.method=da); predict and export take "
                         "supervised runs")
     fc = state.get("fc.weight")

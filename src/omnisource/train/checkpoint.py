@@ -97,10 +97,20 @@ def best_epoch(history: list[dict]) -> dict | None:
     return best
 
 
+def clear_debris(run_dir: Path) -> None:
+    """Remove what a save killed half-way left (temporary epoch folders and files); a run folder
+    has one writer, so between saves every temporary is debris."""
+    root = Path(run_dir) / "checkpoints"
+    for tmp in [*Path(run_dir).glob(f".{CARD_FILE}.*.tmp"), *root.glob(".best.json.*.tmp"), *root.glob(".epoch_*")]:
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 def after_epoch(run_dir: Path, history: list[dict], keep: int) -> dict | None:
-    """Record the best epoch so far in ``checkpoints/best.json`` and delete the checkpoints that
-    are neither among the last ``keep`` (0: keep all) nor the best one. Returns the best."""
+    """Record the best epoch so far in ``checkpoints/best.json``, delete the checkpoints that are
+    neither among the last ``keep`` (0: keep all) nor the best one, and the debris of a killed
+    save (also called when a run starts or resumes). Returns the best."""
     run_dir = Path(run_dir)
+    clear_debris(run_dir)
     best = best_epoch(history)
     if best is not None:
         atomic_write_text(run_dir / "checkpoints" / "best.json", json.dumps(dict(best, metric="val.top1")))

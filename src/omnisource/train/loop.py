@@ -213,6 +213,7 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     start_epoch, history = state["epoch"], state.get("history", [])
     log_path = run_dir / "log.jsonl"
     card, loggers = card_from_text(config_text, classes, model), open_loggers(cfg.log, run_dir, start_epoch)
+    after_epoch(run_dir, history, cfg.keep_checkpoints)  # what a kill left: debris, an unpruned epoch
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
