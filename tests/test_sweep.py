@@ -69,7 +69,8 @@ def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
         point = ws / "sweeps" / "ratio" / f"r{ratio:g}"
         student = yaml.safe_load((point / "runs" / "omnisource" / "config.yaml").read_text())
         assert student["web"][0]["batch_ratio"] == ratio
-        assert 0 <= p["student_top1"] <= 1 and 0 <= p["baseline_top1"] <= 1 and p["kept"] >= 0
+        metrics = json.loads((point / "runs" / "omnisource" / "metrics.json").read_text())
+        assert p["student_top1"] == metrics["top1"] and p["kept"] > 0 and "error" not in p
         assert not (point / "features").exists()  # the base workspace's cache served every point
     assert (ws / "features").is_dir()
     assert (ws / "sweeps" / "sweep_ratio.csv").read_text().splitlines()[0].startswith("point,student_top1")
@@ -77,7 +78,9 @@ def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
     sweep_ratio(cfg, ws, [0.5, 1.0])  # finished points are skipped
     assert (ws / "sweeps" / "ratio" / "r0.5" / "point.json").stat().st_mtime_ns == stamp
 
-    sweep_labels(cfg, ws, ["50%"])
+    # A threshold no prediction of a 2-epoch teacher reaches: the point's student cannot train, which
+    # the sweep records as the point's result and goes on.
+    sweep_labels(load_config(None, [*overrides, "omni.threshold=0.999", f"workspace={ws}"]), ws, ["50%"])
     full = read_manifest(ws / "sweeps" / "labels" / "_target" / "manifests" / "target.parquet").rows
     sub = read_manifest(ws / "sweeps" / "labels" / "50pct" / "manifests" / "target.validated.parquet").rows
     assert sorted(r["id"] for r in sub if r["split"] == "val") == sorted(r["id"] for r in full if r["split"] == "val")
@@ -85,8 +88,13 @@ def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
     assert sum(r["split"] == "train" for r in sub) == n_train // 2  # 4 per class -> 2 per class
     labels = json.loads((ws / "sweeps" / "sweep_labels.json").read_text())["points"]
     assert labels[0]["labeled"] == n_train // 2
+    assert "no web source has a training sample" in labels[0]["error"] and labels[0]["student_top1"] is None
+    base_metrics = json.loads((ws / "sweeps" / "labels" / "50pct" / "runs" / "target_only" / "metrics.json").read_text())
+    assert labels[0]["baseline_top1"] == base_metrics["top1"]
+    assert not (ws / "sweeps" / "labels" / "50pct" / "point.json").exists()  # tried again next time
 
-    sweep_teacher(cfg, ws, ["features.head=linear"])
+    # The plumbing of a teacher sweep, apart from whether a 2-epoch teacher keeps anything: no filter.
+    sweep_teacher(load_config(None, [*overrides, "omni.filter=none", f"workspace={ws}"]), ws, ["features.head=linear"])
     point = ws / "sweeps" / "teacher" / "t0-features.head-linear"
     teacher = yaml.safe_load((point / "runs" / "teacher" / "config.yaml").read_text())
     student = yaml.safe_load((point / "runs" / "omnisource" / "config.yaml").read_text())

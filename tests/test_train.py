@@ -121,10 +121,12 @@ def test_multi_dim_soft_labels_are_accepted(tmp_path):
     assert out["last"]["val"]["top1"] >= 0.75  # soft one-hot rows train like hard labels
 
 
-def test_best_epoch_is_the_first_highest_validated_top1():
+def test_best_epoch_is_the_highest_validated_top1_ties_to_class_accuracy_then_later():
     history = [{"epoch": 1, "val": {"top1": 0.5}}, {"epoch": 2}, {"epoch": 3, "val": {"top1": 0.8}},
                {"epoch": 4, "val": {"top1": 0.8}}, {"epoch": 5, "val": {"top1": 0.7}}]
-    assert best_epoch(history) == {"epoch": 3, "top1": 0.8}
+    assert best_epoch(history) == {"epoch": 4, "top1": 0.8}  # a tie: the longer-trained one
+    history[2]["val"]["mean_class_accuracy"], history[3]["val"]["mean_class_accuracy"] = 0.7, 0.6
+    assert best_epoch(history) == {"epoch": 3, "top1": 0.8}  # a tie in top-1: the better class accuracy
     assert best_epoch([{"epoch": 1}, {"epoch": 2}]) is None  # nothing validated (pre-training)
 
 
@@ -165,11 +167,11 @@ def test_fit_prunes_checkpoints_and_resumes_from_the_kept_last(tmp_path):
     # The schedule of a 4-epoch run differs from a 6-epoch one, so compare epoch 6 of two 6-epoch
     # runs: a straight one and one resumed after pruning.
     torch.manual_seed(0)
-    fit(MeanHead(), train, val, _cfg(epochs=6, keep_checkpoints=1), tmp_path / "c", ["a", "b", "c"])
-    for name in ("epoch_006",):
-        shutil.rmtree(tmp_path / "c" / "checkpoints" / name)
+    fit(MeanHead(), train, val, _cfg(epochs=6, keep_checkpoints=2), tmp_path / "c", ["a", "b", "c"])
+    assert {5, 6} <= set(epoch_folders(tmp_path / "c"))
+    shutil.rmtree(tmp_path / "c" / "checkpoints" / "epoch_006")
     again = MeanHead()
-    fit(again, train, val, _cfg(epochs=6, keep_checkpoints=1), tmp_path / "c", ["a", "b", "c"], resume=True)
+    fit(again, train, val, _cfg(epochs=6, keep_checkpoints=2), tmp_path / "c", ["a", "b", "c"], resume=True)
     for (k, a), (_, b) in zip(straight.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
 

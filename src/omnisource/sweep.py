@@ -35,7 +35,7 @@ from .data.manifest import Manifest, atomic_write_bytes, atomic_write_text, read
 from .workspace import Workspace
 
 COLUMNS = ["point", "student_top1", "student_mca", "baseline_top1", "baseline_mca", "teacher_top1",
-           "kept", "precision", "recall"]
+           "kept", "precision", "recall", "error"]
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -139,7 +139,14 @@ def run_point(cfg: Config, ws: Path, name: str, teacher: Path | None = None) -> 
     if teacher is not None:
         _install_teacher(ws, teacher, digest)
     console.rule(f"sweep point {name}")
-    run_pipeline(cfg, ws)
+    from .data.manifest import ManifestError
+
+    try:
+        run_pipeline(cfg, ws)
+        error = None
+    except (ManifestError, ConfigError) as e:  # e.g. a teacher of few labels keeps no web sample: a result too
+        error = str(e)
+        console.print(f"[yellow]sweep point {name}: {error}; recorded, the sweep goes on[/]")
     student, base = _metrics(ws, cfg.omni.student_run), _metrics(ws, cfg.train.run_name)
     teacher_m = _metrics(ws, cfg.omni.teacher_runs[0]) if cfg.omni.teacher_runs else {}
     sel = [json.loads(ws.selection(w.name).read_text()) for w in cfg.web if ws.selection(w.name).exists()]
@@ -147,6 +154,8 @@ def run_point(cfg: Config, ws: Path, name: str, teacher: Path | None = None) -> 
               "student_top1": student.get("top1"), "student_mca": student.get("mean_class_accuracy"),
               "baseline_top1": base.get("top1"), "baseline_mca": base.get("mean_class_accuracy"),
               "teacher_top1": teacher_m.get("top1"), **(pooled_filter(sel) if cfg.web else {})}
+    if error is not None:
+        return {**result, "error": error}  # no point.json: the next sweep tries the point again
     atomic_write_text(done, json.dumps({"digest": digest, "result": result}, indent=2))
     return result
 

@@ -89,13 +89,17 @@ def epoch_folders(run_dir: Path) -> dict[int, Path]:
 
 
 def best_epoch(history: list[dict]) -> dict | None:
-    """{"epoch", "top1"} of the first epoch with the highest validation top-1 (None when no epoch
-    was validated)."""
-    best = None
+    """{"epoch", "top1"} of the epoch with the highest validation top-1 (None when no epoch was
+    validated). Ties go to the higher mean class accuracy, then to the later epoch: on a small
+    validation set top-1 often ties, and the longer-trained model is the better teacher."""
+    best, best_key = None, None
     for rec in history:
-        top1 = (rec.get("val") or {}).get("top1")
-        if top1 is not None and (best is None or top1 > best["top1"]):
-            best = {"epoch": int(rec["epoch"]), "top1": float(top1)}
+        val = rec.get("val") or {}
+        if val.get("top1") is None:
+            continue
+        key = (float(val["top1"]), float(val.get("mean_class_accuracy", 0.0)), int(rec["epoch"]))
+        if best_key is None or key > best_key:
+            best, best_key = {"epoch": int(rec["epoch"]), "top1": float(val["top1"])}, key
     return best
 
 
