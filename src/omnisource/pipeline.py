@@ -21,6 +21,7 @@ console = Console()
 TARGET = "manifests/target.parquet"
 VALIDATED = "manifests/target.validated.parquet"
 PREPARED = "manifests/target.prepared.parquet"
+PREDICTIONS = "predictions.npz"  # per-clip validation scores of a run, beside its metrics.json
 
 
 def ws_path(workspace: str | Path, rel: str) -> Path:
@@ -142,13 +143,14 @@ def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
     num_classes = len(manifest.classes)
     if cfg.mode == "features":
         xtr, ytr, _ = _feature_split(cfg, workspace, manifest, "train")
-        xva, yva, _ = _feature_split(cfg, workspace, manifest, "val")
+        xva, yva, val_rows = _feature_split(cfg, workspace, manifest, "val")
         if len(xtr) == 0:
             raise ManifestError("no training rows with cached features: run `omnisource features` first")
         model = create_head(cfg.features.head, xtr.shape[-1], num_classes, cfg.features.frames, cfg.model.dropout)
         train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed),
                             cfg.train.batch_size, True)
-        val = make_loader(FeatureDataset(xva, yva, cfg.features.frames), 256, False) if len(xva) else None
+        val = make_loader(FeatureDataset(xva, yva, cfg.features.frames, ids=[r["id"] for r in val_rows]),
+                          256, False) if len(xva) else None
         return model, train, val
     rows = {s: [r for r in manifest.rows if r.get("split") == s and r.get("status") == "ok"] for s in ("train", "val")}
     model = create_model(cfg.model.name, num_classes, pretrained=cfg.model.pretrained or None,
@@ -174,8 +176,10 @@ def train_stage(cfg: Config, workspace: str | Path, resume: bool = False) -> Pat
 
 
 def evaluate_stage(cfg: Config, workspace: str | Path, checkpoint: str | Path | None = None) -> Path:
-    """Evaluate the latest (or given) checkpoint on the validation split; writes metrics.json."""
-    from .evaluate.metrics import classification_metrics, metrics_table
+    """Evaluate the latest (or given) checkpoint on the validation split; writes metrics.json and
+    the per-clip scores to predictions.npz (so runs can be compared clip by clip)."""
+    from .evaluate.metrics import classification_metrics, metrics_table, save_predictions
+    from .data.datasets import FeatureDataset
     from .train.checkpoint import latest_checkpoint, load_weights
     from .train.loop import predict, resolve_device
 
@@ -191,7 +195,10 @@ def evaluate_stage(cfg: Config, workspace: str | Path, checkpoint: str | Path | 
     device = resolve_device(cfg.train.device)
     scores, labels = predict(model.to(device), val, device, cfg.train.amp)
     metrics = classification_metrics(scores, labels, manifest.classes)
-    metrics["checkpoint"] = str(ckpt)
+    ds = val.dataset
+    ids = ds.ids if isinstance(ds, FeatureDataset) else [r["id"] for r in ds.rows]
+    save_predictions(out / PREDICTIONS, ids, labels, scores)
+    metrics.update(checkpoint=str(ckpt), seed=cfg.train.seed, predictions=PREDICTIONS)
     path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     console.print(metrics_table(metrics, title=f"{cfg.train.run_name}: validation"))
     return path
