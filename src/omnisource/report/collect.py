@@ -95,13 +95,18 @@ def _manifest(ws: Path, rel: str) -> Manifest | None:
         raise Unavailable(str(err)) from None
 
 
-def target_classes(ws: Path) -> list[str]:
+def target_manifest(ws: Path) -> Manifest:
+    """The most processed target manifest of the workspace (prepared > validated > imported)."""
     for rel in ("manifests/target.prepared.parquet", "manifests/target.validated.parquet",
                 "manifests/target.parquet"):
         m = _manifest(ws, rel)
         if m is not None and m.classes:
-            return m.classes
+            return m
     raise Unavailable("no target manifest in the workspace (run `omnisource import`)")
+
+
+def target_classes(ws: Path) -> list[str]:
+    return target_manifest(ws).classes
 
 
 def gather_stage_counts(cfg: Config, ws: Path) -> list[dict]:

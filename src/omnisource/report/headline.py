@@ -1,0 +1,200 @@
+"""The report's first section: did web data help, by how much, and with what.
+
+Runs are grouped into *arms*, one setting trained with several seeds (``omnisource``,
+``omnisource_seed1``, ... form the arm ``omnisource``); the arms of variant workspaces under
+``<workspace>/variants/<name>/`` (the demo's no-filter arm) join those of the workspace. Every
+arm is compared clip by clip with the baseline run trained with the same seed, from the runs'
+``predictions.npz`` (written by ``omnisource evaluate``); the interval is
+``evaluate.paired.paired_bootstrap``, a bootstrap over validation clips and seeds.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config, load_config
+from ..evaluate.metrics import load_predictions
+from ..evaluate.paired import paired_bootstrap
+from . import html as H
+from .collect import Unavailable, read_json, run_names, target_manifest
+
+SEED_SUFFIX = re.compile(r"_seed\d+$")
+RESAMPLES = 2000
+
+
+def arm_of(run: str) -> str:
+    """``omnisource_seed2`` -> ``omnisource``: the runs of one setting differ in seed only."""
+    return SEED_SUFFIX.sub("", run)
+
+
+def variant_workspaces(ws: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of each variant workspace: ``variants/<name>/`` holding a config.yaml."""
+    root = Path(ws) / "variants"
+    return sorted((p.name, p) for p in root.iterdir() if (p / "config.yaml").is_file()) if root.is_dir() else []
+
+
+def _read_run(folder: Path, run: str) -> tuple[object, dict]:
+    """(seed, {"run", "metrics", "predictions" or None, "why"}) of an evaluated run."""
+    metrics = read_json(folder / "runs" / run / "metrics.json", run)
+    seed, pred, why = metrics.get("seed"), None, ""
+    path = folder / "runs" / run / str(metrics.get("predictions") or "predictions.npz")
+    if seed is None:
+        why = "its metrics.json records no seed"
+    elif not path.is_file():
+        why = "no per-clip predictions (predictions.npz)"
+    else:
+        try:
+            pred = load_predictions(path)
+        except ValueError as err:
+            why = str(err)
+    return (seed if seed is not None else f"? ({run})"), {"run": run, "metrics": metrics, "predictions": pred,
+                                                          "why": why}
+
+
+def gather_arms(ws: Path) -> dict[str, dict]:
+    """{arm: {"workspace": folder, "runs": {seed: run record}}}, the workspace's arms first. A
+    variant's arm that the workspace has too (the teacher it re-trains) is not taken twice."""
+    arms: dict[str, dict] = {}
+    for variant, folder in [(None, Path(ws)), *variant_workspaces(ws)]:
+        found: dict[str, dict] = {}
+        for run in run_names(folder):
+            if (folder / "runs" / run / "metrics.json").is_file():
+                seed, record = _read_run(folder, run)
+                found.setdefault(arm_of(run), {"workspace": folder, "runs": {}})["runs"][seed] = record
+        for name, arm in found.items():
+            if variant is None or name not in arms:
+                arms[name] = arm
+    return arms
+
+
+def paired_correct(run: dict, base: dict) -> tuple[np.ndarray, np.ndarray, list]:
+    """(S, N) correctness of an arm and of the baseline on the S seeds both have, the clips in
+    the baseline's order. ``run``, ``base``: {seed: predictions}. Raises Unavailable when they
+    share no seed or were validated on different clips."""
+    seeds = sorted(s for s in run if s in base)
+    if not seeds:
+        raise Unavailable(f"no seed in common with the baseline (seeds {sorted(run)} vs {sorted(base)})")
+    out_run, out_base = [], []
+    for s in seeds:
+        r, b = run[s], base[s]
+        where = {str(i): k for k, i in enumerate(r["ids"])}
+        if len(where) != len(r["ids"]) or set(where) != set(map(str, b["ids"])):
+            raise Unavailable(f"seed {s}: validated on other clips than the baseline")
+        idx = np.array([where[str(i)] for i in b["ids"]], dtype=np.int64)
+        out_run.append(r["scores"][idx].argmax(1) == r["labels"][idx])
+        out_base.append(b["scores"].argmax(1) == b["labels"])
+    return np.array(out_run, float), np.array(out_base, float), seeds
+
+
+def verdict(result: dict, baseline: str) -> str:
+    """The headline sentence of a ``paired_bootstrap`` result (its numbers are fractions)."""
+    d, lo, hi = (100 * result[k] for k in ("delta", "lo", "hi"))
+    what = "Web data helped" if lo > 0 else "Web data hurt" if hi < 0 else "No clear effect of web data"
+    return (f"{what}: {d:+.1f} top-1 points (95 % interval {lo:+.1f} to {hi:+.1f}) over {baseline} "
+            f"on {result['clips']} validation clips")
+
+
+def _filter(cfg: Config) -> str:
+    o = cfg.omni
+    return "none (query labels)" if o.filter == "none" else f"{o.filter}, threshold {o.threshold:g}"
+
+
+def _settings(cfg: Config, ws: Path, seeds: list) -> str:
+    try:
+        train = [r["label"] for r in target_manifest(ws).rows if r.get("split") == "train" and r["status"] == "ok"]
+        per = np.bincount(train) if train else np.zeros(1, int)
+        labels = f"{per.min()}" if per.min() == per.max() else f"{per.min()} to {per.max()}"
+    except Unavailable:
+        labels = str(cfg.target.per_class or "all")
+    f, t = cfg.features, cfg.train
+    model = (f"backbone {f.backbone} ({f.pretrained or 'random init'}, frozen features: {f.frames} frames at "
+             f"{f.size} px, {f.head} head)" if cfg.mode == "features"
+             else f"model {cfg.model.name} ({cfg.model.pretrained or 'from scratch'})")
+    return (f"Settings: {labels} labeled videos per class · {model} · teacher filter {_filter(cfg)} · "
+            f"{t.epochs} epochs, {t.optimizer}, lr {t.lr:g} · seeds {', '.join(map(str, seeds))}.")
+
+
+def _arm_config(cfg: Config, ws: Path, arm: dict) -> Config | None:
+    """The config an arm ran with: ``cfg`` for the workspace's own arms, else the variant's."""
+    if Path(arm["workspace"]) == Path(ws):
+        return cfg
+    path = Path(arm["workspace"]) / "config.yaml"
+    return load_config(path) if path.is_file() else None
+
+
+def _sources(cfg: Config, ws: Path, arms: dict, baseline: str) -> list[list]:
+    """One row per web source of each student arm: kind, filter, scored, kept (share), precision, recall."""
+    rows = []
+    for name, arm in arms.items():
+        acfg = _arm_config(cfg, ws, arm)
+        if name == baseline or acfg is None or arm_of(acfg.omni.student_run) != name:
+            continue
+        for src in acfg.web:
+            sel = arm["workspace"] / "selection" / f"{src.name}.json"
+            if sel.is_file():
+                s = read_json(sel, src.name)
+                f = s.get("filter") or {}
+                kept = f"{s['kept']} ({100 * s['kept'] / s['scored']:.0f} %)" if s.get("scored") else s.get("kept")
+                rows.append([name, src.name, src.kind, _filter(acfg), s.get("scored"), kept,
+                             f.get("precision", "unknown"), f.get("recall", "unknown")])
+    return rows
+
+
+def compare_arms(arms: dict, baseline: str) -> tuple[list[list], dict[str, dict]]:
+    """Table rows (setting, seeds, top-1 mean ± std, Δ, interval, paired seeds) and the
+    paired results of the arms that have per-clip predictions."""
+    base = {s: r["predictions"] for s, r in arms[baseline]["runs"].items() if r["predictions"] is not None}
+    rows, results = [], {}
+    for name, arm in arms.items():
+        runs = arm["runs"]
+        top1 = [100 * r["metrics"]["top1"] for r in runs.values()]
+        row = [name + (" (baseline)" if name == baseline else ""), len(runs), f"{np.mean(top1):.1f} ± {np.std(top1):.1f}"]
+        if name == baseline:
+            rows.append(row + ["", "", ""])
+            continue
+        preds = {s: r["predictions"] for s, r in runs.items() if r["predictions"] is not None}
+        try:
+            if not preds or not base:
+                missing = runs if not preds else arms[baseline]["runs"]
+                raise Unavailable(next(iter(missing.values()))["why"])
+            run_c, base_c, seeds = paired_correct(preds, base)
+            res = results[name] = dict(paired_bootstrap(run_c, base_c, RESAMPLES), seeds_used=seeds)
+            rows.append(row + [f"{100 * res['delta']:+.1f}", f"{100 * res['lo']:+.1f} to {100 * res['hi']:+.1f}",
+                               ", ".join(map(str, seeds))])
+        except Unavailable as err:
+            rows.append(row + ["–", f"not available: {err}", "–"])
+    return rows, results
+
+
+def headline(cfg: Config, ws: Path, baseline: str) -> str:
+    """HTML of the headline section; Unavailable when no arm can be compared with the baseline."""
+    arms = gather_arms(ws)
+    if baseline not in arms:
+        raise Unavailable(f"no baseline run: {baseline} has no metrics.json")
+    if len(arms) == 1:
+        raise Unavailable(f"only the baseline {baseline} is evaluated; nothing to compare")
+    rows, results = compare_arms(arms, baseline)
+    main = arm_of(cfg.omni.student_run)
+    main = main if main in results else next(iter(results), None)
+    if main is None:
+        raise Unavailable(f"no run can be compared clip by clip with {baseline}: "
+                          + "; ".join(f"{r[0]}: {r[4][len('not available: '):]}" for r in rows if r[4]))
+    res = results[main]
+    label = "target-only" if baseline in (*cfg.omni.teacher_runs, cfg.train.run_name) else baseline
+    main_cfg = _arm_config(cfg, ws, arms[main]) or cfg
+    how = (f"{main} against {baseline}: mean over {res['seeds']} seed{'s' if res['seeds'] > 1 else ''}, each "
+           f"difference taken clip by clip against the {label} run trained with the same seed; 95 % interval: "
+           f"{RESAMPLES:,} bootstrap resamples of the {res['clips']} validation clips and of the "
+           f"{res['seeds']} seed{'s' if res['seeds'] > 1 else ''}.")
+    sources = _sources(cfg, ws, arms, baseline)
+    return (f'<p class="headline">{H.esc(verdict(res, label))}</p>\n<p>{H.esc(how)}</p>\n'
+            f"<p>{H.esc(_settings(main_cfg, ws, res['seeds_used']))}</p>\n"
+            + H.table(["setting", "seeds", "top-1 % (mean ± std)", f"Δ top-1 points vs {baseline} (paired)",
+                       "95 % interval", "paired seeds"], rows)
+            + ("<p>Web sources: kept = samples the teacher filter kept of those it scored; precision = kept "
+               "samples whose label is their true class / kept, recall = those / samples of a target class "
+               "(where the ground truth is known).</p>"
+               + H.table(["setting", "source", "kind", "filter", "scored", "kept", "precision", "recall"], sources)
+               if sources else H.unavailable("no filtered web source behind these runs")))
