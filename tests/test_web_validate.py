@@ -128,7 +128,8 @@ def test_import_web_of_a_downloaded_manifest_keeps_its_verdicts(tmp_path):
     pointing at it imports it in place without losing the duplicate/rejected rows."""
     from omnisource.config import load_config
     from omnisource.data.manifest import Manifest, new_row, read_manifest, write_manifest
-    from omnisource.web import import_web, web_path
+    from omnisource.web import import_web
+    from omnisource.workspace import Workspace
 
     ws = tmp_path / "ws"
     good = write_image(tmp_path / "a.jpg", size=(40, 30))
@@ -137,7 +138,7 @@ def test_import_web_of_a_downloaded_manifest_keeps_its_verdicts(tmp_path):
             new_row("crawl", "image", str(dup), weak_labels=["archery"], status="duplicate", reason="near-duplicate of val"),
             new_row("crawl", "image", str(tmp_path / "gone.jpg"), weak_labels=["archery"], status="rejected",
                     reason="HTTP 404")]
-    path = write_manifest(Manifest(rows, []), web_path(ws, "crawl"))
+    path = write_manifest(Manifest(rows, []), Workspace(ws).web("crawl"))
     cfg = load_config(None, [f"workspace={ws}", f"web=[{{name: crawl, kind: image, format: manifest, root: '{path}'}}]"])
     import_web(cfg, ws)
     out = {r["path"]: r for r in read_manifest(path).rows}

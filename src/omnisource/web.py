@@ -1,7 +1,7 @@
 """Web sources of a workspace: import local folders (or manifests), validate, embed.
 
-Paths inside the workspace: ``manifests/web_<name>.parquet`` (imported + validated),
-``manifests/aux_<name>.parquet`` (teacher-filtered, pseudo-labelled),
+Paths inside the workspace (``Workspace.web(name, stage)``): ``manifests/web_<name>.parquet``
+(imported + validated), ``manifests/aux_<name>.parquet`` (teacher-filtered, pseudo-labelled),
 ``manifests/train_<name>.parquet`` (transformed to the target format), ``scores/<name>/``.
 ``omnisource download`` writes the same ``web_<name>.parquet``: a source configured with that
 name and ``format: manifest`` pointing at it is imported in place, keeping the rows that
@@ -12,17 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config, WebSourceConfig
+from .console import console
 from .data.importers import IMAGE_EXTS, VIDEO_EXTS
 from .data.manifest import Manifest, ManifestError, new_row, read_manifest, write_manifest
-from .pipeline import console, feature_cache
-
-
-def web_path(workspace, name: str, stage: str = "web") -> Path:
-    return Path(workspace) / "manifests" / f"{stage}_{name}.parquet"
-
-
-def scores_dir(workspace, name: str) -> Path:
-    return Path(workspace) / "scores" / name
+from .workspace import Workspace
 
 
 def from_query_folders(src: WebSourceConfig) -> Manifest:
@@ -53,13 +46,14 @@ def import_web(cfg: Config, workspace) -> list[Path]:
 
     if not cfg.web:
         raise ManifestError("no web sources configured (the `web` list of the config is empty)")
+    ws = Workspace.of(workspace)
     outs = []
     for src in cfg.web:
         manifest = read_manifest(src.root) if src.format == "manifest" else from_query_folders(src)
         for row in manifest.rows:
             row["source"] = src.name
         rows = validate_rows(manifest.rows, max_pixels=cfg.media.max_pixels, progress=console.is_terminal)
-        out = write_manifest(Manifest(rows, manifest.classes), web_path(workspace, src.name))
+        out = write_manifest(Manifest(rows, manifest.classes), ws.web(src.name))
         bad = sum(r["status"] != "ok" for r in rows)
         queries = sorted({r["weak_labels"][0] for r in rows if r["weak_labels"]})
         console.print(f"web {src.name}: {len(rows)} {src.kind} rows, {len(queries)} queries, {bad} corrupt -> {out}")
@@ -70,23 +64,16 @@ def import_web(cfg: Config, workspace) -> list[Path]:
 def web_features(cfg: Config, workspace, stage: str = "web") -> None:
     """Embed the rows of every web source: untrimmed videos one frame per second (own cache),
     the rest like target videos (T segment centres; images: one frame or their pseudo-clip)."""
-    from .features.cache import extract_features
+    from .features.embed import embed_manifest
     from .models import create_backbone
-    from .train.loop import resolve_device
 
+    ws = Workspace.of(workspace)
     f = cfg.features
     backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
     for src in cfg.web:
-        path = web_path(workspace, src.name, stage)
+        path = ws.web(src.name, stage)
         if not path.exists():
             continue
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and not r.get("frame_indices")]
-        per_second = src.kind == "untrimmed" and stage == "web"
-        cache = feature_cache(cfg, workspace, per_second)
-        failures = extract_features(rows, backbone, cache, size=f.size, frames=f.frames, batch_size=f.batch_size,
-                                    shard_size=f.shard_size, workers=f.workers, max_pixels=cfg.media.max_pixels,
-                                    device=resolve_device(cfg.train.device), progress=console.is_terminal,
-                                    per_second=per_second)
-        failed = sum(r["id"] in failures for r in rows)
-        console.print(f"features: {len(rows) - failed} rows of {path.name} in {cache.name}"
-                      + (f", {failed} failed to decode" if failed else ""))
+        embed_manifest(cfg, ws, path, per_second=src.kind == "untrimmed" and stage == "web", backbone=backbone,
+                       rows=rows)

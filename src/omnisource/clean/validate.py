@@ -112,14 +112,17 @@ def validate_web_rows(rows: list[dict], min_size: int = 32, max_pixels: int | No
 
 def web_manifests(workspace: str | Path, sources: Sequence[str] | None = None) -> list[Path]:
     """WORKSPACE/manifests/web_<source>.parquet for the given sources (default: all there are)."""
-    folder = Path(workspace) / "manifests"
+    from ..workspace import Workspace
+
+    ws = Workspace.of(workspace)
+    folder = ws.manifests_dir
     if sources:
-        paths = [folder / f"web_{s}.parquet" for s in sources]
+        paths = [ws.web(s) for s in sources]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"web manifest not found: {', '.join(missing)}; run `omnisource download`")
         return paths
-    paths = sorted(folder.glob("web_*.parquet"))
+    paths = [ws.web(s) for s in ws.web_sources()]
     if not paths:
         raise FileNotFoundError(f"{folder}: no web_<source>.parquet manifests; run `omnisource download` first")
     return paths
@@ -129,12 +132,14 @@ def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, mi
                  max_pixels: int | None = media.MAX_PIXELS, animated: str = "reject", normalize: bool = True,
                  workers: int = 1, progress: bool = True, force: bool = False) -> list[Path]:
     """Validate the web manifests in place (atomically); returns their paths."""
-    ws = Path(workspace)
+    from ..workspace import Workspace
+
+    ws = Workspace.of(workspace)
     done = []
     for path in web_manifests(ws, sources):
         manifest = read_manifest(path)
         source = path.stem[len("web_"):]
-        norm_dir = ws / "web" / source / "rgb" if normalize else None
+        norm_dir = ws.web_files(source) / "rgb" if normalize else None
         manifest.rows = validate_web_rows(manifest.rows, min_size, max_pixels, animated, norm_dir, workers,
                                           progress, force)
         write_manifest(manifest, path)

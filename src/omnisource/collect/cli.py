@@ -31,7 +31,7 @@ def parse_size(text: str) -> int:
 
 
 def _console():
-    from ..pipeline import console
+    from ..console import console
 
     return console
 
@@ -153,9 +153,9 @@ def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help
     """Flag exact duplicates (content hash) and near-duplicates of the evaluation set (ImageNet
     features, whitening, cosine similarity, threshold from crops of the evaluation frames)."""
     from ..clean.dedup import dedup_stage
-    from ..cli import _cfg
+    from ..cli.common import load_cfg
 
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     console = _console()
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
                                     web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
@@ -165,7 +165,7 @@ def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help
 
 def register(app: typer.Typer) -> None:
     """Add queries, download, dedup and the ``clean`` group (validate, dedup) to the main app."""
-    from ..cli import friendly
+    from ..cli.common import friendly
 
     app.command("queries")(friendly(queries_cmd))
     app.command("download")(friendly(download_cmd))

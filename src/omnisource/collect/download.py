@@ -53,6 +53,7 @@ from typing import Iterable, Sequence
 import httpx
 
 from ..data.manifest import Manifest, ManifestError, make_id, new_row, read_manifest, write_manifest
+from ..workspace import Workspace
 
 REDIRECTS = (301, 302, 303, 307, 308)
 OK_STATUSES = (200, 203)
@@ -438,10 +439,6 @@ class _Lock:
 
 
 # ----------------------------------------------------------------------------- stage
-def web_manifest_path(workspace: str | Path, source: str) -> Path:
-    return Path(workspace) / "manifests" / f"web_{source}.parquet"
-
-
 def _guess_kind(url: str) -> str:
     path = url.split("?")[0].split("#")[0].lower()
     return "video" if path.endswith(_VIDEO_EXTS) else "image"
@@ -474,13 +471,13 @@ def download_entries(entries: Sequence[dict], workspace: str | Path, source: str
     if opts.workers < 1 or opts.per_host < 1 or opts.max_bytes < 1 or opts.retries < 0 or opts.max_redirects < 0:
         raise ValueError("workers, per_host and max_bytes must be >= 1, retries and max_redirects >= 0")
     source = check_source_name(source)
-    ws = Path(workspace)
-    files_dir = ws / "web" / source
-    journal_path = ws / "web" / f"{source}.journal.jsonl"
-    tmp_dir = ws / "tmp" / f"download-{source}"
-    out_path = web_manifest_path(ws, source)
+    ws = Workspace.of(workspace)
+    files_dir = ws.web_files(source)
+    journal_path = ws.web_journal(source)
+    tmp_dir = ws.tmp(f"download-{source}")
+    out_path = ws.web(source)
     entries = merge_entries(entries)
-    with _Lock(ws / "web" / f"{source}.lock"):
+    with _Lock(ws.web_lock(source)):
         shutil.rmtree(tmp_dir, ignore_errors=True)  # partial bodies of a killed run
         tmp_dir.mkdir(parents=True, exist_ok=True)
         files_dir.mkdir(parents=True, exist_ok=True)

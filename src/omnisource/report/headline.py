@@ -10,15 +10,15 @@ arm is compared clip by clip with the baseline run trained with the same seed, f
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
 from ..config import Config, load_config
 from ..evaluate.metrics import load_predictions
 from ..evaluate.paired import paired_bootstrap
+from ..workspace import Workspace
 from . import html as H
-from .collect import Unavailable, read_json, run_names, target_manifest
+from .collect import Unavailable, read_json, target_manifest
 
 SEED_SUFFIX = re.compile(r"_seed\d+$")
 RESAMPLES = 2000
@@ -29,17 +29,18 @@ def arm_of(run: str) -> str:
     return SEED_SUFFIX.sub("", run)
 
 
-def variant_workspaces(ws: Path) -> list[tuple[str, Path]]:
-    """(name, folder) of each variant workspace: ``variants/<name>/`` holding a config.yaml."""
-    root = Path(ws) / "variants"
-    return sorted((p.name, p) for p in root.iterdir() if (p / "config.yaml").is_file()) if root.is_dir() else []
+def variant_workspaces(ws) -> list[tuple[str, Workspace]]:
+    """(name, workspace) of each variant workspace: ``variants/<name>/`` holding a config.yaml."""
+    root = Workspace.of(ws).variants_dir
+    return sorted((p.name, Workspace(p)) for p in root.iterdir() if (p / "config.yaml").is_file()) \
+        if root.is_dir() else []
 
 
-def _read_run(folder: Path, run: str) -> tuple[object, dict]:
+def _read_run(ws: Workspace, run: str) -> tuple[object, dict]:
     """(seed, {"run", "metrics", "predictions" or None, "why"}) of an evaluated run."""
-    metrics = read_json(folder / "runs" / run / "metrics.json", run)
+    metrics = read_json(ws.run(run) / "metrics.json", run)
     seed, pred, why = metrics.get("seed"), None, ""
-    path = folder / "runs" / run / str(metrics.get("predictions") or "predictions.npz")
+    path = ws.run(run) / metrics["predictions"] if metrics.get("predictions") else ws.predictions(run)
     if seed is None:
         why = "its metrics.json records no seed"
     elif not path.is_file():
@@ -53,14 +54,14 @@ def _read_run(folder: Path, run: str) -> tuple[object, dict]:
                                                           "why": why}
 
 
-def gather_arms(ws: Path) -> dict[str, dict]:
+def gather_arms(ws) -> dict[str, dict]:
     """{arm: {"workspace": folder, "runs": {seed: run record}}}, the workspace's arms first. A
     variant's arm that the workspace has too (the teacher it re-trains) is not taken twice."""
     arms: dict[str, dict] = {}
-    for variant, folder in [(None, Path(ws)), *variant_workspaces(ws)]:
+    for variant, folder in [(None, Workspace.of(ws)), *variant_workspaces(ws)]:
         found: dict[str, dict] = {}
-        for run in run_names(folder):
-            if (folder / "runs" / run / "metrics.json").is_file():
+        for run in folder.run_names():
+            if (folder.run(run) / "metrics.json").is_file():
                 seed, record = _read_run(folder, run)
                 found.setdefault(arm_of(run), {"workspace": folder, "runs": {}})["runs"][seed] = record
         for name, arm in found.items():
@@ -101,7 +102,7 @@ def _filter(cfg: Config) -> str:
     return "none (query labels)" if o.filter == "none" else f"{o.filter}, threshold {o.threshold:g}"
 
 
-def _settings(cfg: Config, ws: Path, seeds: list) -> str:
+def _settings(cfg: Config, ws, seeds: list) -> str:
     try:
         train = [r["label"] for r in target_manifest(ws).rows if r.get("split") == "train" and r["status"] == "ok"]
         per = np.bincount(train) if train else np.zeros(1, int)
@@ -116,15 +117,15 @@ def _settings(cfg: Config, ws: Path, seeds: list) -> str:
             f"{t.epochs} epochs, {t.optimizer}, lr {t.lr:g} · seeds {', '.join(map(str, seeds))}.")
 
 
-def _arm_config(cfg: Config, ws: Path, arm: dict) -> Config | None:
+def _arm_config(cfg: Config, ws, arm: dict) -> Config | None:
     """The config an arm ran with: ``cfg`` for the workspace's own arms, else the variant's."""
-    if Path(arm["workspace"]) == Path(ws):
+    if arm["workspace"] == Workspace.of(ws):
         return cfg
-    path = Path(arm["workspace"]) / "config.yaml"
+    path = arm["workspace"].config_file
     return load_config(path) if path.is_file() else None
 
 
-def _sources(cfg: Config, ws: Path, arms: dict, baseline: str) -> list[list]:
+def _sources(cfg: Config, ws, arms: dict, baseline: str) -> list[list]:
     """One row per web source of each student arm: kind, filter, scored, kept (share), precision, recall."""
     rows = []
     for name, arm in arms.items():
@@ -132,7 +133,7 @@ def _sources(cfg: Config, ws: Path, arms: dict, baseline: str) -> list[list]:
         if name == baseline or acfg is None or arm_of(acfg.omni.student_run) != name:
             continue
         for src in acfg.web:
-            sel = arm["workspace"] / "selection" / f"{src.name}.json"
+            sel = arm["workspace"].selection(src.name)
             if sel.is_file():
                 s = read_json(sel, src.name)
                 f = s.get("filter") or {}
@@ -168,7 +169,7 @@ def compare_arms(arms: dict, baseline: str) -> tuple[list[list], dict[str, dict]
     return rows, results
 
 
-def headline(cfg: Config, ws: Path, baseline: str) -> str:
+def headline(cfg: Config, ws, baseline: str) -> str:
     """HTML of the headline section; Unavailable when no arm can be compared with the baseline."""
     arms = gather_arms(ws)
     if baseline not in arms:
