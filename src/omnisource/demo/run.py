@@ -20,6 +20,7 @@ from ..config import dump_config, load_config
 from ..console import console
 from ..data.manifest import atomic_write_text
 from ..report import write_report
+from ..report.headline import compare_arms, gather_arms
 from ..runner import run_pipeline
 from ..workspace import Workspace
 from .synthetic import generate, web_manifests
@@ -108,14 +109,18 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
             else:  # pixel mode trains whole networks: one seed
                 results[run] = [metrics]
     seeds = len(results["omnisource"])
+    # Each setting against target-only trained with the same seed, clip by clip (as the report's headline).
+    _, paired = compare_arms(gather_arms(workspace), main_cfg.train.run_name)
     table = Table(title=f"omnisource demo ({time.time() - t0:.0f} s): validation on held-out groups, "
                         f"mean ± std over {seeds} training seed{'s' if seeds > 1 else ''}")
-    for col in ("setting", "top-1 %", "mean class acc. %", "validation clips"):
+    for col in ("setting", "top-1 %", "mean class acc. %", "Δ top-1 vs target-only (95 % interval)",
+                "validation clips"):
         table.add_column(col, justify="left" if col == "setting" else "right")
     for name in ("target_only", "omnisource", "omnisource_nofilter"):
-        runs = results[name]
+        runs, p = results[name], paired.get(name)
+        delta = f"{100 * p['delta']:+.1f} ({100 * p['lo']:+.1f} to {100 * p['hi']:+.1f})" if p else ""
         table.add_row(name, _mean_std([m["top1"] for m in runs]),
-                      _mean_std([m["mean_class_accuracy"] for m in runs]), str(runs[0]["num_samples"]))
+                      _mean_std([m["mean_class_accuracy"] for m in runs]), delta, str(runs[0]["num_samples"]))
     console.print(table)
     console.print(f"report: {write_report(main_cfg, workspace)}")
     atomic_write_text(Workspace(workspace).path("demo_results.json"), json.dumps(
