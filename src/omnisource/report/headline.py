@@ -5,7 +5,8 @@ Runs are grouped into *arms*, one setting trained with several seeds (``omnisour
 ``<workspace>/variants/<name>/`` (the demo's no-filter arm) join those of the workspace. Every
 arm is compared clip by clip with the baseline run trained with the same seed, from the runs'
 ``predictions.npz`` (written by ``omnisource evaluate``); the interval is
-``evaluate.paired.paired_bootstrap``, a bootstrap over validation clips and seeds.
+``evaluate.paired.paired_clip_bootstrap``, a bootstrap over validation clips (whole groups where the
+clips have UCF101-style groups) and seeds.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..evaluate.metrics import load_predictions
-from ..evaluate.paired import paired_bootstrap
+from ..evaluate.paired import paired_clip_bootstrap
 from ..workspace import Workspace
 from . import html as H
 from .collect import Unavailable, read_json, target_manifest
@@ -70,27 +71,39 @@ def gather_arms(ws) -> dict[str, dict]:
     return arms
 
 
-def paired_correct(run: dict, base: dict) -> tuple[np.ndarray, np.ndarray, list]:
-    """(S, N) correctness of an arm and of the baseline on the S seeds both have, the clips in
-    the baseline's order. ``run``, ``base``: {seed: predictions}. Raises Unavailable when they
-    share no seed or were validated on different clips."""
+def paired_correct(run: dict, base: dict) -> tuple[np.ndarray, np.ndarray, list, list[str]]:
+    """(S, N) correctness of an arm and of the baseline on the S seeds both have, and the N clip
+    ids of the columns (the order of the baseline's first seed). ``run``, ``base``: {seed:
+    predictions}. Raises Unavailable when they share no seed or were validated on other clips."""
     seeds = sorted(s for s in run if s in base)
     if not seeds:
         raise Unavailable(f"no seed in common with the baseline (seeds {sorted(run)} vs {sorted(base)})")
-    out_run, out_base = [], []
-    for s in seeds:
-        r, b = run[s], base[s]
-        where = {str(i): k for k, i in enumerate(r["ids"])}
-        if len(where) != len(r["ids"]) or set(where) != set(map(str, b["ids"])):
+    ids = [str(i) for i in base[seeds[0]]["ids"]]
+
+    def correct(p: dict, s) -> np.ndarray:
+        where = {str(i): k for k, i in enumerate(p["ids"])}
+        if len(where) != len(p["ids"]) or len(where) != len(ids) or set(where) != set(ids):
             raise Unavailable(f"seed {s}: validated on other clips than the baseline")
-        idx = np.array([where[str(i)] for i in b["ids"]], dtype=np.int64)
-        out_run.append(r["scores"][idx].argmax(1) == r["labels"][idx])
-        out_base.append(b["scores"].argmax(1) == b["labels"])
-    return np.array(out_run, float), np.array(out_base, float), seeds
+        idx = np.array([where[i] for i in ids], dtype=np.int64)
+        return p["scores"][idx].argmax(1) == p["labels"][idx]
+
+    return (np.array([correct(run[s], s) for s in seeds], float),
+            np.array([correct(base[s], s) for s in seeds], float), seeds, ids)
+
+
+def clip_groups(ws, ids: list[str]) -> list | None:
+    """The group of each validation clip: its class and UCF101-style ``_gGG_`` group (group 01
+    of one class and of another are different scenes); None where the manifest has no groups."""
+    try:
+        group = {r["id"]: (r.get("label"), r.get("group")) for r in target_manifest(ws).rows}
+    except Unavailable:
+        return None
+    out = [group.get(i, (None, None)) for i in ids]
+    return [f"{c}/{g}" for c, g in out] if all(g not in (None, "") for _, g in out) else None
 
 
 def verdict(result: dict, baseline: str) -> str:
-    """The headline sentence of a ``paired_bootstrap`` result (its numbers are fractions)."""
+    """The headline sentence of a ``paired_clip_bootstrap`` result (its numbers are fractions)."""
     d, lo, hi = (100 * result[k] for k in ("delta", "lo", "hi"))
     what = "Web data helped" if lo > 0 else "Web data hurt" if hi < 0 else "No clear effect of web data"
     return (f"{what}: {d:+.1f} top-1 points (95 % interval {lo:+.1f} to {hi:+.1f}) over {baseline} "
@@ -143,12 +156,13 @@ def _sources(cfg: Config, ws, arms: dict, baseline: str) -> list[list]:
     return rows
 
 
-def compare_arms(arms: dict, baseline: str) -> tuple[list[list], dict[str, dict]]:
+def compare_arms(ws, arms: dict, baseline: str) -> tuple[list[list], dict[str, dict]]:
     """Table rows (setting, seeds, top-1 mean ± std, Δ, interval, paired seeds) and the
-    paired results of the arms that have per-clip predictions."""
+    paired results of the arms that have per-clip predictions; clips of one group (from the
+    workspace's target manifest) are resampled together."""
     base = {s: r["predictions"] for s, r in arms[baseline]["runs"].items() if r["predictions"] is not None}
     rows, results = [], {}
-    for name, arm in arms.items():
+    for name, arm in sorted(arms.items(), key=lambda a: a[0] != baseline):  # the baseline first
         runs = arm["runs"]
         top1 = [100 * r["metrics"]["top1"] for r in runs.values()]
         row = [name + (" (baseline)" if name == baseline else ""), len(runs), f"{np.mean(top1):.1f} ± {np.std(top1):.1f}"]
@@ -160,8 +174,9 @@ def compare_arms(arms: dict, baseline: str) -> tuple[list[list], dict[str, dict]
             if not preds or not base:
                 missing = runs if not preds else arms[baseline]["runs"]
                 raise Unavailable(next(iter(missing.values()))["why"])
-            run_c, base_c, seeds = paired_correct(preds, base)
-            res = results[name] = dict(paired_bootstrap(run_c, base_c, RESAMPLES), seeds_used=seeds)
+            run_c, base_c, seeds, ids = paired_correct(preds, base)
+            res = results[name] = dict(paired_clip_bootstrap(run_c, base_c, RESAMPLES, groups=clip_groups(ws, ids)),
+                                       seeds_used=seeds)
             rows.append(row + [f"{100 * res['delta']:+.1f}", f"{100 * res['lo']:+.1f} to {100 * res['hi']:+.1f}",
                                ", ".join(map(str, seeds))])
         except Unavailable as err:
@@ -176,7 +191,7 @@ def headline(cfg: Config, ws, baseline: str) -> str:
         raise Unavailable(f"no baseline run: {baseline} has no metrics.json")
     if len(arms) == 1:
         raise Unavailable(f"only the baseline {baseline} is evaluated; nothing to compare")
-    rows, results = compare_arms(arms, baseline)
+    rows, results = compare_arms(ws, arms, baseline)
     main = arm_of(cfg.omni.student_run)
     main = main if main in results else next(iter(results), None)
     if main is None:
@@ -185,10 +200,13 @@ def headline(cfg: Config, ws, baseline: str) -> str:
     res = results[main]
     label = "target-only" if baseline in (*cfg.omni.teacher_runs, cfg.train.run_name) else baseline
     main_cfg = _arm_config(cfg, ws, arms[main]) or cfg
-    how = (f"{main} against {baseline}: mean over {res['seeds']} seed{'s' if res['seeds'] > 1 else ''}, each "
-           f"difference taken clip by clip against the {label} run trained with the same seed; 95 % interval: "
-           f"{RESAMPLES:,} bootstrap resamples of the {res['clips']} validation clips and of the "
-           f"{res['seeds']} seed{'s' if res['seeds'] > 1 else ''}.")
+    plural = "s" if res["seeds"] > 1 else ""
+    what = (f"the {res['clips']} validation clips" if res["groups"] == res["clips"] else
+            f"the {res['groups']} groups of the {res['clips']} validation clips (the clips of one group film "
+            "one scene, so they are drawn together)")
+    how = (f"{main} against {baseline}: mean over {res['seeds']} seed{plural}, each difference taken clip by "
+           f"clip against the {label} run trained with the same seed; 95 % interval: {RESAMPLES:,} bootstrap "
+           f"resamples of {what} and of the {res['seeds']} seed{plural}.")
     sources = _sources(cfg, ws, arms, baseline)
     return (f'<p class="headline">{H.esc(verdict(res, label))}</p>\n<p>{H.esc(how)}</p>\n'
             f"<p>{H.esc(_settings(main_cfg, ws, res['seeds_used']))}</p>\n"
