@@ -140,11 +140,13 @@ def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 @app.command()
 @friendly
 def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "-w"),
+         data: Optional[Path] = typer.Option(None, "--data", help="Folder of the synthetic data (generated "
+                                             "there unless present; default WORKSPACE/data)."),
          overrides: Optional[List[str]] = OverridesArg):
     """Generate a small synthetic dataset and run the pipeline on it end to end."""
     from ..demo.run import run_demo
 
-    run_demo(workspace, list(overrides or []))
+    run_demo(workspace, list(overrides or []), data)
 
 
 def _register_packages() -> None:
