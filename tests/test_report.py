@@ -12,6 +12,9 @@ from media_factory import frame_number, write_image, write_video
 from omnisource.cli import app
 from omnisource.config import load_config
 from omnisource.data.manifest import Manifest, new_row, read_manifest, write_manifest
+from omnisource.evaluate.metrics import classification_metrics, save_predictions
+from omnisource.evaluate.paired import paired_clip_bootstrap
+from omnisource.report.headline import RESAMPLES, verdict
 from omnisource.report.collect import extremes, per_class_counts, status_counts
 from omnisource.report.confusion import confusion_scores, pair_changes
 from omnisource.report.stage import thumbnail, write_report
@@ -68,6 +71,19 @@ def test_thumbnail_of_a_video_is_its_middle_frame(tmp_path):
     assert frame_number(np.asarray(Image.open(BytesIO(thumbnail(clip))).convert("RGB"))) == 2
 
 
+def _write_run(ws, run, seed, labels, preds, ids=None):
+    """metrics.json and predictions.npz of a run that predicted ``preds`` for clips ``ids``
+    (default v0, v1, ...) of classes ``labels``, as ``omnisource evaluate`` writes them."""
+    ids = ids or [f"v{i}" for i in range(len(labels))]
+    scores = np.full((len(labels), len(CLASSES)), 0.1)
+    scores[np.arange(len(labels)), preds] = 0.8
+    metrics = classification_metrics(scores, np.array(labels), CLASSES)
+    metrics.update(seed=seed, predictions="predictions.npz")
+    (ws / "runs" / run).mkdir(parents=True, exist_ok=True)
+    (ws / "runs" / run / "metrics.json").write_text(json.dumps(metrics))
+    save_predictions(ws / "runs" / run / "predictions.npz", ids, labels, scores)
+
+
 def _workspace(root, web=True, truth=True, student=True):
     """A workspace as the pipeline leaves it, written by hand: target, one web image source
     (filtered), a teacher and a student run with logs and metrics."""
@@ -76,15 +92,12 @@ def _workspace(root, web=True, truth=True, student=True):
                       split="train" if i < 6 else "val") for i in range(9)]
     target[0].update(status="corrupt", reason="cannot decode")
     write_manifest(Manifest(target, CLASSES), ws / "manifests" / "target.validated.parquet")
-    for run, cm in (("target_only", [[1, 1, 0], [1, 1, 0], [0, 0, 2]]),
-                    ("omnisource", [[2, 0, 0], [1, 1, 0], [0, 1, 1]])):
+    # Six validation clips, two per class; the predictions give the confusion matrices
+    # target_only [[1, 1, 0], [1, 1, 0], [0, 0, 2]] and omnisource [[2, 0, 0], [1, 1, 0], [0, 1, 1]].
+    for run, preds in (("target_only", [0, 1, 0, 1, 2, 2]), ("omnisource", [0, 0, 0, 1, 2, 1])):
         if run == "omnisource" and not student:
             continue
-        (ws / "runs" / run).mkdir(parents=True)
-        top1 = np.trace(cm) / np.sum(cm)
-        (ws / "runs" / run / "metrics.json").write_text(json.dumps(
-            {"num_samples": 6, "top1": top1, "top5": 1.0, "mean_class_accuracy": top1,
-             "confusion_matrix": cm, "classes": CLASSES}))
+        _write_run(ws, run, 0, [0, 0, 1, 1, 2, 2], preds)
         sources = ["target", "images"] if run == "omnisource" else ["target"]
         log = [{"epoch": e, "train": {s: {"loss": 1.0 / e, "acc": 0.2 * e} for s in sources},
                 "val": {"top1": 0.1 * e}} for e in (1, 2, 3)]
@@ -189,8 +202,115 @@ def test_report_degrades_to_short_reasons(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     reasons = _na(write_report(load_config(None, [f"workspace={empty}"]), empty).read_text())
-    assert len(reasons) == 9 and "no manifests in the workspace yet" in reasons
+    assert len(reasons) == 10 and "no manifests in the workspace yet" in reasons
+    assert reasons[0] == "no baseline run: target_only has no metrics.json"  # the headline
     assert "no target manifest in the workspace (run `omnisource import`)" in reasons
+
+
+def _headline(text):
+    start = text.index('<section id="headline">')
+    return text[start:text.index("</section>", start)]
+
+
+def test_headline_pairs_clips_and_seeds_and_shows_the_no_filter_variant(tmp_path):
+    cfg, ws = _workspace(tmp_path)
+    labels = [i % 3 for i in range(20)]
+    wrong = [(y + 1) % 3 for y in labels]
+    base_right = {0: 12, 1: 13, 2: 11}  # clips 0..k-1 right, per seed
+    base_c, omni_c, nof_c = [], [], []
+    for seed, k in base_right.items():
+        suffix = f"_seed{seed}" if seed else ""
+        base = [labels[i] if i < k else wrong[i] for i in range(20)]
+        # OmniSource: 3 more clips right than the same seed's baseline (+15 points), written in
+        # another clip order, so pairing must go by id; no-filter: 2 fewer right (-10 points).
+        omni = [labels[i] if i < k + 3 else wrong[i] for i in range(20)]
+        nof = [labels[i] if i < k - 2 else wrong[i] for i in range(20)]
+        _write_run(ws, "target_only" + suffix, seed, labels, base)
+        order = list(range(20))[::-1]
+        _write_run(ws, "omnisource" + suffix, seed, [labels[i] for i in order], [omni[i] for i in order],
+                   [f"v{i}" for i in order])
+        _write_run(ws / "variants" / "nofilter", "omnisource_nofilter" + suffix, seed, labels, nof)
+        base_c.append([p == y for p, y in zip(base, labels)])
+        omni_c.append([p == y for p, y in zip(omni, labels)])
+        nof_c.append([p == y for p, y in zip(nof, labels)])
+    # The variant re-trains the teacher (seed 0 only): it must not replace the workspace's.
+    _write_run(ws / "variants" / "nofilter", "target_only", 0, labels, labels)
+    variant = ws / "variants" / "nofilter"
+    (variant / "config.yaml").write_text("omni: {filter: none, student_run: omnisource_nofilter}\n"
+                                         "web: [{name: images, root: x}]\n")
+    (variant / "selection").mkdir()
+    (variant / "selection" / "images.json").write_text(json.dumps(
+        {"scored": 5, "kept": 5, "filter": {"kept": 5, "total": 5, "relevant": 4, "precision": 0.6, "recall": 0.75}}))
+    text = write_report(cfg, ws).read_text()
+    assert text.index('<section id="headline">') < text.index('<section id="counts">')  # the first section
+    head = _headline(text)
+    want = paired_clip_bootstrap(np.array(omni_c, float), np.array(base_c, float), RESAMPLES)
+    assert want["delta"] == pytest.approx(0.15) and want["lo"] > 0
+    assert (f"Web data helped: +15.0 top-1 points (95 % interval {100 * want['lo']:+.1f} to "
+            f"{100 * want['hi']:+.1f}) over target-only on 20 validation clips") in head
+    assert "mean over 3 seeds" in head and "bootstrap resamples of the 20 validation clips and of the 3 seeds" in head
+    # One row per arm: the baseline (3 seeds, 60 % on average), OmniSource, the no-filter variant.
+    nof = paired_clip_bootstrap(np.array(nof_c, float), np.array(base_c, float), RESAMPLES)
+    assert "<td>target_only (baseline)</td><td>3</td><td>60.0 ± 4.1</td>" in head
+    assert (f"<td>omnisource</td><td>3</td><td>75.0 ± 4.1</td><td>+15.0</td>"
+            f"<td>{100 * want['lo']:+.1f} to {100 * want['hi']:+.1f}</td><td>0, 1, 2</td>") in head
+    assert (f"<td>omnisource_nofilter</td><td>3</td><td>50.0 ± 4.1</td><td>-10.0</td>"
+            f"<td>{100 * nof['lo']:+.1f} to {100 * nof['hi']:+.1f}</td>") in head
+    # What each source kept, and at what precision, for the filtered and the unfiltered student.
+    assert "<td>omnisource</td><td>images</td><td>image</td><td>both, threshold 0.5</td><td>5</td>" \
+           "<td>3 (60 %)</td><td>1.000</td><td>0.750</td>" in head
+    assert "<td>omnisource_nofilter</td><td>images</td><td>image</td><td>none (query labels)</td><td>5</td>" \
+           "<td>5 (100 %)</td><td>0.600</td>" in head
+    # Settings: the training rows of the target manifest (one row is corrupt), backbone, filter, seeds.
+    assert "1 to 2 labeled videos per class · backbone efficientnet_lite0 (imagenet" in head
+    assert "teacher filter both, threshold 0.5" in head and "seeds 0, 1, 2." in head
+    # The results table lists the variant's student runs too.
+    assert "<td>nofilter/omnisource_nofilter</td>" in text and "<td>nofilter/target_only</td>" not in text
+
+
+def test_headline_draws_the_clips_of_one_group_together(tmp_path):
+    # 20 validation clips in 4 groups of 5 (classes a and b, groups 01 and 02 of each). The student
+    # fixes every clip of group a/01 and changes nothing else: +25 points, all from one scene.
+    cfg, ws = _workspace(tmp_path, web=False)
+    labels = [i // 10 for i in range(20)]
+    groups = [f"{i % 10 // 5 + 1:02d}" for i in range(20)]
+    rows = [new_row("target", "video", f"/x/v{i}.mp4", id=f"v{i}", label=labels[i], group=groups[i], split="val")
+            for i in range(20)]
+    rows += [new_row("target", "video", f"/x/t{i}.mp4", label=i % 3, group="09", split="train") for i in range(3)]
+    write_manifest(Manifest(rows, CLASSES), ws / "manifests" / "target.validated.parquet")
+    base = [2 if i < 5 else labels[i] for i in range(20)]  # group a/01 wrong
+    _write_run(ws, "target_only", 0, labels, base)
+    _write_run(ws, "omnisource", 0, labels, labels)
+    run_c, base_c = np.ones((1, 20)), np.array([[float(i >= 5) for i in range(20)]])
+    by_clip = paired_clip_bootstrap(run_c, base_c, RESAMPLES)
+    by_group = paired_clip_bootstrap(run_c, base_c, RESAMPLES, groups=[f"{y}/{g}" for y, g in zip(labels, groups)])
+    # Clip by clip the gain would look certain; by group, one scene in four may be missing from a draw.
+    assert by_clip["lo"] > 0 and by_group["lo"] == 0.0 and by_group["groups"] == 4
+    head = _headline(write_report(cfg, ws).read_text())
+    assert (f"No clear effect of web data: +25.0 top-1 points (95 % interval +0.0 to {100 * by_group['hi']:+.1f}) "
+            "over target-only on 20 validation clips") in head
+    assert "resamples of the 4 groups of the 20 validation clips (the clips of one group film one scene" in head
+    assert "1 labeled videos per class" in head and "seeds 0." in head
+
+
+def test_headline_says_no_clear_effect_or_why_it_cannot_compare(tmp_path):
+    cfg, ws = _workspace(tmp_path)  # one seed; the student fixes clip 1 and breaks clip 5
+    head = _headline(write_report(cfg, ws).read_text())
+    assert "No clear effect of web data: +0.0 top-1 points (95 % interval -" in head
+    assert "over target-only on 6 validation clips" in head
+    assert verdict({"delta": -0.05, "lo": -0.08, "hi": -0.01, "clips": 40}, "target-only") == \
+        "Web data hurt: -5.0 top-1 points (95 % interval -8.0 to -1.0) over target-only on 40 validation clips"
+    # Runs evaluated before predictions were saved: the headline says so instead of guessing.
+    (ws / "runs" / "omnisource" / "predictions.npz").unlink()
+    assert _na(_headline(write_report(cfg, ws).read_text())) == [
+        "no run can be compared clip by clip with target_only: omnisource: no per-clip predictions "
+        "(predictions.npz)"]
+    # Validated on other clips than the baseline: no pairing possible.
+    _write_run(ws, "omnisource", 0, [0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 2, 1], ids=[f"w{i}" for i in range(6)])
+    assert "seed 0: validated on other clips than the baseline" in _headline(write_report(cfg, ws).read_text())
+    # A corrupt predictions file is a reason, not a traceback.
+    (ws / "runs" / "omnisource" / "predictions.npz").write_bytes(b"garbage")
+    assert "predictions.npz: not a predictions file" in _headline(write_report(cfg, ws).read_text())
 
 
 def test_report_cli_and_its_errors(tmp_path):

@@ -150,11 +150,13 @@ def _evaluate_inputs(cfg: Config, ws: Workspace, checkpoint=None, epoch: str | i
 
 
 @stage(lambda cfg, ws, *a, **k: f"evaluate@{cfg.train.run_name}", _evaluate_inputs,
-       lambda cfg, ws, *a, **k: [ws.run(cfg.train.run_name) / "metrics.json"])
+       lambda cfg, ws, *a, **k: [ws.run(cfg.train.run_name) / "metrics.json", ws.predictions(cfg.train.run_name)])
 def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None, epoch: str | int = "best") -> Path:
     """Evaluate the given checkpoint, else the run's ``epoch`` (best validation top-1 by default,
-    ``last`` or N) on the validation split; writes metrics.json."""
-    from .evaluate.metrics import classification_metrics, metrics_table
+    ``last`` or N) on the validation split; writes metrics.json and the per-clip scores to
+    predictions.npz (so that runs can be compared clip by clip)."""
+    from .data.datasets import FeatureDataset
+    from .evaluate.metrics import classification_metrics, metrics_table, save_predictions
     from .train.checkpoint import load_weights, select_checkpoint
     from .train.loop import predict, resolve_device
 
@@ -170,8 +172,12 @@ def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None,
     device = resolve_device(cfg.train.device)
     scores, labels = predict(model.to(device), val, device, cfg.train.amp)
     metrics = classification_metrics(scores, labels, manifest.classes)
+    ds = val.dataset
+    ids = ds.ids if isinstance(ds, FeatureDataset) else [r["id"] for r in ds.rows]
+    pred = save_predictions(ws.predictions(cfg.train.run_name), ids, labels, scores)
     metrics["checkpoint"] = str(ckpt)
     metrics["epoch"] = int(ckpt.name[len("epoch_"):]) if ckpt.name.startswith("epoch_") else None
+    metrics.update(seed=cfg.train.seed, predictions=pred.name)
     path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     console.print(metrics_table(metrics, title=f"{cfg.train.run_name}: validation"))
     return path

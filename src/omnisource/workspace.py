@@ -13,8 +13,9 @@ Stages and modules ask a :class:`Workspace` for paths instead of joining strings
     scores/<src>/                    teacher scores (``scores(src)``)
     selection/<src>.json             filter statistics (``selection(src)``)
     motion.npz                       homography fit (``motion``)
-    runs/<name>/                     training runs (``run(name)``)
+    runs/<name>/                     training runs (``run(name)``; ``predictions(name)``: per-clip scores)
     report/  logs/  sweeps/  media/  web/<src>/   (``report_dir``, ``logs_dir``, ...)
+    variants/<name>/                 workspaces of variant settings (``variants_dir``)
     .stages/<stage>.json             stage stamps (``stamp_file(stage)``)
 """
 from __future__ import annotations
@@ -174,10 +175,20 @@ class Workspace:
     def run(self, name: str) -> Path:
         return self.runs_dir / name
 
+    def predictions(self, name: str) -> Path:
+        """Per-clip validation scores of a run (``omnisource evaluate``), beside its metrics.json."""
+        return self.run(name) / "predictions.npz"
+
     def run_names(self) -> list[str]:
         """Run folders, sorted (hidden ones, e.g. runs moved aside, left out)."""
         d = self.runs_dir
         return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+
+    @property
+    def variants_dir(self) -> Path:
+        """Workspaces of variant settings on the same target split (``variants/<name>/``, e.g. the
+        demo's no-filter arm); the report compares their runs with this one's."""
+        return self.root / "variants"
 
     @property
     def report_dir(self) -> Path:

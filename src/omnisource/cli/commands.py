@@ -212,12 +212,14 @@ _register_experiments()
 @app.command(rich_help_panel=EXPERIMENT)
 @friendly
 def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "-w"),
+         data: Optional[Path] = typer.Option(None, "--data", help="Folder of the synthetic data (generated "
+                                             "there unless present; default WORKSPACE/data)."),
          overrides: Optional[List[str]] = OverridesArg):
     """Generate a small synthetic dataset and run the pipeline on it end to end."""
     from ..demo.run import run_demo
 
     open_workspace(workspace_root(workspace))
-    run_demo(workspace, list(overrides or []))
+    run_demo(workspace, list(overrides or []), data)
 
 
 @config_app.command("show")

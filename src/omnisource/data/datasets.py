@@ -137,11 +137,13 @@ class VideoClipDataset(Dataset):
 
 
 class FeatureDataset(Dataset):
-    """Cached per-frame features (N, T, D) with labels (N,) (int) or soft labels (N, C)."""
+    """Cached per-frame features (N, T, D) with labels (N,) (int) or soft labels (N, C);
+    ``ids``: the manifest ids of the N rows, so predictions can be matched to clips."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, num_frames: int | None = None,
-                 train: bool = False, seed: int = 0):
+                 train: bool = False, seed: int = 0, ids: list[str] | None = None):
         self.features, self.labels = features, labels
+        self.ids = list(ids) if ids is not None else None
         self.num_frames = num_frames or features.shape[1]
         self.train, self.seed, self.epoch = train, seed, 0
 

@@ -1,5 +1,8 @@
-"""Classification metrics: top-k accuracy, mean class accuracy, confusion matrix."""
+"""Classification metrics: top-k accuracy, mean class accuracy, confusion matrix; per-clip
+predictions saved beside them so that runs can be compared clip by clip."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -60,3 +63,35 @@ def metrics_table(metrics: dict, title: str = "Evaluation"):
     for name, acc in metrics["per_class_accuracy"].items():
         table.add_row(escape(f"  accuracy of {name}"), "n/a" if acc is None else f"{acc:.4f}")
     return table
+
+
+def save_predictions(path: Path, ids, labels, scores) -> Path:
+    """Write ``ids`` (manifest ids of the validation rows), ``labels`` and ``scores`` (N, C)
+    atomically as an .npz (no pickled objects, so reading it back needs no trust)."""
+    from ..data.manifest import atomic_write_bytes
+
+    ids, labels, scores = np.asarray(list(ids), dtype=str), np.asarray(labels, np.int64), np.asarray(scores)
+    if not len(ids) == len(labels) == len(scores):
+        raise ValueError(f"predictions: {len(ids)} ids, {len(labels)} labels and {len(scores)} score rows differ")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, ids=ids, labels=labels, scores=scores.astype(np.float32))
+    return atomic_write_bytes(Path(path), write)
+
+
+def load_predictions(path: Path) -> dict[str, np.ndarray]:
+    """{"ids", "labels", "scores"} of a predictions.npz; ValueError when it is not one."""
+    import zipfile
+
+    try:
+        z = np.load(Path(path), allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with z:
+            out = {k: z[k] for k in ("ids", "labels", "scores")}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{Path(path).name}: not a predictions file ({err})") from None
+    if not len(out["ids"]) == len(out["labels"]) == len(out["scores"]):
+        raise ValueError(f"{Path(path).name}: ids, labels and scores differ in length")
+    return out

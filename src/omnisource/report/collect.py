@@ -95,12 +95,17 @@ def _manifest(path: Path) -> Manifest | None:
         raise Unavailable(str(err)) from None
 
 
-def target_classes(ws) -> list[str]:
+def target_manifest(ws) -> Manifest:
+    """The most processed target manifest of the workspace (prepared > validated > imported)."""
     for stage in ("prepared", "validated", "imported"):
         m = _manifest(Workspace.of(ws).target(stage))
         if m is not None and m.classes:
-            return m.classes
+            return m
     raise Unavailable("no target manifest in the workspace (run `omnisource import`)")
+
+
+def target_classes(ws) -> list[str]:
+    return target_manifest(ws).classes
 
 
 def gather_stage_counts(cfg: Config, ws) -> list[dict]:

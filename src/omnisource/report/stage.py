@@ -1,11 +1,13 @@
 """``omnisource report WORKSPACE``: one self-contained HTML page plus the figures as PNG files.
 
-Sections: counts per stage and source, per-class counts before/after filtering (OmniSource
-Fig. 3), filter precision/recall where ground truth exists, results table, training curves per
-source, confusion matrices, the class pairs whose confusion score fell or rose most against a
-baseline run (App. Tables 18–19), thumbnails of the highest/lowest-confidence kept and dropped
-web samples, and the sweeps of ``omnisource sweep``. Anything missing becomes a short
-"not available: why" line.
+Sections: first a headline (did web data help: the paired top-1 difference over the baseline
+with a bootstrap interval, the web sources and what the filter kept of them, the settings; see
+``headline``), then counts per stage and source, per-class counts before/after filtering
+(OmniSource Fig. 3), filter precision/recall where ground truth exists, results table, training
+curves per source, confusion matrices, the class pairs whose confusion score fell or rose most
+against a baseline run (App. Tables 18–19), thumbnails of the highest/lowest-confidence kept
+and dropped web samples, and the sweeps of ``omnisource sweep``. Anything missing becomes a
+short "not available: why" line.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from . import collect, figures
 from . import html as H
 from .collect import Unavailable
 from .confusion import pair_changes
+from .headline import arm_of, headline, variant_workspaces
 
 class _Writer:
     """Renders figures once: embedded in the page and saved under ``report/figures``."""
@@ -100,7 +103,26 @@ def _results(cfg, ws, w: _Writer, baseline: Optional[str]) -> str:
         delta = m["top1"] - metrics[base]["top1"] if base else None
         rows.append([name + (" (baseline)" if name == base else ""), m.get("num_samples"), m.get("top1"),
                      m.get("top5"), m.get("mean_class_accuracy"), delta if name != base else None])
+    arms = {arm_of(n) for n in metrics}
+    for variant, folder in variant_workspaces(ws):  # the runs of a variant that the workspace lacks
+        try:
+            variant_metrics = collect.gather_metrics(folder)
+        except Unavailable:
+            continue
+        for name, m in variant_metrics.items():
+            if arm_of(name) not in arms:
+                delta = m["top1"] - metrics[base]["top1"] if base else None
+                rows.append([f"{variant}/{name}", m.get("num_samples"), m.get("top1"), m.get("top5"),
+                             m.get("mean_class_accuracy"), delta])
     return H.table(["run", "validation samples", "top-1", "top-5", "mean class acc.", "Δ top-1 vs baseline"], rows)
+
+
+def _headline(cfg, ws, baseline: Optional[str]) -> str:
+    try:
+        metrics = collect.gather_metrics(ws)
+    except Unavailable:
+        metrics = {}
+    return headline(cfg, ws, collect.baseline_run(cfg, metrics, baseline))
 
 
 def _curves(cfg, ws, w: _Writer) -> str:
@@ -230,6 +252,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
     html_path = Path(out) if out else ws.report_dir / "index.html"
     w = _Writer(html_path.parent)
     sections = [
+        ("headline", "Did web data help?", lambda: _headline(cfg, ws, baseline)),
         ("counts", "Samples per stage", lambda: _counts(cfg, ws, w)),
         ("classes", "Per-class counts before and after filtering", lambda: _class_counts(cfg, ws, w)),
         ("filter", "Teacher filter precision and recall", lambda: _filter_quality(cfg, ws, w)),
@@ -241,7 +264,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("sweeps", "Sweeps", lambda: _sweeps(cfg, ws, w)),
     ]
     if any(ws.runs_dir.glob("*/attention*")):
-        sections.insert(7, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
+        sections.insert(8, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
     built = [(a, t, _section(fn)) for a, t, fn in sections]
     subtitle = f"workspace {ws.root.resolve()} · mode {cfg.mode} · written {time.strftime('%Y-%m-%d %H:%M')}"
     atomic_write_text(html_path, H.page("OmniSource experiment report", subtitle, built, self_check))

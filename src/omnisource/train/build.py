@@ -41,13 +41,14 @@ def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
     num_classes = len(manifest.classes)
     if cfg.mode == "features":
         xtr, ytr, _ = feature_split(cfg, workspace, manifest, "train")
-        xva, yva, _ = feature_split(cfg, workspace, manifest, "val")
+        xva, yva, val_rows = feature_split(cfg, workspace, manifest, "val")
         if len(xtr) == 0:
             raise ManifestError("no training rows with cached features: run `omnisource features` first")
         model = create_head(cfg.features.head, xtr.shape[-1], num_classes, cfg.features.frames, cfg.model.dropout)
         train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed),
                             cfg.train.batch_size, True)
-        val = make_loader(FeatureDataset(xva, yva, cfg.features.frames), 256, False) if len(xva) else None
+        val = make_loader(FeatureDataset(xva, yva, cfg.features.frames, ids=[r["id"] for r in val_rows]),
+                          256, False) if len(xva) else None
         return model, train, val
     rows = {s: [r for r in manifest.rows if r.get("split") == s and r.get("status") == "ok"] for s in ("train", "val")}
     model = create_model(cfg.model.name, num_classes, pretrained=cfg.model.pretrained or None,

@@ -1,0 +1,43 @@
+"""The demo's synthetic data: one scene per group, web results that are mostly wrong in known ways."""
+import json
+from collections import Counter
+
+import numpy as np
+
+from omnisource.data.manifest import read_manifest
+from omnisource.demo.synthetic import CLASSES, OFF_TOPIC, QUERIES, render_clip, retake, scene, web_manifests, \
+    generate
+
+
+def test_clips_of_one_group_share_their_scene_and_differ_in_timing():
+    rng = np.random.default_rng(0)
+    where = scene(rng, 48)
+    a, b = retake(where, rng), retake(where, rng)
+    assert a["bg"] is where["bg"] and a["angle"] == b["angle"] == where["angle"] and a["colour"] == where["colour"]
+    assert a["offset"] != b["offset"] and not np.array_equal(a["centre"], b["centre"])
+    clip_a, clip_b = render_clip("sliding_box", rng, 48, 6, a), render_clip("sliding_box", rng, 48, 6, b)
+    other = render_clip("sliding_box", rng, 48, 6, scene(rng, 48))
+    # The same setting looks alike (the background covers most of the frame); another scene does not.
+    assert np.abs(clip_a.astype(int) - clip_b).mean() < np.abs(clip_a.astype(int) - other).mean() / 2
+
+
+def test_web_truth_has_lookalikes_off_topic_shapes_and_clutter_and_the_manifest_keeps_only_classes(tmp_path):
+    counts = generate(tmp_path, groups=2, clips_per_group=1, web_per_class=40, size=32, frames=4,
+                      untrimmed_per_class=1)
+    assert counts["videos"] == 2 * len(CLASSES) and counts["web_images"] == 40 * len(CLASSES)
+    truth = json.loads((tmp_path / "web_truth.json").read_text())
+    images = {k: v for k, v in truth.items() if k.startswith("web/")}
+    kinds = Counter("right" if v == k.split("/")[1].replace(" ", "_") else "lookalike" if v in CLASSES
+                    else "off_topic" if v in OFF_TOPIC else "clutter" if v is None else "?"
+                    for k, v in images.items())
+    # 60 % noise, split 0.5 / 0.3 / 0.2: every kind of wrong result is there, and nothing else.
+    assert set(kinds) == {"right", "lookalike", "off_topic", "clutter"}, kinds
+    assert 0.25 < kinds["right"] / len(images) < 0.55
+    rows = read_manifest(web_manifests(tmp_path)["images"]).rows
+    assert len(rows) == len(images)
+    by_path = {r["path"]: r for r in rows}
+    for rel, true in images.items():
+        row = by_path[str(tmp_path / rel)]
+        assert row["weak_labels"] == [rel.split("/")[1]] and rel.split("/")[1] in QUERIES.values()
+        # An off-topic shape is no target class: for filter precision it counts like clutter.
+        assert row["true_label"] == (true if true in CLASSES else None)
