@@ -249,6 +249,11 @@ def validate(cfg: Config) -> None:
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),
         ("omni.resample_clip", cfg.omni.resample != "clip" or cfg.omni.resample_clip > 0,
          "must be positive when omni.resample=clip"),
+        # Options that would otherwise do nothing without a word (issue 15, defect 4).
+        ("omni.cross_mixup", not cfg.omni.cross_mixup or cfg.train.mixup_alpha > 0,
+         "needs train.mixup_alpha > 0 (at 0 mixup is off, so nothing would be mixed)"),
+        ("media.test_views", cfg.media.test_views >= 1, "must be at least 1"),
+        ("media.test_crops", cfg.media.test_crops in (1, 3), "must be 1 (centre) or 3 (three crops)"),
         ("da.beta", cfg.da.beta >= 0, "must be 0 or more"),
         ("da.tau", cfg.da.tau > 0, "must be positive"),
         ("da.top_ratio", 0 < cfg.da.top_ratio <= 1, "must be in (0, 1]"),
