@@ -95,7 +95,10 @@ class TrainConfig:
     seed: int = opt(0, "seed of weights, shuffles and augmentation")
     eval_every: int = opt(1, "validate every this many epochs")
     run_name: str = opt("target_only", "run folder under <workspace>/runs/")
-    method: Literal["supervised", "da"] = opt("supervised", "da: Kae & Song domain adaptation (the `da` section)")
+    method: Literal["auto", "supervised", "omnisource", "da", "spl"] = opt(
+        "auto", "what `run` trains: supervised (target only), omnisource (teacher -> filtered web -> student), "
+        "da (Kae & Song, the `da` section; also what `train` trains), spl (weak-labels -> pretrain -> finetune); "
+        "auto = omnisource when web sources are configured, else supervised")
 
 
 @dataclass

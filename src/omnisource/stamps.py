@@ -65,6 +65,8 @@ def config_inputs(cfg, *keys: str) -> dict[str, str]:
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
+        if key == "train":  # train.method picks which stages `run` chains, not how a run trains
+            value = dataclasses.replace(value, method="supervised")
         out[f"config {key}"] = value_digest(value)
     return out
 
