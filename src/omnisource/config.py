@@ -129,6 +129,13 @@ class WebSourceConfig:
 
 
 @dataclass
+class CleanConfig:
+    """Cleaning of the web data that `run` chains after import-web's validation (OmniSource §3.1)."""
+    dedup: bool = opt(True, "flag web files that copy the target val/test videos (status duplicate) before "
+                            "scoring; false skips (also `omnisource clean dedup` by hand)")
+
+
+@dataclass
 class OmniConfig:
     """OmniSource (Duan et al. 2020): teacher filtering, format transforms, joint training."""
     teacher_runs: list[str] = opt(factory=lambda: ["target_only"], doc="runs scoring the web data (several = ensemble)")
@@ -211,6 +218,7 @@ class Config:
     train: TrainConfig = opt(factory=TrainConfig, doc="optimisation")
     features: FeatureConfig = opt(factory=FeatureConfig, doc="feature mode")
     web: list[WebSourceConfig] = opt(factory=list, doc="web sources, e.g. [{name: images, kind: image, root: DIR}]")
+    clean: CleanConfig = opt(factory=CleanConfig, doc="cleaning of the web data in `run`")
     omni: OmniConfig = opt(factory=OmniConfig, doc="OmniSource")
     da: DAConfig = opt(factory=DAConfig, doc="domain adaptation")
     weak: WeakConfig = opt(factory=WeakConfig, doc="weak-label pre-training and SPL")

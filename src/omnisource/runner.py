@@ -53,14 +53,16 @@ def run_pipeline(cfg: Config, workspace) -> dict:
     weak-label / SPL pre-training and fine-tuning. Returns {run name: validation metrics}."""
     from .features.embed import embed_stage
     from .pipeline import evaluate_stage, import_target, train_stage, validate_target
-    from .web import import_web
+    from .web import dedup_web, import_web
 
     method = method_of(cfg)
     ws = Workspace.of(workspace)
     step(import_target, cfg, ws)
     step(validate_target, cfg, ws)
     if cfg.web:
-        step(import_web, cfg, ws)
+        step(import_web, cfg, ws)  # typed by content and decoded by the one validator
+        if cfg.clean.dedup:  # copies of the evaluation videos must not train the student
+            step(dedup_web, cfg, ws)
     if cfg.mode == "features":
         step(embed_stage, cfg, ws)
     train_stage(cfg, ws, auto=True)  # the target-only run: baseline, and teacher of omnisource / spl

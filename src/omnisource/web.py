@@ -118,3 +118,22 @@ def query_classes(ws: Workspace, src: WebSourceConfig, classes: list[str], queri
 def query_inputs(ws: Workspace) -> dict[str, str]:
     """Stamp input of the stages that map queries to classes."""
     return file_inputs(ws, [ws.queries])
+
+
+def _dedup_inputs(cfg: Config, ws: Workspace) -> dict:
+    return {**config_inputs(cfg, "features.backbone", "features.pretrained", "features.size", "media.max_pixels"),
+            **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])}
+
+
+@stage("dedup", _dedup_inputs, lambda cfg, ws: [ws.web(s.name) for s in cfg.web], in_place=True)
+def dedup_web(cfg: Config, workspace) -> list[Path]:
+    """``clean dedup`` as ``run`` chains it after import-web: exact copies, and near-copies of the
+    target's val/test videos, become ``status=duplicate`` (OmniSource §3.1) before the teacher scores."""
+    from .clean.dedup import dedup_stage, summary_line
+
+    ws = Workspace.of(workspace)
+    outs = []
+    for path, report in dedup_stage(cfg, ws, [s.name for s in cfg.web], progress=console.is_terminal):
+        console.print(summary_line(path, report))
+        outs.append(path)
+    return outs

@@ -72,7 +72,8 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
                 if r["status"] == "ok" and r.get("weak_labels")]
         sdir = ws.scores(name)
         scores = read_scores(sdir) if sdir.exists() else {}
-        qmap = query_classes(ws, src, classes, [r["weak_labels"][0] for r in rows], "weak-labels")
+        qmap = query_classes(ws, src, classes, [r["weak_labels"][0] for r in rows], "weak-labels",
+                             quiet=w.labels == "weak")  # tags as labels need no target class
         for r in rows:
             r = dict(r, query_class=qmap[r["weak_labels"][0]], split="web", label=None)
             rec = scores.get(r["id"])
