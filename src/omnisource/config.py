@@ -99,6 +99,8 @@ class TrainConfig:
         "auto", "what `run` trains: supervised (target only), omnisource (teacher -> filtered web -> student), "
         "da (Kae & Song, the `da` section; also what `train` trains), spl (weak-labels -> pretrain -> finetune); "
         "auto = omnisource when web sources are configured, else supervised")
+    keep_checkpoints: int = opt(2, "checkpoints kept: the last N epochs plus the best (validation top-1); 0 keeps all")
+    log: list[Literal["tensorboard"]] = opt(factory=list, doc="extra loggers beside log.jsonl (tensorboard: runs/<name>/tensorboard/)")
 
 
 @dataclass
@@ -246,6 +248,7 @@ def validate(cfg: Config) -> None:
         ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
+        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 0, "must be 0 (keep all) or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
         ("media.max_pixels", cfg.media.max_pixels >= 1, "must be positive"),
