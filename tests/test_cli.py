@@ -181,7 +181,8 @@ def test_absolute_paths_in_manifests_whatever_the_current_directory(tmp_path, mo
     assert bad.exit_code == 2
     for c in ("a", "b"):  # 32x24: below media.min_size
         write_video(tmp_path / "tiny" / c / f"v_{c}_g01_c01.mp4", 4)
-    assert runner.invoke(app, ["import", "-w", str(tmp_path / "ws3"), f"target.root={tmp_path / 'tiny'}"]).exit_code == 0
+    out = runner.invoke(app, ["import", "-w", str(tmp_path / "ws3"), f"target.root={tmp_path / 'tiny'}"])
+    assert out.exit_code == 0 and "no file name carries target.val_groups 08, 09, 10, 11" in out.output, out.output
     out = runner.invoke(app, ["validate", "-w", str(tmp_path / "ws3")])
     assert out.exit_code == 2 and "none of the 2 target files is usable" in out.output  # not "0 ok" and exit 0
 

@@ -161,6 +161,23 @@ def test_split_by_group_never_straddles(tmp_path):
     assert 0.2 * len(m) <= n_val <= 0.4 * len(m)
 
 
+def test_split_by_group_integers_name_the_same_groups(tmp_path):
+    """`target.val_groups=[8,9,10,11]` arrives as "8".."11" and must select groups 08-11, not 10-11."""
+    from omnisource.config import load_config
+
+    groups = load_config(overrides=["target.val_groups=[8,9,10,11]"]).target.val_groups
+    m = importers.split_by_group(_ucf_like(tmp_path), val_groups=groups)
+    assert {r["group"] for r in m.rows if r["split"] == "val"} == {"08", "09", "10", "11"}
+    assert sum(r["split"] == "val" for r in m.rows) == 2 * 4 * 3
+    with pytest.raises(ManifestError, match=r"target.val_groups: no file name carries group 13, 14; groups found: 01"):
+        importers.split_by_group(m, val_groups=["08", "13", "14"])
+    with pytest.raises(ManifestError, match="target.train_groups: no file name carries group 99"):
+        importers.split_by_group(m, val_groups=["08"], train_groups=[1, 99])
+    # None of them named (the default groups on a dataset numbered otherwise): no validation rows,
+    # which `import` reports in a warning line.
+    assert not any(r["split"] == "val" for r in importers.split_by_group(m, val_groups=[20, 21]).rows)
+
+
 def test_subsample_per_class(tmp_path):
     m = importers.split_by_group(_ucf_like(tmp_path), val_groups=["01"])
     k = importers.subsample_per_class(m, 4, seed=1)

@@ -31,7 +31,9 @@ def overrides(data, ws, **extra):
            f"{{name: untrimmed, kind: untrimmed, format: manifest, root: '{manifests['untrimmed']}'}}]")
     base = {"target.root": root / "videos", "target.val_groups": "['01']", "features.size": 64,
             "features.frames": 4, "train.epochs": 6, "train.optimizer": "adamw", "train.lr": 0.003,
-            "omni.threshold": 0.3, "omni.clip_seconds": 2}
+            "omni.threshold": 0.3, "omni.clip_seconds": 2,
+            # dedup (on in `run`) is checked by test_run_chain_produces_every_stage and test_run_methods
+            "clean.dedup": "false"}
     base.update(extra)
     return ["-w", str(ws), *[f"{k}={v}" for k, v in base.items()], web]
 
@@ -45,14 +47,20 @@ def invoke(*args):
 @pytest.mark.parametrize("image_to_clip, untrimmed", [("perspective", "snippet"), ("translation", "clips")])
 def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed):
     ws = tmp_path / "ws"
-    out = invoke("run", *overrides(data, ws, **{"omni.image_to_clip": image_to_clip, "omni.untrimmed": untrimmed}))
+    dedup = "true" if image_to_clip == "perspective" else "false"
+    out = invoke("run", *overrides(data, ws, **{"omni.image_to_clip": image_to_clip, "omni.untrimmed": untrimmed,
+                                               "clean.dedup": dedup}))
     for name in ("target_only", "omnisource"):
         m = json.loads((ws / "runs" / name / "metrics.json").read_text())
         assert m["num_samples"] == 12 and 0 <= m["top1"] <= 1
+    # With dedup (the default), web images too close to a validation video are `duplicate` before
+    # scoring: the synthetic world renders web images from the target's few scenes, so some are.
+    dups = [r for r in read_manifest(ws / "manifests" / "web_images.parquet").rows if r["status"] == "duplicate"]
+    assert (len(dups) > 0) == (dedup == "true") and all(r["dup_of"] for r in dups)
     sel = json.loads((ws / "selection" / "images.json").read_text())
-    assert sel["scored"] == 36 and 0 < sel["kept"] <= 36 and "precision" in sel["filter"]
+    assert sel["scored"] == 36 - len(dups) and 0 < sel["kept"] <= sel["scored"] and "precision" in sel["filter"]
     aux = read_manifest(ws / "manifests" / "aux_images.parquet")
-    assert {r["status"] for r in aux.rows} <= {"ok", "rejected"}
+    assert {r["status"] for r in aux.rows} <= {"ok", "rejected", "duplicate"} and len(aux.rows) == 36
     assert all(r["reason"] for r in aux.rows if r["status"] == "rejected")
     train = read_manifest(ws / "manifests" / "train_images.parquet")
     assert all(r["clip_transform"] == image_to_clip for r in train.rows)

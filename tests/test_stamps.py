@@ -26,7 +26,8 @@ def base(data, ws):
     root, images = data
     return ["-w", str(ws), f"target.root={root / 'videos'}", "target.val_groups=['01']", "features.size=32",
             "features.frames=2", "train.epochs=3", "train.optimizer=adamw", "train.lr=0.003", "omni.threshold=0.1",
-            "omni.filter=confidence", f"web=[{{name: images, kind: image, format: manifest, root: '{images}'}}]"]
+            "omni.filter=confidence", "clean.dedup=false",  # run's dedup: tests/test_run_methods.py
+            f"web=[{{name: images, kind: image, format: manifest, root: '{images}'}}]"]
 
 
 def invoke(*args, code=0):

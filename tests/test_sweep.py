@@ -50,7 +50,8 @@ def base(tmp_path_factory):
     images = web_manifests(root)["images"]
     overrides = [f"target.root={root / 'videos'}", "target.val_groups=['01']", "features.size=32",
                  "features.frames=2", "train.epochs=2", "train.optimizer=adamw", "train.lr=0.003",
-                 "omni.threshold=0.2", f"web=[{{name: images, kind: image, format: manifest, root: '{images}'}}]"]
+                 "omni.threshold=0.2", "clean.dedup=false",  # run's dedup: tests/test_run_methods.py
+                 f"web=[{{name: images, kind: image, format: manifest, root: '{images}'}}]"]
     return root, overrides
 
 

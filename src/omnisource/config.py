@@ -95,7 +95,10 @@ class TrainConfig:
     seed: int = opt(0, "seed of weights, shuffles and augmentation")
     eval_every: int = opt(1, "validate every this many epochs")
     run_name: str = opt("target_only", "run folder under <workspace>/runs/")
-    method: Literal["supervised", "da"] = opt("supervised", "da: Kae & Song domain adaptation (the `da` section)")
+    method: Literal["auto", "supervised", "omnisource", "da", "spl"] = opt(
+        "auto", "what `run` trains: supervised (target only), omnisource (teacher -> filtered web -> student), "
+        "da (Kae & Song, the `da` section; also what `train` trains), spl (weak-labels -> pretrain -> finetune); "
+        "auto = omnisource when web sources are configured, else supervised")
     keep_checkpoints: int = opt(2, "checkpoints kept: the last N epochs plus the best (validation top-1); 0 keeps all")
     log: list[Literal["tensorboard"]] = opt(factory=list, doc="extra loggers beside log.jsonl (tensorboard: runs/<name>/tensorboard/)")
 
@@ -125,6 +128,13 @@ class WebSourceConfig:
     weight: float = opt(1.0, "loss weight of this source's batch")
     batch_ratio: float = opt(0.5, "|B_A| = batch_ratio * |B_T|")
     query_map: dict[str, str] = opt(factory=dict, doc="query -> target class name")
+
+
+@dataclass
+class CleanConfig:
+    """Cleaning of the web data that `run` chains after import-web's validation (OmniSource §3.1)."""
+    dedup: bool = opt(True, "flag web files that copy the target val/test videos (status duplicate) before "
+                            "scoring; false skips (also `omnisource clean dedup` by hand)")
 
 
 @dataclass
@@ -210,6 +220,7 @@ class Config:
     train: TrainConfig = opt(factory=TrainConfig, doc="optimisation")
     features: FeatureConfig = opt(factory=FeatureConfig, doc="feature mode")
     web: list[WebSourceConfig] = opt(factory=list, doc="web sources, e.g. [{name: images, kind: image, root: DIR}]")
+    clean: CleanConfig = opt(factory=CleanConfig, doc="cleaning of the web data in `run`")
     omni: OmniConfig = opt(factory=OmniConfig, doc="OmniSource")
     da: DAConfig = opt(factory=DAConfig, doc="domain adaptation")
     weak: WeakConfig = opt(factory=WeakConfig, doc="weak-label pre-training and SPL")
@@ -252,6 +263,11 @@ def validate(cfg: Config) -> None:
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),
         ("omni.resample_clip", cfg.omni.resample != "clip" or cfg.omni.resample_clip > 0,
          "must be positive when omni.resample=clip"),
+        # Options that would otherwise do nothing without a word (issue 15, defect 4).
+        ("omni.cross_mixup", not cfg.omni.cross_mixup or cfg.train.mixup_alpha > 0,
+         "needs train.mixup_alpha > 0 (at 0 mixup is off, so nothing would be mixed)"),
+        ("media.test_views", cfg.media.test_views >= 1, "must be at least 1"),
+        ("media.test_crops", cfg.media.test_crops in (1, 3), "must be 1 (centre) or 3 (three crops)"),
         ("da.beta", cfg.da.beta >= 0, "must be 0 or more"),
         ("da.tau", cfg.da.tau > 0, "must be positive"),
         ("da.top_ratio", 0 < cfg.da.top_ratio <= 1, "must be in (0, 1]"),

@@ -55,6 +55,11 @@ def import_target(cfg: Config, workspace) -> Path:
     if not any(r.get("split") for r in manifest.rows):
         manifest = importers.split_by_group(manifest, t.group_regex, t.val_groups, t.train_groups,
                                             t.val_fraction, t.seed)
+        if t.val_groups and not any(r["split"] == "val" for r in manifest.rows):
+            found = sorted({r["group"] for r in manifest.rows if not r["group"].startswith("file:")})
+            console.print(f"[yellow]import: no file name carries target.val_groups {', '.join(t.val_groups)} "
+                          f"(groups found: {', '.join(found[:20])}); there is no validation split — set "
+                          f"target.val_groups[/]", highlight=False)
     manifest = importers.subsample_per_class(manifest, t.per_class, seed=t.seed)
     importers.check_classes(manifest, f"import of {t.annotations or t.root}")
     out = write_manifest(manifest, ws.target("imported"))

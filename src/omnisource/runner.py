@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 
-from .config import Config
+from .config import Config, ConfigError
 from .console import console
 from .stamps import Stage
 from .workspace import Workspace
@@ -31,39 +31,75 @@ def step(fn: Stage, cfg: Config, ws: Workspace, *args, **kwargs):
     return fn(cfg, ws, *args, **kwargs)
 
 
+def method_of(cfg: Config) -> str:
+    """What ``run`` trains (``train.method``; auto = omnisource with web sources, else supervised).
+    A method that needs web data without web sources is an error, never a silent target-only run."""
+    method = cfg.train.method
+    if method == "auto":
+        return "omnisource" if cfg.web else "supervised"
+    if method != "supervised" and not cfg.web:
+        raise ConfigError(f"train.method={method} needs web sources (the `web` list of the config is empty)")
+    return method
+
+
+def final_run(cfg: Config) -> str | None:
+    """The run that ``run`` compares with the target-only run (None: target only)."""
+    return {"supervised": None, "omnisource": cfg.omni.student_run, "spl": cfg.weak.finetune_run,
+            "da": cfg.da.image_run if cfg.da.stages == "image" else cfg.da.video_run}[method_of(cfg)]
+
+
 def run_pipeline(cfg: Config, workspace) -> dict:
-    """Target-only when no web source is configured; the whole OmniSource chain otherwise.
-    Returns {run name: validation metrics}."""
+    """Target-only, then what ``train.method`` names: the OmniSource chain, domain adaptation, or
+    weak-label / SPL pre-training and fine-tuning. Returns {run name: validation metrics}."""
     from .features.embed import embed_stage
     from .pipeline import evaluate_stage, import_target, train_stage, validate_target
-    from .web import import_web
+    from .web import dedup_web, import_web
 
+    method = method_of(cfg)
     ws = Workspace.of(workspace)
     step(import_target, cfg, ws)
     step(validate_target, cfg, ws)
     if cfg.web:
-        step(import_web, cfg, ws)
+        step(import_web, cfg, ws)  # typed by content and decoded by the one validator
+        if cfg.clean.dedup:  # copies of the evaluation videos must not train the student
+            step(dedup_web, cfg, ws)
     if cfg.mode == "features":
         step(embed_stage, cfg, ws)
-    train_stage(cfg, ws, auto=True)
+    train_stage(cfg, ws, auto=True)  # the target-only run: baseline, and teacher of omnisource / spl
     step(evaluate_stage, cfg, ws)
-    results = {cfg.train.run_name: json.loads((ws.run(cfg.train.run_name) / "metrics.json").read_text())}
-    if not cfg.web:
+    results = {cfg.train.run_name: _metrics(ws, cfg.train.run_name)}
+    if method == "supervised":
         return results
+    if method == "da":
+        from .train.da_stage import da_stage
 
-    from .select.stage import select_stage
-    from .teacher.stage import score_stage
-    from .train.joint import student_stage
-    from .transform.stage import transform_stage
+        da_stage(cfg, ws, auto=True)
+    elif method == "spl":
+        from .teacher.stage import score_stage
+        from .weak.stage import pretrain_stage, transfer_stage, weak_labels_stage
 
-    step(score_stage, cfg, ws)
-    step(select_stage, cfg, ws)
-    step(transform_stage, cfg, ws)
-    student_stage(cfg, ws, auto=True)  # embeds the rows the transform derived itself
-    scfg = student_config(cfg)
-    step(evaluate_stage, scfg, ws)
-    results[cfg.omni.student_run] = json.loads((ws.run(cfg.omni.student_run) / "metrics.json").read_text())
+        if cfg.weak.labels != "weak":  # teacher, agreement and SPL labels come from teacher scores
+            step(score_stage, cfg, ws)
+        step(weak_labels_stage, cfg, ws)
+        pretrain_stage(cfg, ws, auto=True)
+        transfer_stage(cfg, ws, "finetune", auto=True)
+    else:
+        from .select.stage import select_stage
+        from .teacher.stage import score_stage
+        from .train.joint import student_stage
+        from .transform.stage import transform_stage
+
+        step(score_stage, cfg, ws)
+        step(select_stage, cfg, ws)
+        step(transform_stage, cfg, ws)
+        student_stage(cfg, ws, auto=True)  # embeds the rows the transform derived itself
+        step(evaluate_stage, student_config(cfg), ws)
+    results[final_run(cfg)] = _metrics(ws, final_run(cfg))
     return results
+
+
+def _metrics(ws: Workspace, run: str) -> dict:
+    return json.loads((ws.run(run) / "metrics.json").read_text())
 
 
 def student_config(cfg: Config) -> Config:

@@ -13,7 +13,8 @@ workspace, and is also the CLI command named beside it; ``workspace`` is a folde
 
 Target set: import_target (``import``), validate_target (``validate``), prepare_target
 (``prepare``), features_stage (``features``), train_stage (``train``), evaluate_stage
-(``evaluate``). Web data and OmniSource: import_web (``import-web``), web_features, score_stage
+(``evaluate``). Web data and OmniSource: import_web (``import-web``), dedup_web (``clean dedup``, as
+``run`` chains it), web_features, score_stage
 (``score``), select_stage (``select``), fit_motion_stage (``fit-motion``), transform_stage
 (``transform``), student_stage (``student``). Pre-training: weak_labels_stage (``weak-labels``),
 pretrain_stage (``pretrain``), transfer_stage (``finetune`` / ``probe``). Domain adaptation:
@@ -36,11 +37,11 @@ from .train.da_stage import da_stage
 from .train.joint import student_stage
 from .transform.stage import fit_motion_stage, transform_stage
 from .weak.stage import pretrain_stage, transfer_stage, weak_labels_stage
-from .web import import_web
+from .web import dedup_web, import_web
 from .workspace import Workspace
 
 __all__ = ["Config", "Workspace", "load_config", "import_target", "validate_target", "prepare_target",
-           "features_stage", "train_stage", "evaluate_stage", "import_web", "web_features", "score_stage",
+           "features_stage", "train_stage", "evaluate_stage", "import_web", "dedup_web", "web_features", "score_stage",
            "select_stage", "fit_motion_stage", "transform_stage", "student_stage", "weak_labels_stage",
            "pretrain_stage", "transfer_stage", "da_stage", "run_pipeline", "write_report", "load_classifier",
            "export_model"]

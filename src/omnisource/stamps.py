@@ -65,6 +65,8 @@ def config_inputs(cfg, *keys: str) -> dict[str, str]:
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)
+        if key == "train":  # train.method picks which stages `run` chains, not how a run trains
+            value = dataclasses.replace(value, method="supervised")
         out[f"config {key}"] = value_digest(value)
     return out
 
@@ -108,8 +110,9 @@ class Stage:
     """A declared stage: ``name`` (str or ``f(cfg, ws, *args)``), ``inputs(cfg, ws, *args, **kw)``
     -> identity dict, ``outputs(cfg, ws, *args, **kw)`` -> paths that must exist."""
 
-    def __init__(self, fn: Callable, name, inputs: Callable, outputs: Callable):
+    def __init__(self, fn: Callable, name, inputs: Callable, outputs: Callable, in_place: bool = False):
         self.fn, self._name, self._inputs, self._outputs = fn, name, inputs, outputs
+        self.in_place = in_place
         functools.update_wrapper(self, fn)
 
     def stamp_name(self, cfg, ws: Workspace, *args, **kwargs) -> str:
@@ -138,13 +141,17 @@ class Stage:
         name, inputs = self.stamp_name(cfg, ws, *args, **kwargs), self.inputs(cfg, ws, *args, **kwargs)
         ws.write_stamp(name, inputs, "running")
         out = self.fn(cfg, ws, *args, **kwargs)
+        if self.in_place:  # it rewrote its inputs: they are current as it left them
+            inputs = self.inputs(cfg, ws, *args, **kwargs)
         ws.write_stamp(name, inputs, "done")
         return out
 
 
-def stage(name, inputs: Callable, outputs: Callable = lambda cfg, ws, *a, **k: ()):
-    """Declare a stage function ``fn(cfg, workspace, ...)``: it writes its stamp when it runs."""
-    return lambda fn: Stage(fn, name, inputs, outputs)
+def stage(name, inputs: Callable, outputs: Callable = lambda cfg, ws, *a, **k: (), in_place: bool = False):
+    """Declare a stage function ``fn(cfg, workspace, ...)``: it writes its stamp when it runs. An
+    ``in_place`` stage rewrites its input files (dedup flags web manifests), so its stamp holds
+    their identity after the run: it runs again only when something else rewrites them."""
+    return lambda fn: Stage(fn, name, inputs, outputs, in_place)
 
 
 class TrainingStage(Stage):

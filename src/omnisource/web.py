@@ -87,3 +87,53 @@ def import_web(cfg: Config, workspace) -> list[Path]:
         outs.append(out)
     return outs
 
+
+
+def query_classes(ws: Workspace, src: WebSourceConfig, classes: list[str], queries: list[str],
+                  stage: str, quiet: bool = False) -> dict[str, int]:
+    """Query -> target class index (-1: none) of web source ``src``; ``queries`` holds one entry per
+    sample. Its ``query_map`` wins, then the class column of ``manifests/queries.parquet`` (the
+    hashtags and translations of ``omnisource queries``), then names that match after
+    normalisation. Queries naming no class get one warning line saying how to map them."""
+    from .select.filter import map_queries, unmapped_queries
+
+    table = {}
+    if ws.queries.is_file():
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(ws.queries)
+        if {"query", "class"} <= set(t.column_names):
+            table = {q: c for q, c in zip(t.column("query").to_pylist(), t.column("class").to_pylist()) if q and c}
+    qmap = map_queries(sorted(set(queries)), classes, src.query_map, table)
+    unmapped = unmapped_queries(qmap, queries)
+    if unmapped and not quiet:
+        listed = ", ".join(f"{q!r} ({n})" for q, n in unmapped[:8]) + (" ..." if len(unmapped) > 8 else "")
+        console.print(f"[yellow]{stage} {src.name}: {len(unmapped)} queries name no target class, "
+                      f"{sum(n for _, n in unmapped)} samples: {listed}; map them with `query_map: "
+                      f"{{{unmapped[0][0]!r}: <class>}}` in web source {src.name} of the config, or list "
+                      f"them in {ws.queries.name} (`omnisource queries`)[/]", highlight=False)
+    return qmap
+
+
+def query_inputs(ws: Workspace) -> dict[str, str]:
+    """Stamp input of the stages that map queries to classes."""
+    return file_inputs(ws, [ws.queries])
+
+
+def _dedup_inputs(cfg: Config, ws: Workspace) -> dict:
+    return {**config_inputs(cfg, "features.backbone", "features.pretrained", "features.size", "media.max_pixels"),
+            **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])}
+
+
+@stage("dedup", _dedup_inputs, lambda cfg, ws: [ws.web(s.name) for s in cfg.web], in_place=True)
+def dedup_web(cfg: Config, workspace) -> list[Path]:
+    """``clean dedup`` as ``run`` chains it after import-web: exact copies, and near-copies of the
+    target's val/test videos, become ``status=duplicate`` (OmniSource §3.1) before the teacher scores."""
+    from .clean.dedup import dedup_stage, summary_line
+
+    ws = Workspace.of(workspace)
+    outs = []
+    for path, report in dedup_stage(cfg, ws, [s.name for s in cfg.web], progress=console.is_terminal):
+        console.print(summary_line(path, report))
+        outs.append(path)
+    return outs

@@ -492,6 +492,11 @@ def dedup_rows(rows: list[dict], eval_rows: Sequence[dict], backbone=None, cache
     return rows, report
 
 
+def summary_line(path: Path, report: dict) -> str:
+    return (f"dedup: {path.name}: {report['exact']} exact duplicates, {report['near']} near-duplicates "
+            f"of the evaluation set (threshold {report['threshold']}) of {report['checked']} rows")
+
+
 def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None, eval_manifest: str | Path | None = None,
                 eval_splits: Sequence[str] | None = None, threshold: float | None = None, size: int | None = None,
                 eval_fps: float = 5.0, web_frames: int = 8, exact_max: int = 50_000, search_batch: int = 8192,

@@ -106,7 +106,8 @@ _register_web()
 @friendly
 def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
           resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt, overrides: Optional[List[str]] = OverridesArg):
-    """Train the teacher on the target set (train.method=da: domain adaptation on the web sources).
+    """Train the teacher on the target set (train.method=da: domain adaptation on the web sources;
+    the other methods name what `run` chains after this run).
 
     Feature mode trains a head on cached features, pixel mode a whole network. A run folder trained
     from other inputs is refused unless --resume or --overwrite."""
@@ -184,15 +185,16 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
         overrides: Optional[List[str]] = OverridesArg):
     """Chain the stages, skipping those that are up to date (also when run by hand).
 
-    Target-only, or OmniSource when web sources are configured; ends with the HTML report and one
-    line: teacher → student top-1."""
+    Target-only, then what train.method names (auto: OmniSource when web sources are configured;
+    da; spl: weak-labels, pretrain, finetune); ends with the HTML report and one line: teacher →
+    student top-1."""
     from ..report import write_report
-    from ..runner import run_pipeline
+    from ..runner import final_run, run_pipeline
 
     cfg, ws = load_cfg(config, workspace, overrides)
     results = run_pipeline(cfg, ws)
     console.print(f"report: {write_report(cfg, ws)}")
-    console.print(summary(results, cfg.train.run_name, cfg.omni.student_run if cfg.web else None))
+    console.print(summary(results, cfg.train.run_name, final_run(cfg)))
 
 
 def _register_experiments() -> None:

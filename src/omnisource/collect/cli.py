@@ -182,13 +182,12 @@ def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wo
 
     Exact: content hash. Near: ImageNet features, whitening, cosine similarity, threshold from
     crops of the evaluation frames."""
-    from ..clean.dedup import dedup_stage
+    from ..clean.dedup import dedup_stage, summary_line
 
     cfg, ws = load_cfg(config, workspace, overrides)
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
                                     web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
-        console.print(f"dedup: {path.name}: {report['exact']} exact duplicates, {report['near']} near-duplicates "
-                      f"of the evaluation set (threshold {report['threshold']}) of {report['checked']} rows")
+        console.print(summary_line(path, report))
 
 
 def register_collect(app: typer.Typer) -> None:

@@ -212,6 +212,23 @@ def group_of(path: str, group_regex: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _group_key(group) -> str:
+    g = str(group).strip()
+    return str(int(g)) if g.isdigit() else g
+
+
+def _named_groups(names, found: dict, option: str) -> set[str]:
+    """The groups of the file names that ``names`` denote. Some names matching and others not is an
+    error (a silently smaller validation set is a wrong result nobody notices); none matching gives
+    an empty set, which the import reports (the default groups on a dataset numbered otherwise)."""
+    missing = [str(n) for n in names if _group_key(n) not in found]
+    if missing and len(missing) < len(names):
+        have = sorted(found.values(), key=lambda g: (len(g), g))
+        raise ManifestError(f"{option}: no file name carries group {', '.join(missing)}; groups found: "
+                            f"{', '.join(have[:30])}{' ...' if len(have) > 30 else ''}")
+    return {found[_group_key(n)] for n in names if _group_key(n) in found}
+
+
 def split_by_group(manifest: Manifest, group_regex: str = r"_g(\d+)_", val_groups=("08", "09", "10", "11"),
                    train_groups=(), val_fraction: float = 0.2, seed: int = 0) -> Manifest:
     """Assign ``split`` so that all clips of one group land on the same side.
@@ -225,7 +242,10 @@ def split_by_group(manifest: Manifest, group_regex: str = r"_g(\d+)_", val_group
     for r, g in zip(rows, groups):
         r["group"] = g
     if val_groups and any(not g.startswith("file:") for g in groups):
-        val, train = set(val_groups), set(train_groups)
+        # Groups match by number when both sides are numbers: 8, "8" and "08" are one group.
+        found = {_group_key(g): g for g in groups if not g.startswith("file:")}
+        val, train = (_named_groups(names, found, option) for names, option in
+                      ((val_groups, "target.val_groups"), (train_groups, "target.train_groups")))
         for r, g in zip(rows, groups):
             r["split"] = "val" if g in val else ("train" if not train or g in train else "unused")
     else:

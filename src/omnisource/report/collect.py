@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, WebSourceConfig
 from ..data.manifest import Manifest, ManifestError, read_manifest
 from ..workspace import Workspace
 
@@ -146,15 +146,15 @@ def filtered_sources(cfg: Config, ws, why: list[str]):
 
 def gather_class_counts(cfg: Config, ws) -> dict[str, dict]:
     """Per web source: classes, ``before`` (per query class, + "no class") and ``after`` counts."""
-    from ..select.filter import map_queries
+    from ..web import query_classes
 
     classes = target_classes(ws)
-    qmaps = {w.name: w.query_map for w in cfg.web}
+    sources = {w.name: w for w in cfg.web}
     out, why = {}, []
     for name, m in filtered_sources(cfg, ws, why):
         clean = [r for r in m.rows if r["status"] in ("ok", "rejected")]
-        queries = sorted({(r.get("weak_labels") or [""])[0] for r in clean})
-        qmap = map_queries(queries, classes, qmaps.get(name))
+        queries = [(r.get("weak_labels") or [""])[0] for r in clean]
+        qmap = query_classes(Workspace.of(ws), sources.get(name, WebSourceConfig(name=name)), classes, queries, "report", quiet=True)
         qcls = [qmap.get((r.get("weak_labels") or [""])[0], -1) for r in clean]
         kept = [r["label"] if r["status"] == "ok" and r.get("label") is not None else -1 for r in clean]
         before, after = per_class_counts(qcls, kept, len(classes))

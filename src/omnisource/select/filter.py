@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 
 import numpy as np
 
@@ -22,15 +23,24 @@ def normalise_name(name: str) -> str:
     return re.sub(r"\s+", " ", s)
 
 
-def map_queries(queries: list[str], classes: list[str], mapping: dict[str, str] | None = None) -> dict[str, int]:
+def map_queries(queries: list[str], classes: list[str], mapping: dict[str, str] | None = None,
+                table: dict[str, str] | None = None) -> dict[str, int]:
     """Query -> target class index (-1 when the query names no class).
 
-    An explicit ``mapping`` (query -> class name) wins; otherwise names match after
-    ``normalise_name`` ("horse race" -> HorseRace, "bouncing ball" -> bouncing_ball); other
-    wordings ("horse racing") need the mapping.
+    An explicit ``mapping`` (query -> class name) wins; then ``table``, the query -> class column of
+    the query manifest that ``omnisource queries`` writes (so its hashtags and translations map
+    to the class they were made from); otherwise names match after ``normalise_name`` ("horse
+    race" -> HorseRace, "bouncing ball" -> bouncing_ball); other wordings ("horse racing") need
+    the mapping.
     """
     by_name = {normalise_name(c): i for i, c in enumerate(classes)}
     by_name.update({normalise_name(c).replace(" ", ""): i for i, c in enumerate(classes)})
+    index = {c: i for i, c in enumerate(classes)}
+    by_table = {}
+    for q, c in (table or {}).items():
+        if c in index:
+            by_table.setdefault(q, index[c])
+            by_table.setdefault(normalise_name(q), index[c])
     out = {}
     for q in queries:
         if mapping and q in mapping:
@@ -40,8 +50,16 @@ def map_queries(queries: list[str], classes: list[str], mapping: dict[str, str] 
             out[q] = classes.index(target)
             continue
         n = normalise_name(q)
-        out[q] = by_name.get(n, by_name.get(n.replace(" ", ""), -1))
+        found = by_table.get(q, by_table.get(n, -1))
+        out[q] = found if found >= 0 else by_name.get(n, by_name.get(n.replace(" ", ""), -1))
     return out
+
+
+def unmapped_queries(qmap: dict[str, int], queries) -> list[tuple[str, int]]:
+    """(query, samples) of the queries that name no class, most samples first; ``queries`` holds
+    one entry per sample."""
+    counts = Counter(q for q in queries if qmap.get(q, -1) < 0)
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def keep_mask(pred: np.ndarray, prob: np.ndarray, query_class: np.ndarray, rule: str = "confidence",

@@ -12,15 +12,17 @@ from ..console import console
 from ..data.manifest import Manifest, atomic_write_text, read_manifest, write_manifest
 from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
+from ..web import query_classes, query_inputs
 from ..workspace import Workspace
 from .filter import keep_mask, map_queries, precision_recall, pseudo_labels
 
 
 def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], rule: str, threshold: float,
-                query_map: dict[str, str]) -> tuple[list[dict], dict]:
-    """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics."""
+                query_map: dict[str, str], query_index: dict[str, int] | None = None) -> tuple[list[dict], dict]:
+    """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics.
+    ``query_index`` (query -> class, ``web.query_classes``) replaces mapping by ``query_map``."""
     queries = sorted({r["weak_labels"][0] for r in rows if r.get("weak_labels")})
-    qmap = map_queries(queries, classes, query_map)
+    qmap = query_index if query_index is not None else map_queries(queries, classes, query_map)
     scored = [r for r in rows if r["status"] == "ok" and r["id"] in scores]
     pred = np.array([scores[r["id"]]["pred"] for r in scored], dtype=np.int64)
     prob = np.array([scores[r["id"]]["prob"] for r in scored])
@@ -50,15 +52,16 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                 r["label"] = int(labels[i])
             else:
                 r["status"] = "rejected"
-                r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes)
+                r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes, r.get("weak_labels"))
         out.append(r)
     stats = _stats(out, scored, keep, labels, classes)
     return out, stats
 
 
-def _why(rule, prob, threshold, pred, qcls, classes) -> str:
+def _why(rule, prob, threshold, pred, qcls, classes, weak_labels=None) -> str:
     if qcls < 0 and rule in ("agreement", "both", "none"):
-        return "query names no target class"
+        query = (weak_labels or [""])[0]
+        return f"query {query!r} names no target class (map it with the source's query_map)"
     if rule in ("confidence", "both") and prob < threshold:
         return f"teacher confidence {prob:.2f} < {threshold:.2f}"
     return f"teacher top-1 {classes[pred]} differs from the query's class {classes[qcls]}"
@@ -79,7 +82,7 @@ def _stats(out, scored, keep, labels, classes) -> dict:
 
 
 @stage("select", lambda cfg, ws: {
-    **config_inputs(cfg, "omni.filter", "omni.threshold", "web"),
+    **config_inputs(cfg, "omni.filter", "omni.threshold", "web"), **query_inputs(ws),
     **file_inputs(ws, [ws.target_manifest()] + [p for s in cfg.web for p in (ws.web(s.name), ws.scores(s.name))])},
     lambda cfg, ws: [p for s in cfg.web for p in (ws.web(s.name, "aux"), ws.selection(s.name))])
 def select_stage(cfg: Config, workspace) -> list[Path]:
@@ -91,7 +94,10 @@ def select_stage(cfg: Config, workspace) -> list[Path]:
     for src in cfg.web:
         manifest = read_manifest(ws.web(src.name))
         scores = read_scores(ws.scores(src.name))
-        rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map)
+        queries = [r["weak_labels"][0] for r in manifest.rows if r["status"] == "ok" and r.get("weak_labels")]
+        index = query_classes(ws, src, classes, queries, "select")
+        rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
+                                  index)
         out = write_manifest(Manifest(rows, classes), ws.web(src.name, "aux"))
         atomic_write_text(ws.selection(src.name), json.dumps(stats, indent=2))
         pr = stats.get("filter")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..console import console
 from ..data.manifest import Manifest, ManifestError
 from ..stamps import config_inputs, file_inputs
@@ -40,6 +40,11 @@ def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
     torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
     num_classes = len(manifest.classes)
     if cfg.mode == "features":
+        # Checked here, where the run's own mode is known (evaluate takes it from the run).
+        for key, value in (("test_views", cfg.media.test_views), ("test_crops", cfg.media.test_crops)):
+            if value != 1:
+                raise ConfigError(f"media.{key}={value} applies to pixel-mode runs only; this run is in feature mode, "
+                                  f"whose cache holds features.frames centre-cropped frames per video")
         xtr, ytr, _ = feature_split(cfg, workspace, manifest, "train")
         xva, yva, val_rows = feature_split(cfg, workspace, manifest, "val")
         if len(xtr) == 0:

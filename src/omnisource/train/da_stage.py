@@ -25,20 +25,23 @@ from ..config import Config, ConfigError, DAConfig, TrainConfig, dump_config
 from ..console import console
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..stamps import config_inputs, file_inputs, teacher_inputs, training_stage
+from ..web import query_classes
 from ..workspace import Workspace, latest_checkpoint
 from .transfer import DANet, fit_da, stage_config
 
 
-def weak_labelled(rows: list[dict], classes: list[str], query_map: dict[str, str]) -> list[dict]:
+def weak_labelled(rows: list[dict], classes: list[str], query_map: dict[str, str],
+                  index: dict[str, int] | None = None) -> list[dict]:
     """Rows whose first mappable weak label names a target class, with ``label`` set to it.
     Queries map to classes as in OmniSource's selection (``query_map`` first, then names that
     match after normalisation: "bouncing ball" -> bouncing_ball, "horse race" -> HorseRace)."""
     from ..select.filter import map_queries
 
-    index = map_queries(sorted({str(q) for r in rows for q in r.get("weak_labels") or []}), classes, query_map)
+    if index is None:
+        index = map_queries(sorted({str(q) for r in rows for q in r.get("weak_labels") or []}), classes, query_map)
     out = []
     for r in rows:
-        label = next((index[str(q)] for q in r.get("weak_labels") or [] if index[str(q)] >= 0), None)
+        label = next((index[str(q)] for q in r.get("weak_labels") or [] if index.get(str(q), -1) >= 0), None)
         if label is not None:
             out.append(dict(r, label=label))
     return out
@@ -122,7 +125,9 @@ def _sources(cfg: Config, workspace, classes: list[str]) -> dict[str, list[dict]
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource import-web` first")
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok"]
-        kept = weak_labelled(rows, classes, src.query_map)
+        index = query_classes(Workspace.of(workspace), src, classes,
+                              [str(q) for r in rows for q in r.get("weak_labels") or []], "da")
+        kept = weak_labelled(rows, classes, src.query_map, index)
         console.print(f"da: web source {src.name}: {len(kept)} of {len(rows)} samples have a weak label "
                       f"naming a target class")
         found["image" if src.kind == "image" else "video"] += kept
@@ -208,7 +213,7 @@ def _da_inputs(cfg: Config, ws: Workspace, **_) -> dict:
         if latest_checkpoint(ws.run(name)) is None:
             raise FileNotFoundError(f"{ws.run(name)}: no stage-1 checkpoint; run with da.stages=image or both first")
     return {**model_inputs(cfg, ws), **config_inputs(cfg, "da", "web"), **teacher_inputs(ws, loaded),
-            **file_inputs(ws, [ws.web(s.name) for s in cfg.web if s.kind != "untrimmed"])}
+            **file_inputs(ws, [ws.web(s.name) for s in cfg.web if s.kind != "untrimmed"] + [ws.queries])}
 
 
 @training_stage("da", _da_inputs, lambda cfg, ws, **k: [ws.run(cfg.da.image_run if s == "image" else cfg.da.video_run)

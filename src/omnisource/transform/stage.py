@@ -21,12 +21,15 @@ from ..data.manifest import Manifest, make_id, read_manifest, write_manifest
 from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..workspace import Workspace
-from .image_to_clip import estimate_homographies, fit_gaussian, save_motion
+from .image_to_clip import estimate_homographies, fit_gaussian, load_motion, save_motion
 from .untrimmed import positive_frames, select_snippet
 
 
+MIN_PER_CLASS = 10  # homographies a class needs for a fit of its own
+
+
 def fit_motion(rows: list[dict], classes: list[str], max_pixels: int, frames_per_video: int = 16,
-               min_per_class: int = 10) -> tuple[dict, dict]:
+               min_per_class: int = MIN_PER_CLASS) -> tuple[dict, dict]:
     """(fits, counts): key 'agnostic' or a class name -> (μ, Σ) of normalised homographies
     between consecutive frames from the middle of each video; classes with fewer than
     ``min_per_class`` homographies get no fit of their own."""
@@ -69,17 +72,23 @@ def fit_motion_stage(cfg: Config, workspace) -> Path:
 
 
 def image_rows(rows: list[dict], spec: str, classes: list[str], motion_path: Path, warp_scale: float,
-               seed: int) -> list[dict]:
+               seed: int, fitted: set[str] | None = None) -> list[dict]:
     """Still images need nothing; other transforms get derived rows (own ids) that the feature
-    stage renders into pseudo-clips."""
+    stage renders into pseudo-clips. Under ``perspective_class`` a class with no fit of its own
+    (not in ``fitted``: too few homographies) warps with the class-agnostic fit, and its rows say so
+    in ``motion_note``."""
     if spec == "still":
         return [dict(r, clip_transform="") for r in rows]
     out = []
     for r in rows:
         tag = f"{spec}@{seed}" + (f"x{warp_scale:g}" if spec.startswith("perspective") else "")
+        key = classes[r["label"]] if spec == "perspective_class" else "agnostic"
+        note = ""
+        if spec == "perspective_class" and fitted is not None and key not in fitted:
+            key, note = "agnostic", f"class {key} has too few homographies for a fit of its own; class-agnostic fit"
         out.append(dict(r, id=make_id(r["source"], f"{r['path']}#{tag}"), parent_id=r["id"], clip_transform=spec,
                         motion_path=str(motion_path) if spec.startswith("perspective") else "",
-                        motion_key=classes[r["label"]] if spec == "perspective_class" else "agnostic",
+                        motion_key=key, motion_note=note,
                         render_seed=int(np.random.default_rng([seed, int(r["id"][:8], 16)]).integers(2**31)),
                         warp_scale=warp_scale))
     return out
@@ -138,7 +147,14 @@ def transform_stage(cfg: Config, workspace) -> list[Path]:
     for src in cfg.web:
         kept = [r for r in read_manifest(ws.web(src.name, "aux")).rows if r["status"] == "ok"]
         if src.kind == "image":
-            rows = image_rows(kept, cfg.omni.image_to_clip, classes, motion, cfg.omni.warp_scale, cfg.omni.seed)
+            fitted = set(load_motion(motion)) if cfg.omni.image_to_clip == "perspective_class" else None
+            rows = image_rows(kept, cfg.omni.image_to_clip, classes, motion, cfg.omni.warp_scale, cfg.omni.seed,
+                              fitted)
+            fallback = sorted({classes[r["label"]] for r in rows if r.get("motion_note")})
+            if fallback:
+                console.print(f"[yellow]transform {src.name}: perspective_class: {len(fallback)} classes have fewer "
+                              f"than {MIN_PER_CLASS} homographies and warp with the class-agnostic fit: "
+                              f"{', '.join(fallback)} (recorded in the rows' motion_note)[/]", highlight=False)
         elif src.kind == "trimmed":
             rows = kept
         else:

@@ -53,8 +53,8 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
     as clip rows (``start_s``/``end_s``, ``parent_id``) under the clip budget; each with
     ``query_class`` (from the source's query map, −1 = none) and ``teacher_pred`` (None when the
     source has no teacher scores)."""
-    from ..select.filter import map_queries
     from ..teacher.score import read_scores
+    from ..web import query_classes
 
     ws = Workspace.of(workspace)
     names = cfg.weak.sources or [s.name for s in cfg.web]
@@ -72,7 +72,8 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
                 if r["status"] == "ok" and r.get("weak_labels")]
         sdir = ws.scores(name)
         scores = read_scores(sdir) if sdir.exists() else {}
-        qmap = map_queries(sorted({r["weak_labels"][0] for r in rows}), classes, src.query_map)
+        qmap = query_classes(ws, src, classes, [r["weak_labels"][0] for r in rows], "weak-labels",
+                             quiet=w.labels == "weak")  # tags as labels need no target class
         for r in rows:
             r = dict(r, query_class=qmap[r["weak_labels"][0]], split="web", label=None)
             rec = scores.get(r["id"])
@@ -93,7 +94,7 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
 def _weak_label_inputs(cfg: Config, ws: Workspace) -> dict:
     names = cfg.weak.sources or [s.name for s in cfg.web]
     return {**config_inputs(cfg, "weak", "web", "omni.clip_seconds"),
-            **file_inputs(ws, [ws.target_manifest()] + [p for n in names for p in (ws.web(n), ws.scores(n))])}
+            **file_inputs(ws, [ws.target_manifest(), ws.queries] + [p for n in names for p in (ws.web(n), ws.scores(n))])}
 
 
 @stage("weak-labels", _weak_label_inputs, lambda cfg, ws: [ws.weak_manifest, ws.weak_label_map])
