@@ -74,6 +74,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     eval_every: int = 1
+    min_steps: int = 0  # at least this many iterations in all: an epoch repeats a small target set (0 = off)
     run_name: str = "target_only"  # folder under <workspace>/runs/
     method: Literal["supervised", "da"] = "supervised"  # da: Kae & Song domain adaptation (the `da` section)
 
@@ -112,6 +113,9 @@ class OmniConfig:
     # space a softmax is confident on off-topic images, so confidence alone lets them through.
     filter: Literal["confidence", "agreement", "both", "none"] = "both"
     threshold: float = 0.5
+    # Each query also keeps this share of its samples, most probable (by the teacher, for the
+    # query's class) first, so a class the teacher is unsure of is not left without web data.
+    min_keep: float = 0.0
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
                            "perspective_class"] = "still"
     warp_scale: float = 1.0  # scales the fitted homography covariance
@@ -125,6 +129,9 @@ class OmniConfig:
     resample_clip: int = 0
     resample_power: float = 0.2
     cross_mixup: bool = False  # mix target and auxiliary samples (needs train.mixup_alpha > 0)
+    # Web losses on logits + log(web class prior / target class prior): a source covering few
+    # classes (or one) teaches what they look like without shifting the student towards them.
+    prior_correction: bool = True
     seed: int = 0
 
 
@@ -323,6 +330,7 @@ def validate(cfg: Config) -> None:
         ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be at least 1"),
         ("train.lr", cfg.train.lr > 0, "must be positive"),
+        ("train.min_steps", cfg.train.min_steps >= 0, "must be 0 (off) or more"),
         ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
@@ -333,6 +341,7 @@ def validate(cfg: Config) -> None:
         ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),
         ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
         ("omni.threshold", 0 <= cfg.omni.threshold <= 1, "must be in [0, 1]"),
+        ("omni.min_keep", 0 <= cfg.omni.min_keep <= 1, "must be in [0, 1]"),
         ("omni.frame_threshold", 0 <= cfg.omni.frame_threshold <= 1, "must be in [0, 1]"),
         ("omni.snippet_pos", cfg.omni.snippet_pos >= 1, "must be at least 1"),
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),

@@ -9,45 +9,51 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, WebSourceConfig, dump_config
 from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
 from ..data.manifest import ManifestError, read_manifest
-from ..data.resample import ResampledSampler, sample_weights
+from ..data.resample import ResampledSampler, class_weights, sample_weights
 from ..pipeline import build_model_and_loaders, console, feature_cache, target_manifest_path
 from ..web import web_path
-from .loop import Source, fit
+from .loop import Source, fit, passes_per_epoch
+
+
+def aux_arrays(rows: list[dict], clip_feats: dict, second_feats: dict, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T, D) features and labels of a source's training rows, from id -> (T_i, D) arrays:
+    ``clip_feats`` by row id (images: T_i = 1, replicated; videos: T segment frames), and for
+    snippets of untrimmed videos ``second_feats`` (1 fps) by the parent's id, of which the
+    snippet's ``frame_indices`` are taken. Rows without features are left out."""
+    from ..data.sampling import tsn_indices
+
+    feats, labels = [], []
+    for r in rows:
+        if r.get("frame_indices"):
+            parent = second_feats.get(r["parent_id"])
+            if parent is None:
+                continue
+            a = parent[np.minimum(np.asarray(r["frame_indices"]), len(parent) - 1)]
+        else:
+            a = clip_feats.get(r["id"])
+            if a is None:
+                continue
+        feats.append(a if len(a) == frames else a[tsn_indices(len(a), frames, train=False)])
+        labels.append(r["label"])
+    if not feats:
+        return np.zeros((0, frames, 0), np.float32), np.zeros(0, np.int64)
+    return np.stack(feats), np.asarray(labels, dtype=np.int64)
 
 
 def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, T, D) features and labels of a source's training rows. Snippets of untrimmed videos
-    gather their frames from the 1 fps cache of the parent video."""
-    from ..features.cache import load_features, stack_features
+    """``aux_arrays`` of a source's training rows, read from the workspace's feature caches."""
+    from ..features.cache import load_features
 
-    f = cfg.features
-    snippets = [r for r in rows if r.get("frame_indices")]
-    others = [r for r in rows if not r.get("frame_indices")]
-    feats, labels = [], []
-    if others:
-        x, kept = stack_features(feature_cache(cfg, workspace), others, f.frames)
-        feats += list(x)
-        labels += [r["label"] for r in kept]
-    if snippets:
-        per_second = load_features(feature_cache(cfg, workspace, per_second=True),
-                                   sorted({r["parent_id"] for r in snippets}))
-        from ..data.sampling import tsn_indices
-
-        for r in snippets:
-            parent = per_second.get(r["parent_id"])
-            if parent is None:
-                continue
-            snip = parent[np.minimum(np.asarray(r["frame_indices"]), len(parent) - 1)]
-            feats.append(snip[tsn_indices(len(snip), f.frames, train=False)])
-            labels.append(r["label"])
-    if not feats:
-        return np.zeros((0, f.frames, 0), np.float32), np.zeros(0, np.int64)
-    return np.stack(feats), np.asarray(labels, dtype=np.int64)
+    snippets = [r["parent_id"] for r in rows if r.get("frame_indices")]
+    clips = load_features(feature_cache(cfg, workspace), [r["id"] for r in rows if not r.get("frame_indices")])
+    seconds = load_features(feature_cache(cfg, workspace, per_second=True), sorted(set(snippets))) if snippets else {}
+    return aux_arrays(rows, clips, seconds, cfg.features.frames)
 
 
 def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps: int, cfg: Config,
@@ -60,12 +66,50 @@ def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps:
                       worker_init_fn=_one_thread)
 
 
+def prior_offset(labels: np.ndarray, num_classes: int, target_labels: np.ndarray, cfg: Config) -> np.ndarray:
+    """log π_aux − log π_target (C,): π_aux the class distribution a web source's sampler draws
+    (its kept labels after ``omni.resample``), smoothed by one sample per class; π_target that of
+    the labeled target set, smoothed likewise.
+
+    Added to the logits inside the source's loss (logit adjustment, Menon et al., ICLR 2021), it
+    lets a source that covers few classes, or covers them unevenly, teach what its classes look
+    like without moving the student's class prior towards them: web images exist for four of
+    six classes here, and a raw crawl may keep images of one class only.
+    """
+    o = cfg.omni
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
+    mass = class_weights(counts, o.resample, o.resample_clip, o.resample_power)
+    aux = (mass * counts.sum() + 1) / (counts.sum() + num_classes)
+    tc = np.bincount(np.asarray(target_labels, np.int64), minlength=num_classes).astype(np.float64)
+    target = (tc + 1) / (tc.sum() + num_classes)
+    return np.log(aux) - np.log(target)
+
+
+def aux_source(cfg: Config, src: WebSourceConfig, dataset, labels: np.ndarray, num_classes: int,
+               steps: int, num_workers: int = 0, target_labels: np.ndarray | None = None) -> Source:
+    """A web source's batches for joint training: |B_A| = batch_ratio · |B_T| per iteration,
+    ``steps`` iterations per epoch (``epoch_steps``), its loss weighted by ``src.weight``, and
+    with ``omni.prior_correction`` its logits offset by ``prior_offset`` against ``target_labels``."""
+    batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
+    offset = None
+    if cfg.omni.prior_correction and target_labels is not None:
+        offset = torch.as_tensor(prior_offset(labels, num_classes, target_labels, cfg), dtype=torch.float32)
+    return Source(src.name, aux_loader(dataset, labels, num_classes, batch, steps, cfg, num_workers), src.weight,
+                  offset)
+
+
+def epoch_steps(cfg: Config, train_loader) -> int:
+    """Iterations per epoch of ``fit`` (one or more passes over the target set)."""
+    return passes_per_epoch(cfg.train, len(train_loader)) * len(train_loader)
+
+
 def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[str] | None = None) -> Path:
     """Train ``omni.student_run`` on the target plus the transformed web sources."""
     manifest = read_manifest(target_manifest_path(workspace))
     classes = manifest.classes
     model, train, val = build_model_and_loaders(cfg, workspace, manifest)
-    steps = len(train)
+    steps = epoch_steps(cfg, train)
+    target_labels = np.array([r["label"] for r in manifest.rows if r.get("split") == "train" and r["status"] == "ok"])
     aux = []
     for src in cfg.web:
         if sources is not None and src.name not in sources:
@@ -74,7 +118,6 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource transform` first")
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and r.get("label") is not None]
-        batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
         if cfg.mode == "features":
             x, y = aux_features(cfg, workspace, src, rows)
             dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
@@ -84,9 +127,9 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
         if len(y) == 0:
             console.print(f"[yellow]student: web source {src.name} has no training samples; skipped[/]")
             continue
-        aux.append(Source(src.name, aux_loader(dataset, y, len(classes), batch, steps, cfg,
-                                               cfg.train.num_workers if cfg.mode == "pixels" else 0), src.weight))
-        console.print(f"student: {src.name}: {len(y)} samples, batch {batch} per iteration, "
+        aux.append(aux_source(cfg, src, dataset, y, len(classes), steps,
+                              cfg.train.num_workers if cfg.mode == "pixels" else 0, target_labels))
+        console.print(f"student: {src.name}: {len(y)} samples, batch {aux[-1].loader.batch_size} per iteration, "
                       f"resampling {cfg.omni.resample}")
     out = Path(workspace) / "runs" / cfg.omni.student_run
     fit(model, train, val, cfg.train, out, classes, dump_config(cfg), aux=aux, resume=resume, console=console,
