@@ -61,3 +61,26 @@ def test_aux_arrays_gathers_clips_stills_and_snippets():
     assert set(x[2][:, 0].tolist()) == {4.0, 18.0}  # seconds 2 and 9 (15 clamps to the last second, 9)
     empty_x, empty_y = aux_arrays([], {}, {}, 4)
     assert empty_x.shape[0] == 0 and empty_y.shape == (0,)
+
+
+def test_align_offset_recovers_a_domain_shift_under_the_source_class_mix():
+    from omnisource.train.joint import align_offset
+
+    rng = np.random.default_rng(1)
+    means = np.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]])
+    ty = np.repeat([0, 1, 2], 20)
+    tx = (means[ty][:, None, :] + rng.normal(0, 0.1, (60, 2, 3))).astype(np.float32)
+    shift = np.array([1.0, -2.0, 0.5])
+    wy = np.array([0] * 90 + [1] * 10)  # a source mostly of class 0, none of class 2
+    wx = (means[wy][:, None, :] + shift + rng.normal(0, 0.1, (100, 1, 3))).astype(np.float32)
+    assert align_offset(wx, wy, tx, ty, 3) == pytest.approx(shift, abs=0.05)
+    # A label the target lacks is left out of the mix instead of failing.
+    assert align_offset(wx, wy, tx[ty != 1], ty[ty != 1], 3) == pytest.approx(shift, abs=0.05)
+
+
+def test_align_needs_feature_mode():
+    from omnisource.config import ConfigError
+
+    with pytest.raises(ConfigError, match="omni.align"):
+        load_config(None, ["mode=pixels", "omni.align=mean"])
+    assert load_config(None, ["mode=pixels"]).omni.align == "auto"

@@ -132,6 +132,10 @@ class OmniConfig:
     # Web losses on logits + log(web class prior / target class prior): a source covering few
     # classes (or one) teaches what they look like without shifting the student towards them.
     prior_correction: bool = True
+    # Feature mode: shift each web source's features by its mean minus the target's mean under
+    # the source's class mix (train.joint.align_offset), so "looks like a web photo" is not
+    # learned as a class. auto = mean in feature mode, none in pixel mode.
+    align: Literal["auto", "mean", "none"] = "auto"
     seed: int = 0
 
 
@@ -342,6 +346,8 @@ def validate(cfg: Config) -> None:
         ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
         ("omni.threshold", 0 <= cfg.omni.threshold <= 1, "must be in [0, 1]"),
         ("omni.min_keep", 0 <= cfg.omni.min_keep <= 1, "must be in [0, 1]"),
+        ("omni.align", cfg.omni.align != "mean" or cfg.mode == "features",
+         "mean alignment shifts cached features: it needs mode=features (use auto or none)"),
         ("omni.frame_threshold", 0 <= cfg.omni.frame_threshold <= 1, "must be in [0, 1]"),
         ("omni.snippet_pos", cfg.omni.snippet_pos >= 1, "must be at least 1"),
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),

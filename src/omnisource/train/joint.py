@@ -98,6 +98,34 @@ def aux_source(cfg: Config, src: WebSourceConfig, dataset, labels: np.ndarray, n
                   offset)
 
 
+def align_offset(x: np.ndarray, y: np.ndarray, target_x: np.ndarray, target_y: np.ndarray,
+                 num_classes: int) -> np.ndarray:
+    """(D,) offset of a web source's frame features from the target's: the source's mean minus
+    the target's class means mixed in the source's class proportions (classes the target lacks
+    left out). Web photos and crawled frames sit apart from the target's video frames in a
+    frozen backbone's space; a linear head would learn that offset as evidence for the classes
+    the source covers. Subtracting it keeps the class signal, since both means follow one mix."""
+    present = np.array([np.any(target_y == c) for c in range(num_classes)])
+    keep = present[y]
+    if not keep.any():
+        return np.zeros(x.shape[-1], np.float32)
+    x, y = x[keep].astype(np.float64), y[keep]
+    means = np.stack([target_x[target_y == c].astype(np.float64).mean((0, 1)) if present[c]
+                      else np.zeros(x.shape[-1]) for c in range(num_classes)])
+    mix = np.bincount(y, minlength=num_classes) / len(y)
+    return (x.mean((0, 1)) - mix @ means).astype(np.float32)
+
+
+def feature_source(cfg: Config, src: WebSourceConfig, x: np.ndarray, y: np.ndarray, target_x: np.ndarray,
+                   target_y: np.ndarray, num_classes: int, steps: int) -> Source:
+    """A feature-mode web source: its (N, T, D) features, shifted by ``align_offset`` unless
+    ``omni.align`` is none, as an ``aux_source`` with the target's prior for the correction."""
+    if cfg.omni.align != "none" and len(y):
+        x = x - align_offset(x, y, target_x, target_y, num_classes)
+    dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
+    return aux_source(cfg, src, dataset, y, num_classes, steps, target_labels=target_y)
+
+
 def epoch_steps(cfg: Config, train_loader) -> int:
     """Iterations per epoch of ``fit`` (one or more passes over the target set)."""
     return passes_per_epoch(cfg.train, len(train_loader)) * len(train_loader)
@@ -120,15 +148,17 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and r.get("label") is not None]
         if cfg.mode == "features":
             x, y = aux_features(cfg, workspace, src, rows)
-            dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
         else:
             dataset = VideoClipDataset(rows, cfg.media, True, cfg.train.seed)
             y = np.array([r["label"] for r in dataset.rows], dtype=np.int64)
         if len(y) == 0:
             console.print(f"[yellow]student: web source {src.name} has no training samples; skipped[/]")
             continue
-        aux.append(aux_source(cfg, src, dataset, y, len(classes), steps,
-                              cfg.train.num_workers if cfg.mode == "pixels" else 0, target_labels))
+        if cfg.mode == "features":
+            aux.append(feature_source(cfg, src, x, y, train.dataset.features, train.dataset.labels, len(classes),
+                                      steps))
+        else:
+            aux.append(aux_source(cfg, src, dataset, y, len(classes), steps, cfg.train.num_workers, target_labels))
         console.print(f"student: {src.name}: {len(y)} samples, batch {aux[-1].loader.batch_size} per iteration, "
                       f"resampling {cfg.omni.resample}")
     out = Path(workspace) / "runs" / cfg.omni.student_run
