@@ -52,14 +52,15 @@ from omnisource.data.sampling import tsn_indices
 from omnisource.evaluate import protocol
 from omnisource.evaluate.metrics import classification_metrics
 from omnisource.evaluate.paired import summarise_setting
-from omnisource.features.cache import cache_dir_for, extract_features, load_features
+from omnisource.features.cache import extract_features, load_features
 from omnisource.models import create_backbone
-from omnisource.pipeline import feature_model_and_loaders
+from omnisource.train.build import feature_model_and_loaders
 from omnisource.select.stage import select_rows
 from omnisource.teacher.score import score_clips, score_untrimmed
 from omnisource.train.joint import aux_arrays, epoch_steps, feature_source
 from omnisource.train.loop import fit, predict
 from omnisource.transform.stage import image_rows, untrimmed_rows
+from omnisource.workspace import cache_dir_for
 
 ALL = ("images", "trimmed", "untrimmed")
 RAW_ALL = ("images_raw", "trimmed", "untrimmed")

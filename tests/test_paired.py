@@ -55,7 +55,8 @@ def _ucf_tree(root, classes=("A", "B"), groups=range(8, 26), clips=2):
         d.mkdir(parents=True)
         for g in groups:
             for i in range(clips):
-                (d / f"v_{c}_g{g:02d}_c{i + 1:02d}.mp4").write_bytes(b"")  # listed, never decoded here
+                # An MP4 signature is enough: the importer types files by content, never decodes here.
+                (d / f"v_{c}_g{g:02d}_c{i + 1:02d}.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(16))
     return root
 
 

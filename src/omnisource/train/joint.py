@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, WebSourceConfig, dump_config
+from ..console import console
 from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
-from ..data.manifest import ManifestError, read_manifest
+from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..data.resample import ResampledSampler, class_weights, sample_weights
-from ..pipeline import build_model_and_loaders, console, feature_cache, target_manifest_path
-from ..web import web_path
+from ..workspace import Workspace
+from .build import build_model_and_loaders
 from .loop import Source, fit, passes_per_epoch
 
 
@@ -50,9 +51,10 @@ def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict])
     """``aux_arrays`` of a source's training rows, read from the workspace's feature caches."""
     from ..features.cache import load_features
 
+    ws = Workspace.of(workspace)
     snippets = [r["parent_id"] for r in rows if r.get("frame_indices")]
-    clips = load_features(feature_cache(cfg, workspace), [r["id"] for r in rows if not r.get("frame_indices")])
-    seconds = load_features(feature_cache(cfg, workspace, per_second=True), sorted(set(snippets))) if snippets else {}
+    clips = load_features(ws.feature_cache(cfg), [r["id"] for r in rows if not r.get("frame_indices")])
+    seconds = load_features(ws.feature_cache(cfg, per_second=True), sorted(set(snippets))) if snippets else {}
     return aux_arrays(rows, clips, seconds, cfg.features.frames)
 
 
@@ -133,21 +135,22 @@ def epoch_steps(cfg: Config, train_loader) -> int:
 
 def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[str] | None = None) -> Path:
     """Train ``omni.student_run`` on the target plus the transformed web sources."""
-    manifest = read_manifest(target_manifest_path(workspace))
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target_manifest())
     classes = manifest.classes
-    model, train, val = build_model_and_loaders(cfg, workspace, manifest)
+    model, train, val = build_model_and_loaders(cfg, ws, manifest)
     steps = epoch_steps(cfg, train)
     target_labels = np.array([r["label"] for r in manifest.rows if r.get("split") == "train" and r["status"] == "ok"])
     aux = []
     for src in cfg.web:
         if sources is not None and src.name not in sources:
             continue
-        path = web_path(workspace, src.name, "train")
+        path = ws.web(src.name, "train")
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource transform` first")
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and r.get("label") is not None]
         if cfg.mode == "features":
-            x, y = aux_features(cfg, workspace, src, rows)
+            x, y = aux_features(cfg, ws, src, rows)
         else:
             dataset = VideoClipDataset(rows, cfg.media, True, cfg.train.seed)
             y = np.array([r["label"] for r in dataset.rows], dtype=np.int64)
@@ -161,8 +164,8 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
             aux.append(aux_source(cfg, src, dataset, y, len(classes), steps, cfg.train.num_workers, target_labels))
         console.print(f"student: {src.name}: {len(y)} samples, batch {aux[-1].loader.batch_size} per iteration, "
                       f"resampling {cfg.omni.resample}")
-    out = Path(workspace) / "runs" / cfg.omni.student_run
+    out = ws.run(cfg.omni.student_run)
     fit(model, train, val, cfg.train, out, classes, dump_config(cfg), aux=aux, resume=resume, console=console,
         cross_mixup=cfg.omni.cross_mixup)
-    (out / "config.yaml").write_text(dump_config(cfg))
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out
