@@ -73,7 +73,10 @@ SETTINGS = {  # name -> (web sources, student overrides)
     "all_nofilter": (ALL, ["omni.filter=none"]),
     "images_raw": (("images_raw",), []),
     "all_raw": (RAW_ALL, []),
+    "all_round2": (ALL, []),
 }
+DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
+ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
 KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
 
 
@@ -241,15 +244,18 @@ def untrimmed_precision(train_rows: list[dict], ws: WebSet) -> float:
     return right / total if total else float("nan")
 
 
-def contact_sheet(rows: list[dict], classes: list[str], query: str, path: Path, n: int = 12) -> dict:
+def contact_sheet(rows: list[dict], scores: dict, classes: list[str], query: str, path: Path, n: int = 12) -> dict:
     """A PNG of the ``query`` images the filter kept and dropped (highest / lowest teacher
-    probability of each), for looking at what the teacher does with raw crawl noise; written
-    next to the results, never into the repository (the photos belong to their owners)."""
+    probability of the query's class in each), captioned with the teacher's top-1 and that
+    probability, for looking at what the teacher does with raw crawl noise; written next to the
+    results, never into the repository (the photos belong to their owners)."""
     from PIL import Image, ImageDraw
 
-    mine = [r for r in rows if r.get("weak_labels") == [query] and "teacher_prob" in r]
-    kept = sorted((r for r in mine if r["status"] == "ok"), key=lambda r: -r["teacher_prob"])
-    dropped = sorted((r for r in mine if r["status"] == "rejected"), key=lambda r: -r["teacher_prob"])
+    qi = classes.index(protocol.QUERY_MAP[query])
+    pq = {r["id"]: scores[r["id"]]["probs"][qi] for r in rows if r["id"] in scores}
+    mine = [r for r in rows if r.get("weak_labels") == [query] and r["id"] in pq]
+    kept = sorted((r for r in mine if r["status"] == "ok"), key=lambda r: -pq[r["id"]])
+    dropped = sorted((r for r in mine if r["status"] == "rejected"), key=lambda r: -pq[r["id"]])
     groups = [("kept, most confident", kept[:n]), ("kept, least confident", kept[-n:][::-1]),
               ("dropped, most confident", dropped[:n]), ("dropped, least confident", dropped[-n:][::-1])]
     cell, pad = 120, 18
@@ -263,8 +269,8 @@ def contact_sheet(rows: list[dict], classes: list[str], query: str, path: Path, 
                 im = im.convert("RGB")
                 im.thumbnail((cell - 4, cell - 4))
                 sheet.paste(im, (i * cell + 2, y0 + pad))
-            draw.text((i * cell + 2, y0 + pad + cell - 2), f"{classes[r['teacher_pred']][:10]} {r['teacher_prob']:.2f}",
-                      fill="black")
+            draw.text((i * cell + 2, y0 + pad + cell - 2),
+                      f"{classes[r['teacher_pred']][:9]} {r['teacher_prob']:.2f} q {pq[r['id']]:.2f}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return {"kept": len(kept), "dropped": len(dropped)}
@@ -301,24 +307,32 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
         if not sources and setting.split("+")[0] != "baseline":
             continue  # e.g. images_raw without web-raw/
         scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith("web.")]])
-        aux, n_aux = [], 0
-        for name in sources:
-            src = source_config(name, [o for o in overrides if o.startswith("web.")])
-            x, y, stats, train_rows, rows = build_aux(scfg, src, webs[name], scores[name], classes)
-            if name == "images_raw" and setting == "images_raw" and unit == (0, 0):
-                contact_sheet(rows, classes, "basketball", args.out / f"raw_basketball_k{k or 'all'}.png")
-            if name == "images_raw":
-                per_query = diag.setdefault(("per_query", k, setting), {})
-                for r in rows:
-                    q = per_query.setdefault(r["weak_labels"][0], [0, 0])
-                    q[0 if r["status"] == "ok" else 1] += 1
-            aux.append((src, x, y))
-            n_aux += len(y)
-            d = diag.setdefault((setting, k, name), [])
-            d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
-                      "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
-                      **({"frame_precision": untrimmed_precision(train_rows, webs[name])} if name == "untrimmed" else {})})
-        _, m, s = train_head(scfg, data, classes, aux)
+        arm_scores = scores
+        rounds = ROUNDS.get(setting.split("+")[0], 1)
+        for round_ in range(rounds):
+            if round_:  # the last round's student is the next round's teacher
+                arm_scores = {n: score_set([(student, cfg.features.frames)], webs[n], n, cfg) for n in sources}
+            aux, n_aux, last = [], 0, round_ == rounds - 1
+            for name in sources:
+                src = source_config(name, [o for o in overrides if o.startswith("web.")])
+                x, y, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes)
+                aux.append((src, x, y))
+                n_aux += len(y)
+                if not last:
+                    continue  # diagnostics of the data the final student trains on
+                if name == "images_raw" and setting == "images_raw" and unit == (0, 0):
+                    contact_sheet(rows, arm_scores[name], classes, "basketball", args.out / f"raw_basketball_k{k or 'all'}.png")
+                if name == "images_raw":
+                    per_query = diag.setdefault(("per_query", k, setting), {})
+                    for r in rows:
+                        q = per_query.setdefault(r["weak_labels"][0], [0, 0])
+                        q[0 if r["status"] == "ok" else 1] += 1
+                d = diag.setdefault((setting, k, name), [])
+                d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
+                          "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
+                          **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
+                             if name == "untrimmed" else {})})
+            student, m, s = train_head(scfg, data, classes, aux)
         wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
         results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
                                                          broken=len(wrong - base_wrong))
@@ -398,11 +412,27 @@ def protocol_units(args) -> list[tuple]:
     return [units[int(i)] for i in args.only_folds.split(",")] if args.only_folds else units
 
 
+def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -> list[dict]:
+    """results.json, filters.json, raw_per_query.json and settings.json of the runs so far."""
+    rows = summary_rows(results, args.settings, ks)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
+    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
+        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
+        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
+    (args.out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
+    (args.out / "settings.json").write_text(json.dumps({
+        "config": dataclasses.asdict(base_config(0, args.set)), "set": args.set, "settings": args.settings,
+        "units": [[f, v] for f, v in units], "seeds": args.seeds, "noise": args.noise,
+        "label_noise": args.label_noise, "elapsed_s": round(time.time() - args.t0)}, indent=2, default=str))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(ap, "folder holding ucf101-6/ and web-sports/ (and web-raw/)")
     ap.add_argument("--k", default="1,3,10,all", help="labeled videos per class, comma separated")
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS),
+    ap.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS,
                     help="settings to run: names of SETTINGS, or NAME+key=value+... variants")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every arm (teacher included)")
     ap.add_argument("--noise", type=float, default=0.5, help="share of injected pool images per target query")
@@ -420,7 +450,7 @@ def main(argv=None) -> int:
         parse_setting(s)
     # Tiny heads: one thread (two threads on two busy cores spent most of the time waiting).
     torch.set_num_threads(1)
-    t0 = time.time()
+    t0 = args.t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     feats = Features(args.features or args.out / "features", 128, 8, args.workers)
     full = protocol.target_split(args.data, 0, 0, args.test_root)
@@ -433,21 +463,11 @@ def main(argv=None) -> int:
     ks = [0 if k == "all" else int(k) for k in args.k.split(",")]
     units = protocol_units(args)
     results, diag = {}, {}
-    for k in ks:
+    for seed in range(args.seeds):  # seeds outermost: a stopped run has every k and fold
         for fold, val in units:
-            for seed in range(args.seeds):
+            for k in ks:
                 run_unit(args, feats, k, fold, val, seed, results, diag)
-    rows = summary_rows(results, args.settings, ks)
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-    (args.out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
-    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
-        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
-        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
-    (args.out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
-    (args.out / "settings.json").write_text(json.dumps({
-        "config": dataclasses.asdict(base_config(0, args.set)), "set": args.set, "settings": args.settings,
-        "units": [[f, v] for f, v in units], "seeds": args.seeds, "noise": args.noise,
-        "label_noise": args.label_noise}, indent=2, default=str))
+                rows = write_outputs(args, results, diag, units, ks)  # a stopped run keeps what it measured
     print_table(rows)
     print("\nteacher filter per source (mean over runs): kept/scored, precision, recall")
     for d in diag_rows(diag):
