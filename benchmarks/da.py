@@ -39,7 +39,7 @@ from ucf_web import (ALL, Features, add_protocol_args, base_config, build_aux, l
 
 from omnisource.config import DAConfig, TrainConfig  # noqa: E402
 from omnisource.evaluate import protocol  # noqa: E402
-from omnisource.evaluate.paired import summarise_setting  # noqa: E402
+from omnisource.evaluate.folds import summarise_setting  # noqa: E402
 from omnisource.features.cache import load_features  # noqa: E402
 from omnisource.train.da_stage import train_feature_da  # noqa: E402
 

@@ -44,7 +44,7 @@ from omnisource.config import TrainConfig  # noqa: E402
 from omnisource.data.datasets import FeatureDataset, make_loader  # noqa: E402
 from omnisource.data.resample import ResampledSampler  # noqa: E402
 from omnisource.evaluate import protocol  # noqa: E402
-from omnisource.evaluate.paired import summarise_setting  # noqa: E402
+from omnisource.evaluate.folds import summarise_setting  # noqa: E402
 from omnisource.features.cache import load_features  # noqa: E402
 from omnisource.models import create_head  # noqa: E402
 from omnisource.select import spl  # noqa: E402

@@ -51,7 +51,7 @@ from omnisource.data.manifest import new_row
 from omnisource.data.sampling import tsn_indices
 from omnisource.evaluate import protocol
 from omnisource.evaluate.metrics import classification_metrics
-from omnisource.evaluate.paired import summarise_setting
+from omnisource.evaluate.folds import summarise_setting
 from omnisource.features.cache import extract_features, load_features
 from omnisource.models import create_backbone
 from omnisource.train.build import feature_model_and_loaders

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data import importers
 from ..data.manifest import Manifest, make_id, new_row
-from .paired import group_folds
+from .folds import group_folds
 
 GROUPS = [f"{g:02d}" for g in range(8, 26)]  # the official split-1 training groups shipped here
 TRAIN_GROUPS = [f"{g:02d}" for g in range(12, 26)]  # the single split of `omnisource sweep` runs

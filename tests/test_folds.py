@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from omnisource.evaluate.paired import group_folds, paired_bootstrap, summarise_setting
+from omnisource.evaluate.folds import group_folds, fold_paired_interval, summarise_setting
 
 
 def test_group_folds_partition_the_groups_in_balanced_folds():
@@ -22,20 +22,20 @@ def test_group_folds_rejects_impossible_counts(n):
 def test_bootstrap_interval_excludes_zero_for_a_consistent_gain_and_covers_it_for_noise():
     rng = np.random.default_rng(0)
     gain = 0.02 + rng.normal(0, 0.01, 12)
-    mean, lo, hi = paired_bootstrap(gain, strata=np.repeat(np.arange(4), 3))
+    mean, lo, hi = fold_paired_interval(gain, strata=np.repeat(np.arange(4), 3))
     assert lo > 0 and lo < mean < hi
     assert mean == pytest.approx(gain.mean())
     noise = rng.normal(0, 0.01, 12)
     noise -= noise.mean()
-    _, lo, hi = paired_bootstrap(noise)
+    _, lo, hi = fold_paired_interval(noise)
     assert lo < 0 < hi
 
 
 def test_bootstrap_within_strata_keeps_each_stratum_weight():
     # Stratum 0 always +1, stratum 1 always -1: every stratified replicate has mean 0.
     d = [1.0, 1.0, 1.0, -1.0, -1.0, -1.0]
-    assert paired_bootstrap(d, strata=[0, 0, 0, 1, 1, 1]) == (0.0, 0.0, 0.0)
-    _, lo, hi = paired_bootstrap(d)  # unstratified replicates vary
+    assert fold_paired_interval(d, strata=[0, 0, 0, 1, 1, 1]) == (0.0, 0.0, 0.0)
+    _, lo, hi = fold_paired_interval(d)  # unstratified replicates vary
     assert lo < 0 < hi
 
 

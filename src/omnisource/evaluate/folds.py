@@ -19,7 +19,7 @@ def group_folds(groups: list[str], n_folds: int) -> list[list[str]]:
     return [unique[i::n_folds] for i in range(n_folds)]
 
 
-def paired_bootstrap(deltas, strata=None, n_boot: int = 10_000, level: float = 0.95,
+def fold_paired_interval(deltas, strata=None, n_boot: int = 10_000, level: float = 0.95,
                      seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of the mean of paired differences ``deltas`` (one per run), with a
     percentile bootstrap interval at ``level``; ``strata`` (one label per run, e.g. the fold)
@@ -49,6 +49,6 @@ def summarise_setting(runs: dict, baseline: dict, key: str = "top1") -> dict:
     pairs = sorted(set(runs) & set(baseline))
     values = np.array([runs[p][key] for p in sorted(runs)], dtype=np.float64)
     deltas = [runs[p][key] - baseline[p][key] for p in pairs]
-    mean, lo, hi = paired_bootstrap(deltas, [p[0] for p in pairs]) if pairs else (float("nan"),) * 3
+    mean, lo, hi = fold_paired_interval(deltas, [p[0] for p in pairs]) if pairs else (float("nan"),) * 3
     return {f"{key}_mean": float(values.mean()), f"{key}_std": float(values.std()), "delta_mean": mean,
             "delta_lo": lo, "delta_hi": hi, "runs": len(runs), "folds": len({p[0] for p in runs})}
