@@ -2,6 +2,9 @@
 
     python benchmarks/ucf_web.py --data ../shared/data --out bench-out/ucf_web \\
         [--features /work/bench-cache/features] [--k 1,3,10,all] [--seeds 3] [--test-root DIR]
+    # folds in separate processes, then one table:
+    python benchmarks/ucf_web.py ... --only-folds 0,1 --out A;  ... --only-folds 2,3 --out B
+    python benchmarks/ucf_web.py --data ../shared/data --out AB --merge A B
 
 Protocol (shared/data/README.md, omnisource.evaluate.protocol): cross-validation over 4 group
 folds of 08–25; per fold, k labeled videos per class and the web videos come from the other
@@ -416,6 +419,9 @@ def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -
     """results.json, filters.json, raw_per_query.json and settings.json of the runs so far."""
     rows = summary_rows(results, args.settings, ks)
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "runs.json").write_text(json.dumps(  # every run's metrics, for --merge
+        [{"setting": s, "k": k, "fold": f, "seed": sd, **m} for (s, k), runs in results.items()
+         for (f, sd), m in runs.items()], default=float))
     (args.out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
     per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
         q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
@@ -428,6 +434,25 @@ def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -
     return rows
 
 
+def merge(out: Path, dirs: list[Path]) -> int:
+    """One results.json from the runs.json of several runs of the same protocol (e.g. folds run
+    in separate processes); a (setting, k, fold, seed) present twice is an error."""
+    results, settings, ks = {}, [], []
+    for d in dirs:
+        for r in json.loads((d / "runs.json").read_text()):
+            runs = results.setdefault((r["setting"], r["k"]), {})
+            if (r["fold"], r["seed"]) in runs:
+                raise SystemExit(f"{d}: {r['setting']} k={r['k']} fold {r['fold']} seed {r['seed']} is in two runs")
+            runs[(r["fold"], r["seed"])] = r
+            settings += [r["setting"]] * (r["setting"] not in settings)
+            ks += [r["k"]] * (r["k"] not in ks)
+    rows = summary_rows(results, settings, sorted(ks, key=lambda k: k or 10**9))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    print_table(rows)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(ap, "folder holding ucf101-6/ and web-sports/ (and web-raw/)")
@@ -438,7 +463,11 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, default=0.5, help="share of injected pool images per target query")
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of trimmed web videos with a wrong weak label")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="only merge the runs.json of these output folders into --out/results.json")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.out, args.merge)
     args.data = args.data.resolve()  # feature ids hash the path: the same cache from any folder
     require_data(ap, args.data)
     args.raw = (args.data / "web-raw").is_dir()

@@ -84,3 +84,45 @@ def test_test_root_split_trains_from_every_group(tmp_path):
     split = protocol.target_split(data, 0, seed=0, test_root=test)
     assert len(split.rows("train")) == 2 * 18 * 2
     assert {r["path"].split("_g")[1][:2] for r in split.rows("val")} == {"01", "02"}
+
+
+def _ucf_web():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ucf_web.py"
+    spec = importlib.util.spec_from_file_location("ucf_web", path)
+    mod = sys.modules["ucf_web"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _runs(folds, gain):
+    metrics = {"top1": 0.0, "mean_class_accuracy": 0.0, "num_samples": 10, "classes": ["A"],
+               "per_class_accuracy": {"A": 0.0}, "n_aux": 0}
+    out = []
+    for f in folds:
+        for seed in range(2):
+            base = 0.7 + 0.05 * f + 0.01 * seed
+            out.append(dict(metrics, setting="baseline", k=3, fold=f, seed=seed, top1=base))
+            out.append(dict(metrics, setting="all", k=3, fold=f, seed=seed, top1=base + gain[f] + (0.02 if seed else -0.02)))
+    return out
+
+
+def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
+    import json
+
+    ucf_web = _ucf_web()
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    gain = {0: 0.02, 1: 0.04, 2: 0.06, 3: 0.08}
+    (tmp_path / "a" / "runs.json").write_text(json.dumps(_runs([0, 1], gain)))
+    (tmp_path / "b" / "runs.json").write_text(json.dumps(_runs([2, 3], gain)))
+    assert ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "b"]) == 0
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "m" / "results.json").read_text())}
+    assert rows["all"]["folds"] == 4 and rows["all"]["runs"] == 8
+    assert rows["all"]["delta_mean"] == pytest.approx(0.05)
+    # Resampled within folds: only the seed-to-seed spread (±0.02) widens the interval.
+    assert 0.03 <= rows["all"]["delta_lo"] < 0.05 < rows["all"]["delta_hi"] <= 0.07
+    with pytest.raises(SystemExit, match="in two runs"):  # the same fold twice is not two folds
+        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "a"])
