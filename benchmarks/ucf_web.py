@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnisource.config import Config, WebSourceConfig, _coerce, load_config, parse_override
+from omnisource.config import Config, WebSourceConfig, load_config
+from omnisource.config_io import _coerce, parse_override
 from omnisource.data.manifest import new_row
 from omnisource.data.sampling import tsn_indices
 from omnisource.evaluate import protocol
