@@ -2,7 +2,10 @@
 
     python benchmarks/spl.py --data ../shared/data --out bench-out/spl [--test-root DIR] [--seeds 3] [--k 10]
 
-Protocol of shared/data/README.md, feature mode. The training-group videos not drawn as labeled
+Protocol of shared/data/README.md (benchmarks/ucf_web.py's): cross-validation over 4 group folds
+of 08–25, ≥ 3 seeds per fold, every method paired with ``none`` (no web pre-training, the same
+evaluation) on the same fold, seed and subset: mean difference with a 95 % bootstrap interval.
+Feature mode. The training-group videos not drawn as labeled
 act as weakly-labelled web videos: half trimmed (weak label flipped at --label-noise), half
 concatenated three by three into untrimmed videos (weak label = the class of one part) and cut
 into --clip-seconds clips. A teacher (TSN head on the k labeled videos) predicts every clip; each
@@ -34,12 +37,14 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ucf_web import Features, _to_t, labeled_features, log, require_data, train_head  # noqa: E402  (shared pieces)
+from ucf_web import (Features, _to_t, add_protocol_args, base_config, labeled_arrays, log,  # noqa: E402
+                     protocol_units, require_data, train_head)  # the shared pieces
 
 from omnisource.config import TrainConfig  # noqa: E402
 from omnisource.data.datasets import FeatureDataset, make_loader  # noqa: E402
 from omnisource.data.resample import ResampledSampler  # noqa: E402
 from omnisource.evaluate import protocol  # noqa: E402
+from omnisource.evaluate.folds import summarise_setting  # noqa: E402
 from omnisource.features.cache import load_features  # noqa: E402
 from omnisource.models import create_head  # noqa: E402
 from omnisource.select import spl  # noqa: E402
@@ -113,18 +118,20 @@ def evaluate(head, how: str, data, classes, args, seed: int, body_lr_scale: floa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_seed(args, feats: Features, seed: int, results: dict, stats: dict) -> None:
-    split = protocol.target_split(args.data, args.k, seed, args.test_root)
+def run_unit(args, feats: Features, fold, val_groups, seed: int, results: dict, stats: dict) -> None:
+    split = protocol.target_split(args.data, args.k, seed, args.test_root, val_groups)
     classes, n = split.classes, len(split.classes)
-    x, y, xv, yv, tcfg = labeled_features(feats, split, args.epochs, seed)
-    teacher, base = train_head(x, y, xv, yv, classes, tcfg, frames=feats.frames)
-    results.setdefault(("teacher_tsn", "target"), []).append(base)
+    data = labeled_arrays(feats, split)
+    x, y, xv, yv = data
+    teacher, base, _ = train_head(base_config(seed), data, classes)
+    unit = (fold, seed)
+    results.setdefault(("teacher_tsn", "target"), {})[unit] = base
     wx, weak, true = web_set(split, feats, args, seed)
     pred = head_probs(teacher, list(wx), feats.frames).argmax(1)
     c = spl.confusion(weak, pred, n)
     s = {"clips": len(weak), "noise_ratio": spl.noise_ratio(c), "true_noise": float((weak != true).mean()),
          "teacher_clip_acc": float((pred == true).mean())}
-    log(f"seed {seed}: {s['clips']} web clips, noise ratio (teacher) {s['noise_ratio']:.3f}, "
+    log(f"fold {fold} seed {seed}: {s['clips']} web clips, noise ratio (teacher) {s['noise_ratio']:.3f}, "
         f"true label noise {s['true_noise']:.3f}, teacher clip accuracy {s['teacher_clip_acc']:.3f}")
     for method in METHODS:
         if method == "none":
@@ -139,20 +146,15 @@ def run_seed(args, feats: Features, seed: int, results: dict, stats: dict) -> No
             s.setdefault("classes", {})[method] = lab.num_classes
         for how in ("finetune", "probe"):
             m = evaluate(head, how, (x, y, xv, yv), classes, args, seed, scale)
-            results.setdefault((method, how), []).append(m)
-            log(f"seed {seed} {method:>9} {how:>8}: top1 {m['top1']:.3f} mca {m['mean_class_accuracy']:.3f} "
+            results.setdefault((method, how), {})[unit] = m
+            log(f"fold {fold} seed {seed} {method:>9} {how:>8}: top1 {m['top1']:.3f} mca {m['mean_class_accuracy']:.3f} "
                 f"(web clips used {kept})")
-    stats[seed] = s
+    stats[unit] = s
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="folder holding ucf101-6/")
-    ap.add_argument("--test-root", type=Path, default=None, help="class folders evaluated instead of groups 08-11")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--features", type=Path, default=None,
-                    help="feature cache root (default <out>/features; e.g. the ucf_web benchmark's)")
+    add_protocol_args(ap, "folder holding ucf101-6/")
     ap.add_argument("--k", type=int, default=10, help="labeled videos per class")
     ap.add_argument("--K", type=int, default=2, help="SPL-M / SPL-D keep K·N classes")
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of trimmed web videos with a wrong weak label")
@@ -164,24 +166,28 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32, help="pre-training batch size")
     ap.add_argument("--body-lr-scale", type=float, default=0.1, help="fine-tuning lr of the body / lr of fc")
     args = ap.parse_args(argv)
+    args.data = args.data.resolve()  # feature ids hash the path
     require_data(ap, args.data, ("ucf101-6/videos",))
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     feats = Features(args.features or args.out / "features", 128, 8, 1)
     full = protocol.target_split(args.data, 0, 0, args.test_root)
-    feats.extract([r for r in full.manifest.rows if r["status"] == "ok"])  # no-op when cached
-    feats.extract(full.rows("train"), per_second=True)
+    videos = [r for r in full.manifest.rows if r["status"] == "ok"]
+    feats.extract(videos)  # no-op when cached
+    feats.extract([r for r in videos if r["split"] != "val"], per_second=True)
     results, stats = {}, {}
-    for seed in range(args.seeds):
-        run_seed(args, feats, seed, results, stats)
+    for fold, val in protocol_units(args):
+        for seed in range(args.seeds):
+            run_unit(args, feats, fold, val, seed, results, stats)
     rows = []
     for (method, how), runs in results.items():
-        top1 = [m["top1"] for m in runs]
-        mca = [m["mean_class_accuracy"] for m in runs]
-        rows.append({"method": method, "eval": how, "k": args.k, "top1_mean": float(np.mean(top1)),
-                     "top1_std": float(np.std(top1)), "mca_mean": float(np.mean(mca)), "mca_std": float(np.std(mca)),
-                     "seeds": len(runs)})
+        base = results[("none", how)] if how != "target" else runs
+        r = summarise_setting(runs, base)
+        rows.append({"method": method, "eval": how, "k": args.k, "top1_mean": r["top1_mean"], "top1_std": r["top1_std"],
+                     "mca_mean": float(np.mean([m["mean_class_accuracy"] for m in runs.values()])),
+                     "delta_mean": r["delta_mean"], "delta_lo": r["delta_lo"], "delta_hi": r["delta_hi"],
+                     "folds": r["folds"], "runs": r["runs"]})
     web = {key: float(np.mean([s[key] for s in stats.values()])) for key in
            ("clips", "noise_ratio", "true_noise", "teacher_clip_acc")}
     web["cover"] = {m: float(np.mean([s["cover"][m] for s in stats.values()])) for m in METHODS[1:]}
@@ -189,17 +195,19 @@ def main(argv=None) -> int:
         k: str(v) for k, v in vars(args).items()}}, indent=2))
     print(f"\nweb set: {web['clips']:.0f} clips, noise ratio (weak vs teacher, off-diagonal / total) "
           f"{web['noise_ratio']:.3f}, true label noise {web['true_noise']:.3f}, "
-          f"teacher clip accuracy {web['teacher_clip_acc']:.3f} (mean of {len(stats)} seeds)")
-    print(f"\n{'method':<12}{'SCR':>6}{'finetune top1':>18}{'finetune mca':>18}{'probe top1':>18}{'probe mca':>18}")
+          f"teacher clip accuracy {web['teacher_clip_acc']:.3f} (mean of {len(stats)} runs)")
+    print(f"\n{'method':<12}{'SCR':>6}{'finetune top1':>16}{'Δ vs none [95% CI]':>26}{'probe top1':>16}"
+          f"{'Δ vs none [95% CI]':>26}")
     by = {(r["method"], r["eval"]): r for r in rows}
     for method in ["teacher_tsn"] + METHODS:
-        hows = ("target",) if method == "teacher_tsn" else ("finetune", "probe")
         cells = []
-        for how in hows:
+        for how in (("target",) if method == "teacher_tsn" else ("finetune", "probe")):
             r = by[(method, how)]
-            cells += [f"{r['top1_mean'] * 100:.2f} ±{r['top1_std'] * 100:4.1f}", f"{r['mca_mean'] * 100:.2f} ±{r['mca_std'] * 100:4.1f}"]
+            delta = "" if method in ("none", "teacher_tsn") else \
+                f"{r['delta_mean'] * 100:+.2f} [{r['delta_lo'] * 100:+.2f}, {r['delta_hi'] * 100:+.2f}]"
+            cells += [f"{r['top1_mean'] * 100:.2f} ±{r['top1_std'] * 100:4.1f}", delta]
         scr = f"{web['cover'][method]:.2f}" if method in web["cover"] else "-"
-        print(f"{method:<12}{scr:>6}" + "".join(f"{c:>18}" for c in cells))
+        print(f"{method:<12}{scr:>6}" + "".join(f"{c:>{16 if i % 2 == 0 else 26}}" for i, c in enumerate(cells)))
     log(f"done in {time.time() - t0:.0f} s -> {args.out / 'results.json'}")
     return 0
 

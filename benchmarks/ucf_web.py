@@ -1,56 +1,87 @@
-"""OmniSource on real data: UCF101-6 + web-sports images + the unused UCF videos as web videos.
+"""OmniSource on real data: UCF101-6 + web images + the unused UCF videos as web videos.
 
-    python benchmarks/ucf_web.py --data ../shared/data --out bench-out/ucf_web [--seeds 3]
+    python benchmarks/ucf_web.py --data ../shared/data --out bench-out/ucf_web \\
+        [--features /work/bench-cache/features] [--k 1,3,10,all] [--seeds 3] [--test-root DIR]
+    # folds in separate processes, then one table:
+    python benchmarks/ucf_web.py ... --only-folds 0,1 --out A;  ... --only-folds 2,3 --out B
+    python benchmarks/ucf_web.py --data ../shared/data --out AB --merge A B
 
-Feature mode (frozen EfficientNet-Lite0 ImageNet features, TSN heads for teacher and student),
-the protocol of shared/data/README.md (see omnisource.evaluate.protocol). Features are cached
-under --out and reused. Untrimmed web videos are virtual: clips of different classes played
-in a row, their 1 fps features the concatenation of their parts' 1 fps features.
-Writes results.json (rows: setting, k, top1/mca mean and std, n_aux, seeds) and prints a table.
+Protocol (shared/data/README.md, omnisource.evaluate.protocol): cross-validation over 4 group
+folds of 08–25; per fold, k labeled videos per class and the web videos come from the other
+groups, validation is the fold's groups; ≥ 3 seeds per fold (the seed draws the labeled subset,
+the injected noise and the training). With ``--test-root DIR``: train from all of 08–25,
+evaluate on DIR. Every setting is paired with the baseline (target-only) of the same fold, seed
+and subset: results.json gives, per (setting, k), top-1 mean ± std over the runs, mean class
+accuracy, the kept web samples (n_aux) and the mean paired difference in top-1 with a 95 %
+bootstrap interval (resampled within folds).
+
+Everything runs through the product's functions and **defaults** (``load_config()`` with no
+overrides but the device and seeds; ``--set`` changes them for every arm): the target-only
+teacher and the students are the feature-mode heads of ``omnisource train`` / ``student``,
+scoring is ``teacher.score``, filtering ``select.select_rows``, transforms ``transform.stage``,
+joint training ``train.joint``. Web sources:
+
+* ``images``: the web-sports folders of the four target queries, with images of the other
+  queries injected at ``--noise`` (ground truth kept, so filter precision / recall are known);
+* ``images_raw``: every ``web-raw`` query folder as crawled (21 of 22 queries name no class);
+* ``trimmed``: half of the unused training-group videos, weak labels flipped at ``--label-noise``;
+* ``untrimmed``: the other half, three clips of different classes in a row (virtual: their 1 fps
+  features are the concatenation of the parts'), weak label = the class of one part.
+
+A setting is a name of ``SETTINGS`` or ``NAME+key=value+...`` (config overrides for the student
+of that arm only, ``web.<field>=`` for every web source), so variants are measured as rows of
+the same paired table. Features are computed once into ``--features`` (the product's cache
+layout) and reused.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from omnisource.config import TrainConfig, load_config
-from omnisource.data.datasets import FeatureDataset, make_loader
+from omnisource.config import Config, WebSourceConfig, load_config
+from omnisource.config_io import _coerce, parse_override
 from omnisource.data.manifest import new_row
 from omnisource.data.sampling import tsn_indices
 from omnisource.evaluate import protocol
 from omnisource.evaluate.metrics import classification_metrics
+from omnisource.evaluate.folds import summarise_setting
 from omnisource.features.cache import extract_features, load_features
-from omnisource.models import create_backbone, create_head
+from omnisource.models import create_backbone
+from omnisource.train.build import feature_model_and_loaders
 from omnisource.select.stage import select_rows
-from omnisource.teacher.score import head_probs, summarise, untrimmed_scores
-from omnisource.train.loop import Source, fit, predict
-from omnisource.transform.image_to_clip import save_motion
-from omnisource.transform.stage import fit_motion, image_rows, untrimmed_rows
-from omnisource.train.joint import aux_loader
+from omnisource.teacher.score import score_clips, score_untrimmed
+from omnisource.train.joint import aux_arrays, epoch_steps, feature_source
+from omnisource.train.loop import fit, predict
+from omnisource.transform.stage import image_rows, untrimmed_rows
 from omnisource.workspace import cache_dir_for
 
-SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "all_still", "all_warp",
-            "all_power0.2"]
 ALL = ("images", "trimmed", "untrimmed")
-SPEC = {  # setting -> (sources, filter rule ("filter" = --filter), image transform, resampling)
-    "images": (("images",), "filter", "still", "none"),
-    "trimmed": (("trimmed",), "filter", "still", "none"),
-    "untrimmed": (("untrimmed",), "filter", "still", "none"),
-    "all": (ALL, "filter", "still", "none"),
-    "all_nofilter": (ALL, "none", "still", "none"),
-    "all_still": (ALL, "filter", "still", "none"),
-    "all_warp": (ALL, "filter", "perspective", "none"),
-    "all_power0.2": (ALL, "filter", "still", "power"),
+RAW_ALL = ("images_raw", "trimmed", "untrimmed")
+SETTINGS = {  # name -> (web sources, student overrides)
+    "baseline": ((), []),
+    "images": (("images",), []),
+    "trimmed": (("trimmed",), []),
+    "untrimmed": (("untrimmed",), []),
+    "all": (ALL, []),
+    "all_nofilter": (ALL, ["omni.filter=none"]),
+    "images_raw": (("images_raw",), []),
+    "all_raw": (RAW_ALL, []),
+    "all_round2": (ALL, []),
 }
+DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
+ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
+KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
 
 
 def log(msg: str) -> None:
@@ -58,18 +89,20 @@ def log(msg: str) -> None:
 
 
 class Features:
-    """The benchmark's caches: T segment frames per video/image clip, and 1 fps per video."""
+    """The benchmark's caches: T segment frames per video (1 per image), and 1 fps per video."""
 
     def __init__(self, root: Path, size: int, frames: int, workers: int):
-        # The product's cache layout, so `omnisource ... features.cache_root=<out>/features` reuses it.
+        # The product's cache layout, so `omnisource ... features.cache_root=<root>` reuses it.
         self.seg = cache_dir_for(root, "efficientnet_lite0", size, frames)
         self.fps = cache_dir_for(root, "efficientnet_lite0", size, frames, per_second=True)
         self.size, self.frames, self.workers = size, frames, workers
-        self.backbone = create_backbone("efficientnet_lite0", pretrained="imagenet")
+        self._backbone = None
 
     def extract(self, rows: list[dict], per_second: bool = False) -> None:
+        if self._backbone is None:
+            self._backbone = create_backbone("efficientnet_lite0", pretrained="imagenet")
         t0 = time.time()
-        failures = extract_features(rows, self.backbone, self.fps if per_second else self.seg, size=self.size,
+        failures = extract_features(rows, self._backbone, self.fps if per_second else self.seg, size=self.size,
                                     frames=self.frames, workers=self.workers, progress=sys.stdout.isatty(),
                                     per_second=per_second)
         log(f"features: {len(rows)} rows ({'1 fps' if per_second else f'{self.frames} frames'}) "
@@ -77,7 +110,7 @@ class Features:
 
     def clips(self, ids: list[str]) -> np.ndarray:
         if not ids:  # e.g. no unused training videos left to act as web videos at k = all
-            return np.zeros((0, self.frames, self.backbone.num_features), np.float32)
+            return np.zeros((0, self.frames, 1280), np.float32)
         feats = load_features(self.seg, ids)
         return np.stack([_to_t(feats[i], self.frames) for i in ids]).astype(np.float32)
 
@@ -86,188 +119,392 @@ def _to_t(a: np.ndarray, t: int) -> np.ndarray:
     return a if len(a) == t else a[tsn_indices(len(a), t, train=False)]
 
 
-def train_head(x, y, xv, yv, classes, cfg: TrainConfig, aux=(), frames=8, resample="none"):
-    torch.manual_seed(cfg.seed)
-    head = create_head("tsn", x.shape[-1], len(classes), frames, dropout=0.5)
-    train = make_loader(FeatureDataset(x, y, frames, True, cfg.seed), cfg.batch_size, True)
-    val = make_loader(FeatureDataset(xv, yv, frames), 256, False)
-    steps = len(train)
-    # At least 400 iterations (tiny k) and at least cfg.epochs passes over the target set.
-    run_cfg = TrainConfig(**{**cfg.__dict__, "epochs": max(cfg.epochs, math.ceil(400 / steps))})
-    loaders = []
-    omni = load_config(None, [f"train.seed={cfg.seed}", f"omni.resample={resample}", "omni.resample_power=0.2"])
-    for name, (ax, ay) in aux:
-        if len(ay):
-            batch = max(1, round(0.5 * cfg.batch_size))
-            loaders.append(Source(name, aux_loader(FeatureDataset(ax, ay, frames, True, cfg.seed), ay, len(classes),
-                                                   batch, steps, omni)))
-    tmp = Path(tempfile.mkdtemp(prefix="ucfweb-"))
-    try:
-        from rich.console import Console
-
-        fit(head, train, val, run_cfg, tmp, classes, aux=loaders, console=Console(quiet=True))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    scores, labels = predict(head, val, torch.device("cpu"))
-    return head.eval(), classification_metrics(scores, labels, classes)
-
-
 def require_data(ap: argparse.ArgumentParser, data: Path, subs=("ucf101-6/videos", "web-sports")) -> None:
     for sub in subs:
         if not (data / sub).is_dir():
             ap.error(f"{data / sub} not found: --data must hold {' and '.join(s.split('/')[0] + '/' for s in subs)}")
 
 
-def labeled_features(feats: Features, split, epochs: int, seed: int):
-    """Features and labels of the split's labeled training and validation clips, and the head
-    recipe every benchmark trains its teacher / target-only head with."""
+def base_config(seed: int, overrides: list[str] = ()) -> Config:
+    """The product's defaults, CPU, the run's seed everywhere; ``overrides`` on top."""
+    return load_config(None, ["train.device=cpu", f"train.seed={seed}", f"omni.seed={seed}",
+                              "train.eval_every=1000000", *overrides])
+
+
+def labeled_arrays(feats: Features, split):
     tr, va = split.rows("train"), split.rows("val")
-    x, y = feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr])
-    xv, yv = feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va])
-    cfg = TrainConfig(epochs=epochs, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, device="cpu",
-                      seed=seed)
-    return x, y, xv, yv, cfg
+    return (feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr]),
+            feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va]))
 
 
-def per_second_of(feats: Features, specs: list[dict]) -> dict[str, np.ndarray]:
-    """1 fps features of each virtual untrimmed video: its parts' 1 fps features in a row."""
-    fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
-    return {s["id"]: np.concatenate([fps[p["id"]] for p in s["parts"]]).astype(np.float32) for s in specs}
+def train_head(cfg: Config, data, classes: list[str], aux=()):
+    """Feature-mode training as `omnisource train` / `student` do it, on arrays: the target
+    head, plus one batch per web source and iteration for ``aux`` = [(WebSourceConfig, x, y)].
+    Returns (model, validation metrics, validation scores)."""
+    from rich.console import Console
+
+    x, y, xv, yv = data
+    model, train, val = feature_model_and_loaders(cfg, x, y, xv, yv, len(classes))
+    steps = epoch_steps(cfg, train)
+    sources = [feature_source(cfg, src, ax, ay, x, y, len(classes), steps) for src, ax, ay in aux if len(ay)]
+    tmp = Path(tempfile.mkdtemp(prefix="ucfweb-"))
+    try:
+        fit(model, train, val, cfg.train, tmp, classes, aux=sources, console=Console(quiet=True),
+            cross_mixup=cfg.omni.cross_mixup)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    scores, labels = predict(model, val, torch.device("cpu"))
+    return model.eval(), classification_metrics(scores, labels, classes), scores
 
 
-def web_scores(teacher, feats: Features, images, trimmed, untrimmed, per_second, clip_seconds: float) -> dict:
-    """The teacher's score records of every web sample (what `omnisource score` writes)."""
-    img = load_features(feats.seg, [r["id"] for r in images])
-    scores = {r["id"]: summarise(p) for r, p in
-              zip(images, head_probs(teacher, [img[r["id"]].astype(np.float32) for r in images], feats.frames))}
-    trim_x = feats.clips([r["parent_id"] for r in trimmed])
-    scores.update({r["id"]: summarise(p) for r, p in zip(trimmed, head_probs(teacher, list(trim_x), feats.frames))})
-    for r in untrimmed:
-        fp, windows, cp = untrimmed_scores(teacher, per_second[r["id"]], feats.frames, clip_seconds)
-        scores[r["id"]] = {**summarise(fp.max(axis=0)), "frame_probs": fp.tolist(),
-                           "clip_windows": [list(w) for w in windows], "clip_probs": cp.tolist()}
-    return scores
+# --------------------------------------------------------------------------- web sources
 
 
-def aux_source(name: str, rows, scores, classes, rule: str, threshold: float, omni, feats: Features, per_second,
-               derive_images=None):
-    """Select one web source and turn it into (features, labels): images as they are (or the
-    rows ``derive_images(kept)`` makes of them), trimmed videos by their clip, untrimmed videos
-    as 1 fps snippets. Returns (aux features, labels, selection stats)."""
-    kept, stats = select_rows(rows, scores, classes, rule, threshold, protocol.QUERY_MAP)
-    kept = [r for r in kept if r["status"] == "ok"]
-    if name == "images":
-        ax = feats.clips([r["id"] for r in (derive_images(kept) if derive_images else kept)])
-    elif name == "trimmed":
-        ax = feats.clips([r["parent_id"] for r in kept])
+@dataclasses.dataclass
+class WebSet:
+    rows: list[dict]
+    clip_feats: dict  # row id -> (T, D) (images: 1 frame)
+    second_feats: dict  # row id -> (F, D) 1 fps (untrimmed only)
+    segments: dict  # untrimmed id -> (end second of each part, index of the true part)
+
+
+def web_sets(args, feats: Features, split, seed: int, names: set[str]) -> dict[str, WebSet]:
+    classes, out = split.classes, {}
+    if "images" in names:
+        rows = protocol.web_images(args.data, classes, args.noise, seed)
+        out["images"] = WebSet(rows, load_features(feats.seg, [r["id"] for r in rows]), {}, {})
+    if "images_raw" in names and args.raw:
+        rows = protocol.web_raw_images(args.data)
+        out["images_raw"] = WebSet(rows, load_features(feats.seg, [r["id"] for r in rows]), {}, {})
+    if names & {"trimmed", "untrimmed"}:
+        trimmed, specs = protocol.web_videos(split, args.label_noise, seed)
+        seg = load_features(feats.seg, [r["parent_id"] for r in trimmed])
+        out["trimmed"] = WebSet(trimmed, {r["id"]: seg[r["parent_id"]] for r in trimmed}, {}, {})
+        fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
+        second, clips, segments = {}, {}, {}
+        for s in specs:
+            parts = [fps[p["id"]].astype(np.float32) for p in s["parts"]]
+            second[s["id"]] = np.concatenate(parts)
+            segments[s["id"]] = (np.cumsum([len(p) for p in parts]), s["true_segment"])
+        out["untrimmed"] = WebSet(protocol.untrimmed_rows(specs), clips, second, segments)
+    return out
+
+
+def score_set(teachers, ws: WebSet, name: str, cfg: Config) -> dict:
+    """The teacher(s)' score records of a web source, as `omnisource score` writes them."""
+    if name != "untrimmed":
+        ids = [r["id"] for r in ws.rows if r["id"] in ws.clip_feats]
+        recs = score_clips(teachers, [ws.clip_feats[i].astype(np.float32) for i in ids])
+        return dict(zip(ids, recs))
+    return {r["id"]: score_untrimmed(teachers, ws.second_feats[r["id"]], cfg.omni.clip_seconds) for r in ws.rows}
+
+
+def source_config(name: str, overrides: list[str]) -> WebSourceConfig:
+    """The web source's config with the product's defaults and ``web.<field>=value`` overrides."""
+    src = WebSourceConfig(name=name, kind=KIND[name], query_map=dict(protocol.QUERY_MAP))
+    hints = typing.get_type_hints(WebSourceConfig)
+    for text in overrides:
+        key, value = parse_override(text)
+        field = key.split(".", 1)[1]
+        if field not in hints:
+            raise SystemExit(f"{text}: a web source has no field {field!r}")
+        setattr(src, field, _coerce(value, hints[field], key))
+    return src
+
+
+def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, classes: list[str]):
+    """select -> transform -> features of one web source; (x, y, selection stats, training rows,
+    selected rows)."""
+    rows, stats = select_rows(ws.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
+                              min_keep=cfg.omni.min_keep)
+    kept = [r for r in rows if r["status"] == "ok" and r.get("label") is not None]
+    if src.kind == "image":
+        train_rows = image_rows(kept, "still", classes, Path("unused-motion.npz"), 1.0, cfg.omni.seed)
+    elif src.kind == "trimmed":
+        train_rows = kept
     else:
-        kept = untrimmed_rows(kept, scores, omni)
-        ax = np.stack([_to_t(per_second[s["parent_id"]][s["frame_indices"]], feats.frames) for s in kept]) \
-            if kept else feats.clips([])
-    return ax, np.array([r["label"] for r in kept], dtype=np.int64), stats
+        train_rows = untrimmed_rows(kept, scores, cfg)
+        for r in train_rows:  # 10 s clip windows of the virtual videos (omni.untrimmed=clips)
+            if r.get("start_s") is not None:
+                sec = ws.second_feats[r["parent_id"]]
+                ws.clip_feats[r["id"]] = sec[int(r["start_s"]):max(int(r["start_s"]) + 1, math.ceil(r["end_s"]))]
+    x, y = aux_arrays(train_rows, ws.clip_feats, ws.second_feats, cfg.features.frames)
+    return x, y, stats, train_rows, rows
 
 
-def run_seed(args, feats: Features, k: int, seed: int, motion_path: Path, results: dict) -> None:
-    split = protocol.target_split(args.data, k, seed, args.test_root)
+def untrimmed_precision(train_rows: list[dict], ws: WebSet) -> float:
+    """Share of the 1 fps frames of untrimmed training samples that lie in the part of the video
+    whose class they are labelled with (the ground truth of the virtual videos)."""
+    right = total = 0
+    for r in train_rows:
+        ends, true_part = ws.segments[r["parent_id"]]
+        if r.get("frame_indices"):
+            idx = np.asarray(r["frame_indices"])
+        else:
+            idx = np.arange(int(r["start_s"]), max(int(r["start_s"]) + 1, math.ceil(r["end_s"])))
+        part = np.searchsorted(ends, idx, side="right")
+        right += int((part == true_part).sum())
+        total += len(idx)
+    return right / total if total else float("nan")
+
+
+def contact_sheet(rows: list[dict], scores: dict, classes: list[str], query: str, path: Path, n: int = 12) -> dict:
+    """A PNG of the ``query`` images the filter kept and dropped (highest / lowest teacher
+    probability of the query's class in each), captioned with the teacher's top-1 and that
+    probability, for looking at what the teacher does with raw crawl noise; written next to the
+    results, never into the repository (the photos belong to their owners)."""
+    from PIL import Image, ImageDraw
+
+    qi = classes.index(protocol.QUERY_MAP[query])
+    pq = {r["id"]: scores[r["id"]]["probs"][qi] for r in rows if r["id"] in scores}
+    mine = [r for r in rows if r.get("weak_labels") == [query] and r["id"] in pq]
+    kept = sorted((r for r in mine if r["status"] == "ok"), key=lambda r: -pq[r["id"]])
+    dropped = sorted((r for r in mine if r["status"] == "rejected"), key=lambda r: -pq[r["id"]])
+    groups = [("kept, most confident", kept[:n]), ("kept, least confident", kept[-n:][::-1]),
+              ("dropped, most confident", dropped[:n]), ("dropped, least confident", dropped[-n:][::-1])]
+    cell, pad = 120, 18
+    sheet = Image.new("RGB", (n * cell, len(groups) * (cell + 2 * pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for g, (title, items) in enumerate(groups):
+        y0 = g * (cell + 2 * pad)
+        draw.text((4, y0 + 2), f"{query}: {title}", fill="black")
+        for i, r in enumerate(items):
+            with Image.open(r["path"]) as im:
+                im = im.convert("RGB")
+                im.thumbnail((cell - 4, cell - 4))
+                sheet.paste(im, (i * cell + 2, y0 + pad))
+            draw.text((i * cell + 2, y0 + pad + cell - 2),
+                      f"{classes[r['teacher_pred']][:9]} {r['teacher_prob']:.2f} q {pq[r['id']]:.2f}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return {"kept": len(kept), "dropped": len(dropped)}
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def parse_setting(text: str) -> tuple[str, tuple, list[str]]:
+    name, *overrides = text.split("+")
+    if name not in SETTINGS:
+        raise SystemExit(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
+    sources, base = SETTINGS[name]
+    return text, sources, base + overrides
+
+
+def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, results: dict, diag: dict) -> None:
+    split = protocol.target_split(args.data, k, seed, args.test_root, val_groups)
     classes = split.classes
-    x, y, xv, yv, cfg = labeled_features(feats, split, args.epochs, seed)
-    teacher, base = train_head(x, y, xv, yv, classes, cfg, frames=feats.frames)
-    results.setdefault(("baseline", k), []).append((base, 0))
+    data = labeled_arrays(feats, split)
+    cfg = base_config(seed, args.set)
+    t0 = time.time()
+    teacher, base, base_scores = train_head(cfg, data, classes)
+    unit = (fold, seed)
+    results.setdefault(("baseline", k), {})[unit] = dict(base, n_aux=0)
+    settings = [parse_setting(s) for s in args.settings if s != "baseline"]
+    names = {n for _, sources, _ in settings for n in sources}
+    webs = web_sets(args, feats, split, seed, names)
+    heads = [(teacher, cfg.features.frames)]
+    scores = {n: score_set(heads, webs[n], n, cfg) for n in webs}
+    base_wrong = set(np.flatnonzero(base_scores.argmax(1) != data[3]))
+    for setting, sources, overrides in settings:
+        sources = [s for s in sources if s in webs]
+        if not sources and setting.split("+")[0] != "baseline":
+            continue  # e.g. images_raw without web-raw/
+        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith("web.")]])
+        arm_scores = scores
+        rounds = ROUNDS.get(setting.split("+")[0], 1)
+        for round_ in range(rounds):
+            if round_:  # the last round's student is the next round's teacher
+                arm_scores = {n: score_set([(student, cfg.features.frames)], webs[n], n, cfg) for n in sources}
+            aux, n_aux, last = [], 0, round_ == rounds - 1
+            for name in sources:
+                src = source_config(name, [o for o in overrides if o.startswith("web.")])
+                x, y, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes)
+                aux.append((src, x, y))
+                n_aux += len(y)
+                if not last:
+                    continue  # diagnostics of the data the final student trains on
+                if name == "images_raw" and setting == "images_raw" and unit == (0, 0):
+                    contact_sheet(rows, arm_scores[name], classes, "basketball", args.out / f"raw_basketball_k{k or 'all'}.png")
+                if name == "images_raw":
+                    per_query = diag.setdefault(("per_query", k, setting), {})
+                    for r in rows:
+                        q = per_query.setdefault(r["weak_labels"][0], [0, 0])
+                        q[0 if r["status"] == "ok" else 1] += 1
+                d = diag.setdefault((setting, k, name), [])
+                d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
+                          "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
+                          **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
+                             if name == "untrimmed" else {})})
+            student, m, s = train_head(scfg, data, classes, aux)
+        wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
+        results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
+                                                         broken=len(wrong - base_wrong))
+    row = results
+    log(f"k={k} fold={fold} seed={seed}: baseline {base['top1']:.3f}, " + ", ".join(
+        f"{s} {row[(s, k)][unit]['top1'] - base['top1']:+.3f}" for s, *_ in settings if unit in row.get((s, k), {}))
+        + f" ({time.time() - t0:.0f} s)")
 
-    images = protocol.web_images(args.data, classes, args.noise, seed)
-    trimmed, specs = protocol.web_videos(split, args.label_noise, seed)
-    untrimmed = protocol.untrimmed_rows(specs)
-    per_second = per_second_of(feats, specs)
-    scores = web_scores(teacher, feats, images, trimmed, untrimmed, per_second, args.clip_seconds)
 
-    pos, neg = (int(n) for n in args.snippet.split("+"))
-    omni = load_config(None, [f"omni.seed={seed}", f"omni.snippet_pos={pos}", f"omni.snippet_neg={neg}"])
-    for setting, (sources, rule, spec, resample) in SPEC.items():
-        rule = args.filter if rule == "filter" else rule
-        aux = []
-        for name in sources:
-            rows = {"images": images, "trimmed": trimmed, "untrimmed": untrimmed}[name]
-            ax, ay, stats = aux_source(name, rows, scores, classes, rule, args.threshold, omni, feats, per_second,
-                                       lambda kept: image_rows(kept, spec, classes, motion_path, 1.0, 0))
-            aux.append((name, (ax, ay)))
-            if setting == "all" and "filter" in stats:
-                results.setdefault((f"filter_{name}", k), []).append(stats["filter"])
-        _, m = train_head(x, y, xv, yv, classes, cfg, aux, feats.frames, resample)
-        results.setdefault((setting, k), []).append((m, int(sum(len(a[1][1]) for a in aux))))
-        log(f"k={k} seed={seed} {setting:>13}: top1 {m['top1']:.3f} mca {m['mean_class_accuracy']:.3f} "
-            f"(baseline {base['top1']:.3f}), aux {sum(len(a[1][1]) for a in aux)}")
+# --------------------------------------------------------------------------- tables
+
+
+def summary_rows(results: dict, settings: list[str], ks: list[int]) -> list[dict]:
+    rows = []
+    for setting in settings:
+        for k in ks:
+            runs, base = results.get((setting, k)), results.get(("baseline", k))
+            if not runs:
+                continue
+            s = summarise_setting(runs, base)
+            rows.append({"setting": setting, "k": "all" if k == 0 else k, "top1_mean": s["top1_mean"],
+                         "top1_std": s["top1_std"],
+                         "mca_mean": float(np.mean([m["mean_class_accuracy"] for m in runs.values()])),
+                         "n_aux": float(np.mean([m["n_aux"] for m in runs.values()])),
+                         "delta_mean": s["delta_mean"], "delta_lo": s["delta_lo"], "delta_hi": s["delta_hi"],
+                         "folds": s["folds"], "runs": s["runs"],
+                         "val_clips": int(np.mean([m["num_samples"] for m in runs.values()])),
+                         "fixed": float(np.mean([m.get("fixed", 0) for m in runs.values()])),
+                         "broken": float(np.mean([m.get("broken", 0) for m in runs.values()])),
+                         "per_class": {c: float(np.mean([m["per_class_accuracy"][c] for m in runs.values()]))
+                                       for c in next(iter(runs.values()))["classes"]}})
+    return rows
+
+
+def diag_rows(diag: dict) -> list[dict]:
+    out = []
+    for (setting, k, name), items in diag.items():
+        if setting == "per_query":
+            continue
+        row = {"setting": setting, "k": "all" if k == 0 else k, "source": name}
+        for key in ("scored", "kept", "samples", "precision", "recall", "frame_precision"):
+            vals = [i[key] for i in items if key in i and i[key] == i[key]]
+            if vals:
+                row[key] = float(np.mean(vals))
+        classes = sorted({c for i in items for c in i["kept_per_class"]})
+        row["kept_per_class"] = {c: float(np.mean([i["kept_per_class"].get(c, 0) for i in items])) for c in classes}
+        out.append(row)
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'setting':<28}{'k':>4}{'top1':>15}{'Δ top1 [95% CI]':>26}{'mca':>8}{'n_aux':>7}{'runs':>6}")
+    for r in rows:
+        delta = "" if r["setting"] == "baseline" else \
+            f"{r['delta_mean'] * 100:+6.2f} [{r['delta_lo'] * 100:+.2f}, {r['delta_hi'] * 100:+.2f}]"
+        print(f"{r['setting']:<28}{str(r['k']):>4}{r['top1_mean'] * 100:>9.2f} ±{r['top1_std'] * 100:4.1f}"
+              f"{delta:>26}{r['mca_mean'] * 100:>8.2f}{r['n_aux']:>7.0f}{r['runs']:>6}")
+
+
+def add_protocol_args(ap: argparse.ArgumentParser, data_help: str) -> None:
+    """The protocol options every real-data benchmark shares."""
+    ap.add_argument("--data", type=Path, required=True, help=data_help)
+    ap.add_argument("--test-root", type=Path, default=None,
+                    help="class folders to evaluate on; training then uses all of groups 08-25")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--features", type=Path, default=None, help="feature cache root (default <out>/features)")
+    ap.add_argument("--folds", type=int, default=protocol.N_FOLDS, help="group folds over 08-25")
+    ap.add_argument("--only-folds", default="", help="run these fold indices only (comma separated)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per fold")
+
+
+def protocol_units(args) -> list[tuple]:
+    """(fold, validation groups) of each cross-validation fold, or [("test", None)] with --test-root."""
+    if args.test_root:
+        return [("test", None)]
+    units = list(enumerate(protocol.folds(args.folds)))
+    return [units[int(i)] for i in args.only_folds.split(",")] if args.only_folds else units
+
+
+def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -> list[dict]:
+    """results.json, filters.json, raw_per_query.json and settings.json of the runs so far."""
+    rows = summary_rows(results, args.settings, ks)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "runs.json").write_text(json.dumps(  # every run's metrics, for --merge
+        [{"setting": s, "k": k, "fold": f, "seed": sd, **m} for (s, k), runs in results.items()
+         for (f, sd), m in runs.items()], default=float))
+    (args.out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
+    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
+        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
+        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
+    (args.out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
+    (args.out / "settings.json").write_text(json.dumps({
+        "config": dataclasses.asdict(base_config(0, args.set)), "set": args.set, "settings": args.settings,
+        "units": [[f, v] for f, v in units], "seeds": args.seeds, "noise": args.noise,
+        "label_noise": args.label_noise, "elapsed_s": round(time.time() - args.t0)}, indent=2, default=str))
+    return rows
+
+
+def merge(out: Path, dirs: list[Path]) -> int:
+    """One results.json from the runs.json of several runs of the same protocol (e.g. folds run
+    in separate processes); a (setting, k, fold, seed) present twice is an error."""
+    results, settings, ks = {}, [], []
+    for d in dirs:
+        for r in json.loads((d / "runs.json").read_text()):
+            runs = results.setdefault((r["setting"], r["k"]), {})
+            if (r["fold"], r["seed"]) in runs:
+                raise SystemExit(f"{d}: {r['setting']} k={r['k']} fold {r['fold']} seed {r['seed']} is in two runs")
+            runs[(r["fold"], r["seed"])] = r
+            settings += [r["setting"]] * (r["setting"] not in settings)
+            ks += [r["k"]] * (r["k"] not in ks)
+    rows = summary_rows(results, settings, sorted(ks, key=lambda k: k or 10**9))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    print_table(rows)
+    return 0
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True, help="folder holding ucf101-6/ and web-sports/")
-    ap.add_argument("--test-root", type=Path, default=None, help="class folders used for evaluation instead of groups 08-11")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--k", default="3,10,all", help="labeled videos per class, comma separated")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=15, help="minimum passes over the target set")
+    add_protocol_args(ap, "folder holding ucf101-6/ and web-sports/ (and web-raw/)")
+    ap.add_argument("--k", default="1,3,10,all", help="labeled videos per class, comma separated")
+    ap.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS,
+                    help="settings to run: names of SETTINGS, or NAME+key=value+... variants")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides for every arm (teacher included)")
     ap.add_argument("--noise", type=float, default=0.5, help="share of injected pool images per target query")
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of trimmed web videos with a wrong weak label")
-    ap.add_argument("--threshold", type=float, default=0.5, help="teacher confidence threshold")
-    ap.add_argument("--filter", default="both", choices=["confidence", "agreement", "both"],
-                    help="teacher filter rule of the filtered settings")
-    ap.add_argument("--snippet", default="3+0", help="positive+negative 1 fps frames per untrimmed snippet "
-                    "(3+0: the negatives of these concatenated videos are other actions, not context)")
-    ap.add_argument("--clip-seconds", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="only merge the runs.json of these output folders into --out/results.json")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.out, args.merge)
+    args.data = args.data.resolve()  # feature ids hash the path: the same cache from any folder
     require_data(ap, args.data)
-    torch.set_num_threads(2)
-    t0 = time.time()
+    args.raw = (args.data / "web-raw").is_dir()
+    if not args.raw:
+        log(f"{args.data / 'web-raw'} not found: the images_raw and all_raw settings are skipped")
+    if "baseline" not in args.settings:
+        args.settings.insert(0, "baseline")
+    for s in args.settings:
+        parse_setting(s)
+    # Tiny heads: one thread (two threads on two busy cores spent most of the time waiting).
+    torch.set_num_threads(1)
+    t0 = args.t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    feats = Features(args.out / "features", args.size, args.frames, args.workers)
-
+    feats = Features(args.features or args.out / "features", 128, 8, args.workers)
     full = protocol.target_split(args.data, 0, 0, args.test_root)
-    videos = [r for r in full.manifest.rows if r["status"] == "ok" and r["split"] in ("train", "val", "unused")]
+    videos = [r for r in full.manifest.rows if r["status"] == "ok"]
     feats.extract(videos)
-    feats.extract(full.rows("train"), per_second=True)
-    all_images = [new_row("images", "image", str(f)) for f in sorted((args.data / "web-sports").glob("*/*.jpg"))]
-    feats.extract(all_images)
-    motion_path = args.out / "motion.npz"
-    if not motion_path.exists():
-        fits, counts = fit_motion(full.rows("train"), full.classes, 4096 * 4096)
-        save_motion(motion_path, fits, counts)
-        log(f"motion fit on {counts['agnostic']} homographies of the training-group videos")
-    for r in all_images:
-        r["label"] = 0
-    feats.extract(image_rows(all_images, "perspective", full.classes, motion_path, 1.0, 0))
-
+    feats.extract([r for r in videos if r["split"] != "val"], per_second=True)
+    feats.extract([new_row("images", "image", str(f)) for f in sorted((args.data / "web-sports").glob("*/*.jpg"))])
+    if args.raw:
+        feats.extract(protocol.web_raw_images(args.data))
     ks = [0 if k == "all" else int(k) for k in args.k.split(",")]
-    results: dict = {}
-    for seed in range(args.seeds):
-        for k in ks:
-            run_seed(args, feats, k, seed, motion_path, results)
-    rows = []
-    for setting in SETTINGS:
-        for k in ks:
-            runs = results.get((setting, k), [])
-            if not runs:
-                continue
-            top1 = [m["top1"] for m, _ in runs]
-            mca = [m["mean_class_accuracy"] for m, _ in runs]
-            rows.append({"setting": setting, "k": "all" if k == 0 else k, "top1_mean": float(np.mean(top1)),
-                         "top1_std": float(np.std(top1)), "mca_mean": float(np.mean(mca)),
-                         "mca_std": float(np.std(mca)), "n_aux": float(np.mean([n for _, n in runs])),
-                         "seeds": len(runs)})
-    filters = {f"{name}@k={'all' if k == 0 else k}": {key: float(np.mean([s[key] for s in v])) for key in
-                                                       ("kept", "total", "precision", "recall")}
-               for (name, k), v in results.items() if name.startswith("filter_")}
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
-    (args.out / "filters.json").write_text(json.dumps(filters, indent=2))
-    print(f"\n{'setting':<14}{'k':>5}{'top1':>16}{'mca':>16}{'n_aux':>8}")
-    for r in rows:
-        print(f"{r['setting']:<14}{str(r['k']):>5}{r['top1_mean'] * 100:>10.2f} ±{r['top1_std'] * 100:4.1f}"
-              f"{r['mca_mean'] * 100:>10.2f} ±{r['mca_std'] * 100:4.1f}{r['n_aux']:>8.0f}")
-    print("\nteacher filter on the 'all' setting (mean over seeds):")
-    for name, s in filters.items():
-        print(f"  {name}: kept {s['kept']:.0f}/{s['total']:.0f}, precision {s['precision']:.2f}, recall {s['recall']:.2f}")
+    units = protocol_units(args)
+    results, diag = {}, {}
+    for seed in range(args.seeds):  # seeds outermost: a stopped run has every k and fold
+        for fold, val in units:
+            for k in ks:
+                run_unit(args, feats, k, fold, val, seed, results, diag)
+                rows = write_outputs(args, results, diag, units, ks)  # a stopped run keeps what it measured
+    print_table(rows)
+    print("\nteacher filter per source (mean over runs): kept/scored, precision, recall")
+    for d in diag_rows(diag):
+        extra = f", frame precision {d['frame_precision']:.2f}" if "frame_precision" in d else ""
+        pr = f", precision {d['precision']:.2f}, recall {d['recall']:.2f}" if "precision" in d else ""
+        print(f"  {d['setting']} k={d['k']} {d['source']}: kept {d['kept']:.0f}/{d['scored']:.0f} "
+              f"-> {d['samples']:.0f} samples{pr}{extra}")
     log(f"done in {time.time() - t0:.0f} s -> {args.out / 'results.json'}")
     return 0
 

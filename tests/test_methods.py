@@ -139,3 +139,37 @@ def test_shuffling_sampler_covers_each_sample_once_per_pass():
     assert sorted(drawn[:5]) == list(range(5)) and sorted(drawn[5:]) == list(range(5))
     with pytest.raises(ValueError, match="empty"):
         ResampledSampler(None, 3, size=0)
+
+
+def test_query_floor_keeps_the_best_ranked_share_of_each_query():
+    from omnisource.select.filter import query_floor
+
+    qprob = np.array([0.9, 0.2, 0.1, 0.3, 0.05, 0.4, 0.7])
+    qcls = np.array([0, 1, 1, 1, 1, -1, 0])
+    floor = query_floor(qprob, qcls, 0.5)
+    assert floor[[0, 6]].tolist() == [0.9, 0.9]  # query 0: the better of its two samples
+    assert floor[[1, 2, 3, 4]].tolist() == [0.2] * 4  # query 1: its two best of four (0.3, 0.2)
+    assert floor[5] == np.inf  # no class, no floor
+    assert np.isinf(query_floor(qprob, qcls, 0.0)).all()
+
+
+def test_select_min_keep_gives_a_doubted_class_its_best_samples():
+    from omnisource.select.stage import select_rows
+
+    classes = ["a", "b"]
+    rows = [dict(id=f"r{i}", status="ok", weak_labels=[q], true_label=q) for i, q in enumerate("aaabbbb")]
+    # The teacher is sure of class a and doubts every b sample (b is never its top-1).
+    pb = [0.05, 0.1, 0.2, 0.45, 0.3, 0.2, 0.1]
+    scores = {r["id"]: {"pred": int(p > 0.5), "prob": max(p, 1 - p), "probs": [1 - p, p]} for r, p in zip(rows, pb)}
+    out, stats = select_rows(rows, scores, classes, "both", 0.5, {}, min_keep=0.0)
+    assert [r["id"] for r in out if r["status"] == "ok"] == ["r0", "r1", "r2"]  # no b at all
+    out, stats = select_rows(rows, scores, classes, "both", 0.5, {}, min_keep=0.5)
+    kept = {r["id"]: r for r in out if r["status"] == "ok"}
+    assert set(kept) == {"r0", "r1", "r2", "r3", "r4"}  # b keeps its two most probable samples
+    assert kept["r3"]["label"] == 1 and kept["r4"]["query_floor"] == pytest.approx(0.3)
+    assert "query_floor" not in kept["r0"]  # kept by the rule itself
+    assert stats["kept_per_class"] == {"a": 3, "b": 2}
+    out, _ = select_rows(rows, scores, classes, "confidence", 0.9, {}, min_keep=0.5)
+    kept = {r["id"]: r["label"] for r in out if r["status"] == "ok"}
+    # confidence: r0, r1 pass 0.9; query b keeps its two most confident (top-1 0.9, 0.8), labelled by the teacher
+    assert kept == {"r0": 0, "r1": 0, "r5": 0, "r6": 0}

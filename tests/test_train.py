@@ -121,6 +121,41 @@ def test_multi_dim_soft_labels_are_accepted(tmp_path):
     assert out["last"]["val"]["top1"] >= 0.75  # soft one-hot rows train like hard labels
 
 
+def test_min_steps_repeats_a_small_target_set_within_each_epoch(tmp_path):
+    x, y = _data(n=12)
+    train = make_loader(FeatureDataset(x[:6], y[:6], train=True), 4, True)  # one batch per pass
+    model = MeanHead()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(m.training))
+    fit(model, train, None, _cfg(epochs=3, min_steps=20, mixup_alpha=0.0, warmup_epochs=0, keep_checkpoints=0), tmp_path,
+        ["a", "b", "c"])
+    assert sum(calls) == 21  # 3 epochs x ceil(20 / 3) passes of 1 batch
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["epoch_001", "epoch_002", "epoch_003"]
+    from omnisource.train.loop import passes_per_epoch
+
+    assert passes_per_epoch(TrainConfig(epochs=10, min_steps=0), 1) == 1
+    assert passes_per_epoch(TrainConfig(epochs=10, min_steps=400), 2) == 20
+    assert passes_per_epoch(TrainConfig(epochs=10, min_steps=400), 50) == 1
+
+
+def test_logit_offset_enters_the_loss_of_its_batch_only():
+    torch.manual_seed(0)
+    model = MeanHead()
+    model.drop.p = 0.0
+    x, y = torch.randn(4, 2, 6), torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    cfg = TrainConfig(device="cpu")
+    plain = train_step(model, [("web", x, y, 1.0)], opt, cfg, 3, torch.device("cpu"))
+    shifted = train_step(model, [("web", x, y, 1.0, torch.tensor([0.0, 0.0, 5.0]))], opt, cfg, 3,
+                         torch.device("cpu"))
+    with torch.no_grad():
+        logits = model(x) + torch.tensor([0.0, 0.0, 5.0])
+    expected = torch.nn.functional.cross_entropy(logits, y).item()
+    assert shifted["total_loss"] == pytest.approx(expected, rel=1e-5)
+    assert shifted["total_loss"] != pytest.approx(plain["total_loss"])
+    assert shifted["web"]["loss"] == pytest.approx(plain["web"]["loss"])  # the stats report the raw logits
+
+
 def test_best_epoch_is_the_highest_validated_top1_ties_to_class_accuracy_then_later():
     history = [{"epoch": 1, "val": {"top1": 0.5}}, {"epoch": 2}, {"epoch": 3, "val": {"top1": 0.8}},
                {"epoch": 4, "val": {"top1": 0.8}}, {"epoch": 5, "val": {"top1": 0.7}}]

@@ -94,6 +94,7 @@ class TrainConfig:
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     seed: int = opt(0, "seed of weights, shuffles and augmentation")
     eval_every: int = opt(1, "validate every this many epochs")
+    min_steps: int = opt(0, "at least this many iterations in all: an epoch repeats a small target set (0 = off)")
     run_name: str = opt("target_only", "run folder under <workspace>/runs/")
     method: Literal["auto", "supervised", "omnisource", "da", "spl"] = opt(
         "auto", "what `run` trains: supervised (target only), omnisource (teacher -> filtered web -> student), "
@@ -146,6 +147,9 @@ class OmniConfig:
     # space a softmax is confident on off-topic images, so confidence alone lets them through.
     filter: Literal["confidence", "agreement", "both", "none"] = opt("both", "teacher filter rule")
     threshold: float = opt(0.5, "confidence threshold of the filter")
+    # Each query also keeps this share of its samples, most probable (by the teacher, for the
+    # query's class) first, so a class the teacher is unsure of is not left without web data.
+    min_keep: float = opt(0.0, "share of each query's samples kept regardless of the filter, most probable first")
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
                            "perspective_class"] = opt("still", "how a web image becomes a clip")
     warp_scale: float = opt(1.0, "scales the fitted homography covariance")
@@ -159,6 +163,13 @@ class OmniConfig:
     resample_clip: int = opt(0, "N_c of resample=clip")
     resample_power: float = opt(0.2, "p of resample=power (class probability ∝ N^p)")
     cross_mixup: bool = opt(False, "mix target and auxiliary samples (needs train.mixup_alpha > 0)")
+    # Web losses on logits + log(web class prior / target class prior): a source covering few
+    # classes (or one) teaches what they look like without shifting the student towards them.
+    prior_correction: bool = opt(True, "offset web logits by log(web class prior / target class prior)")
+    # Feature mode: shift each web source's features by its mean minus the target's mean under
+    # the source's class mix (train.joint.align_offset), so "looks like a web photo" is not
+    # learned as a class.
+    align: Literal["auto", "mean", "none"] = opt("auto", "web feature alignment: auto = mean in feature mode, none in pixels")
     seed: int = opt(0, "seed of the transforms")
 
 
@@ -245,6 +256,7 @@ def validate(cfg: Config) -> None:
         ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
         ("train.batch_size", cfg.train.batch_size >= 1, "must be at least 1"),
         ("train.lr", cfg.train.lr > 0, "must be positive"),
+        ("train.min_steps", cfg.train.min_steps >= 0, "must be 0 (off) or more"),
         ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
@@ -258,6 +270,9 @@ def validate(cfg: Config) -> None:
         ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),
         ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
         ("omni.threshold", 0 <= cfg.omni.threshold <= 1, "must be in [0, 1]"),
+        ("omni.min_keep", 0 <= cfg.omni.min_keep <= 1, "must be in [0, 1]"),
+        ("omni.align", cfg.omni.align != "mean" or cfg.mode == "features",
+         "mean alignment shifts cached features: it needs mode=features (use auto or none)"),
         ("omni.frame_threshold", 0 <= cfg.omni.frame_threshold <= 1, "must be in [0, 1]"),
         ("omni.snippet_pos", cfg.omni.snippet_pos >= 1, "must be at least 1"),
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),

@@ -1,7 +1,8 @@
 """The real-data benchmark protocol of ``shared/data/README.md``, as reusable functions.
 
-Target: UCF101-6, k labeled videos per class from groups 12–25, validation on groups 08–11
-(or a given test folder). Web images: the query folders matching target classes, with images
+Target: UCF101-6, cross-validated over group folds of 08–25 (``folds``): per fold, k labeled
+videos per class from the other groups, validation on the fold's groups (or, with a test folder,
+training from all of 08–25 and evaluation on that folder). Web images: the query folders matching target classes, with images
 of the other queries injected as noise at a seeded ratio (ground truth kept). Web videos: the
 training-group videos not drawn as labeled act as weakly-labelled web videos, trimmed (weak
 labels flipped at a seeded ratio) and untrimmed (several clips of different classes in a row,
@@ -16,9 +17,12 @@ import numpy as np
 
 from ..data import importers
 from ..data.manifest import Manifest, make_id, new_row
+from .folds import group_folds
 
-TRAIN_GROUPS = [f"{g:02d}" for g in range(12, 26)]
+GROUPS = [f"{g:02d}" for g in range(8, 26)]  # the official split-1 training groups shipped here
+TRAIN_GROUPS = [f"{g:02d}" for g in range(12, 26)]  # the single split of `omnisource sweep` runs
 VAL_GROUPS = ["08", "09", "10", "11"]
+N_FOLDS = 4
 # The web-sports query of each UCF101-6 class that has one.
 QUERY_MAP = {"archery": "Archery", "basketball": "BasketballDunk", "surfing": "Surfing",
              "horse racing": "HorseRace"}
@@ -33,15 +37,24 @@ class Split:
         return [r for r in self.manifest.rows if r["split"] == split and r["status"] == "ok"]
 
 
-def target_split(data: Path, k: int, seed: int, test_root: Path | None = None) -> Split:
-    """k labeled videos per class from groups 12–25 (k <= 0: all), validation = groups 08–11
-    or the videos under ``test_root``; the other training-group videos are ``unused``."""
+def folds(n_folds: int = N_FOLDS) -> list[list[str]]:
+    """The validation groups of each cross-validation fold over 08–25."""
+    return group_folds(GROUPS, n_folds)
+
+
+def target_split(data: Path, k: int, seed: int, test_root: Path | None = None,
+                 val_groups: list[str] | None = None) -> Split:
+    """k labeled videos per class (k <= 0: all) from the groups of 08–25 outside ``val_groups``,
+    validation = ``val_groups`` (default: the first fold), or, with ``test_root``, training
+    groups = all of 08–25 and validation = the videos under ``test_root``. The training-group
+    videos not drawn as labeled are ``unused`` (the benchmarks' web videos)."""
     manifest = importers.from_folders(Path(data) / "ucf101-6" / "videos")
-    manifest = importers.split_by_group(manifest, val_groups=VAL_GROUPS, train_groups=TRAIN_GROUPS)
+    val = [] if test_root is not None else list(val_groups or folds()[0])
+    manifest = importers.split_by_group(manifest, val_groups=val or ["none"],
+                                        train_groups=[g for g in GROUPS if g not in val])
     if test_root is not None:
         test = importers.from_folders(test_root, source="test", classes=manifest.classes)
-        rows = [dict(r, split="unused_val") if r["split"] == "val" else r for r in manifest.rows]
-        manifest = Manifest(rows + [dict(r, split="val") for r in test.rows], manifest.classes)
+        manifest = Manifest(manifest.rows + [dict(r, split="val") for r in test.rows], manifest.classes)
     manifest = importers.subsample_per_class(manifest, k, seed=seed)
     return Split(manifest, manifest.classes)
 
@@ -64,6 +77,14 @@ def web_images(data: Path, classes: list[str], noise: float, seed: int) -> list[
                                 origin_query=f.parent.name))
         used += n_noise
     return rows
+
+
+def web_raw_images(data: Path) -> list[dict]:
+    """Rows of every ``web-raw`` query folder as crawled (source ``images_raw``); no ground
+    truth. Queries that name no target class stay in: dropping them is the filter's job."""
+    root = Path(data) / "web-raw"
+    return [new_row("images_raw", "image", str(f), weak_labels=[d.name])
+            for d in sorted(p for p in root.iterdir() if p.is_dir()) for f in sorted(d.iterdir()) if f.is_file()]
 
 
 def web_videos(split: Split, label_noise: float, seed: int, clips_per_untrimmed: int = 3) -> tuple[list, list]:

@@ -3,6 +3,8 @@
 Rules: ``confidence`` keeps a sample whose teacher top-1 probability reaches the threshold
 (its pseudo-label is the teacher's top-1); ``agreement`` keeps it when the teacher's top-1
 equals the class of its query (mmaction2's released lists); ``both`` needs both.
+``query_floor`` adds a per-class floor: each query also keeps its best-ranked share of samples,
+by the teacher's probability of the query's class (agreement rules) or of its top-1 (confidence).
 """
 from __future__ import annotations
 
@@ -78,6 +80,22 @@ def keep_mask(pred: np.ndarray, prob: np.ndarray, query_class: np.ndarray, rule:
     if rule == "both":
         return confident & agree
     raise ValueError(f"unknown filter rule {rule!r}; expected one of {RULES}")
+
+
+def query_floor(query_prob: np.ndarray, group: np.ndarray, min_keep: float) -> np.ndarray:
+    """Per sample, the probability reached by the ``ceil(min_keep · n)`` most likely of the n
+    samples of its group (its query's class, or its query; inf for group -1): a per-class
+    threshold calibrated on the web data, so that a class the teacher is unsure of still keeps
+    its best-ranked samples instead of none."""
+    query_prob, group = np.asarray(query_prob, np.float64), np.asarray(group)
+    floor = np.full(len(query_prob), np.inf)
+    if min_keep <= 0:
+        return floor
+    for q in np.unique(group[group >= 0]):
+        idx = np.flatnonzero(group == q)
+        n = max(1, int(np.ceil(min(1.0, min_keep) * len(idx))))
+        floor[idx] = np.sort(query_prob[idx])[::-1][n - 1]
+    return floor
 
 
 def pseudo_labels(pred: np.ndarray, query_class: np.ndarray, rule: str) -> np.ndarray:

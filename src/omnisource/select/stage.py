@@ -14,13 +14,19 @@ from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..web import query_classes, query_inputs
 from ..workspace import Workspace
-from .filter import keep_mask, map_queries, precision_recall, pseudo_labels
+from .filter import keep_mask, map_queries, precision_recall, pseudo_labels, query_floor
 
 
 def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], rule: str, threshold: float,
-                query_map: dict[str, str], query_index: dict[str, int] | None = None) -> tuple[list[dict], dict]:
+                query_map: dict[str, str], query_index: dict[str, int] | None = None,
+                min_keep: float = 0.0) -> tuple[list[dict], dict]:
     """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics.
-    ``query_index`` (query -> class, ``web.query_classes``) replaces mapping by ``query_map``."""
+    ``query_index`` (query -> class, ``web.query_classes``) replaces mapping by ``query_map``.
+
+    ``min_keep``: each query also keeps its ``min_keep`` share of samples with the highest
+    teacher probability of its class (of the teacher's top-1 under ``confidence``;
+    ``filter.query_floor``); a row kept so records that floor as ``query_floor``, which the
+    untrimmed transform uses as its frame threshold."""
     queries = sorted({r["weak_labels"][0] for r in rows if r.get("weak_labels")})
     qmap = query_index if query_index is not None else map_queries(queries, classes, query_map)
     scored = [r for r in rows if r["status"] == "ok" and r["id"] in scores]
@@ -37,6 +43,19 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
             if rule == "confidence":
                 pred[i] = qcls[i]
     keep = keep_mask(pred, prob, qcls, rule, threshold)
+    floor = np.full(len(scored), np.inf)
+    if min_keep > 0 and rule != "none":  # "none" keeps every sample that has a class anyway
+        if rule == "confidence":  # rank by the teacher's top-1 within each query
+            qprob, group = prob, np.array([queries.index((r.get("weak_labels") or [""])[0])
+                                           if r.get("weak_labels") else -1 for r in scored])
+        else:  # rank by the probability of the query's class, within each class
+            qprob = np.array([prob[i] if untrimmed[i] else scores[r["id"]]["probs"][qcls[i]] if qcls[i] >= 0
+                              else 0.0 for i, r in enumerate(scored)])
+            group = qcls
+        floor = query_floor(qprob, group, min_keep)
+        by_rank = (qprob >= floor) & ~keep
+        keep |= by_rank
+        floor = np.where(by_rank, floor, np.inf)
     labels = pseudo_labels(pred, qcls, rule)
     # Under rule "none" a query that names no class cannot give a label.
     keep &= labels >= 0
@@ -50,6 +69,8 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
             r["teacher_pred"], r["teacher_prob"] = int(pred[i]), float(prob[i])
             if keep[i]:
                 r["label"] = int(labels[i])
+                if np.isfinite(floor[i]):
+                    r["query_floor"] = float(floor[i])
             else:
                 r["status"] = "rejected"
                 r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes, r.get("weak_labels"))
@@ -82,7 +103,7 @@ def _stats(out, scored, keep, labels, classes) -> dict:
 
 
 @stage("select", lambda cfg, ws: {
-    **config_inputs(cfg, "omni.filter", "omni.threshold", "web"), **query_inputs(ws),
+    **config_inputs(cfg, "omni.filter", "omni.threshold", "omni.min_keep", "web"), **query_inputs(ws),
     **file_inputs(ws, [ws.target_manifest()] + [p for s in cfg.web for p in (ws.web(s.name), ws.scores(s.name))])},
     lambda cfg, ws: [p for s in cfg.web for p in (ws.web(s.name, "aux"), ws.selection(s.name))])
 def select_stage(cfg: Config, workspace) -> list[Path]:
@@ -97,7 +118,7 @@ def select_stage(cfg: Config, workspace) -> list[Path]:
         queries = [r["weak_labels"][0] for r in manifest.rows if r["status"] == "ok" and r.get("weak_labels")]
         index = query_classes(ws, src, classes, queries, "select")
         rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                                  index)
+                                  index, cfg.omni.min_keep)
         out = write_manifest(Manifest(rows, classes), ws.web(src.name, "aux"))
         atomic_write_text(ws.selection(src.name), json.dumps(stats, indent=2))
         pr = stats.get("filter")

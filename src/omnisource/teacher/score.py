@@ -75,6 +75,25 @@ def untrimmed_scores(head: torch.nn.Module, per_second: np.ndarray, frames: int,
     return frame_probs, windows, head_probs(head, clips, frames)
 
 
+def score_clips(heads: list[tuple[torch.nn.Module, int]], clips: list[np.ndarray]) -> list[dict]:
+    """Score records of feature clips (T_i, D) by the mean probabilities of ``heads``, each a
+    (feature-mode head, frames it was trained on): several heads form an ensemble."""
+    if not clips:
+        return []
+    probs = np.mean([head_probs(h, clips, frames) for h, frames in heads], axis=0)
+    return [summarise(p) for p in probs]
+
+
+def score_untrimmed(heads: list[tuple[torch.nn.Module, int]], per_second: np.ndarray, clip_seconds: float) -> dict:
+    """Score record of an untrimmed video from its 1 fps features: per-frame and per-window
+    probabilities (ensemble means) and, as its class evidence, its most confident frame."""
+    parts = [untrimmed_scores(h, per_second, frames, clip_seconds) for h, frames in heads]
+    frame_probs = np.mean([p[0] for p in parts], axis=0)
+    clip_probs = np.mean([p[2] for p in parts], axis=0)
+    return {**summarise(frame_probs.max(axis=0)), "frame_probs": frame_probs.tolist(),
+            "clip_windows": [list(w) for w in parts[0][1]], "clip_probs": clip_probs.tolist()}
+
+
 def summarise(probs: np.ndarray, k: int = 5) -> dict:
     top = np.argsort(-probs)[:k]
     return {"pred": int(top[0]), "prob": float(probs[top[0]]), "top5_labels": top.tolist(),

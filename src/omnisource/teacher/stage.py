@@ -12,7 +12,7 @@ from ..console import console
 from ..data.manifest import atomic_write_text, read_manifest
 from ..stamps import config_inputs, file_inputs, stage, teacher_inputs, value_digest
 from ..workspace import Workspace
-from .score import Teacher, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
+from .score import Teacher, load_teacher, score_clips, score_in_shards, score_untrimmed, summarise
 
 
 def _feature_dim(cache: Path) -> int:
@@ -33,22 +33,12 @@ def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
     def score(rows: list[dict]) -> list[dict]:
         feats = load_features(cache, [r["id"] for r in rows])
         rows = [r for r in rows if r["id"] in feats]
+        heads = [(t.model, t.cfg.features.frames) for t in teachers]
         if kind != "untrimmed":
-            probs = np.mean([head_probs(t.model, [feats[r["id"]].astype(np.float32) for r in rows],
-                                        t.cfg.features.frames) for t in teachers], axis=0)
-            return [{"id": r["id"], **summarise(p)} for r, p in zip(rows, probs)]
-        out = []
-        for r in rows:
-            per_second = feats[r["id"]].astype(np.float32)
-            parts = [untrimmed_scores(t.model, per_second, t.cfg.features.frames, cfg.omni.clip_seconds)
-                     for t in teachers]
-            frame_probs = np.mean([p[0] for p in parts], axis=0)
-            clip_probs = np.mean([p[2] for p in parts], axis=0)
-            # A video's class evidence is its most confident frame (a long video mixes content).
-            out.append({"id": r["id"], **summarise(frame_probs.max(axis=0)),
-                        "frame_probs": frame_probs.tolist(), "clip_windows": [list(w) for w in parts[0][1]],
-                        "clip_probs": clip_probs.tolist()})
-        return out
+            records = score_clips(heads, [feats[r["id"]].astype(np.float32) for r in rows])
+            return [{"id": r["id"], **rec} for r, rec in zip(rows, records)]
+        return [{"id": r["id"], **score_untrimmed(heads, feats[r["id"]].astype(np.float32), cfg.omni.clip_seconds)}
+                for r in rows]
 
     return score
 

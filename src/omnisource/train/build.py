@@ -30,12 +30,27 @@ def feature_split(cfg: Config, workspace, manifest: Manifest, split: str):
     return feats, np.array([r["label"] for r in kept], dtype=np.int64), kept
 
 
+def feature_model_and_loaders(cfg: Config, xtr, ytr, xva, yva, num_classes: int, val_ids: list[str] | None = None):
+    """(head, train_loader, val_loader or None) of feature mode over (N, T, D) feature arrays;
+    ``val_ids`` name the validation rows (per-clip predictions)."""
+    import torch
+
+    from ..data.datasets import FeatureDataset, make_loader
+    from ..models import create_head
+
+    torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
+    model = create_head(cfg.features.head, xtr.shape[-1], num_classes, cfg.features.frames, cfg.model.dropout)
+    train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed), cfg.train.batch_size, True)
+    val = make_loader(FeatureDataset(xva, yva, cfg.features.frames, ids=val_ids), 256, False) if len(xva) else None
+    return model, train, val
+
+
 def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
     """(model, train_loader, val_loader) for the configured mode."""
     import torch
 
-    from ..data.datasets import FeatureDataset, VideoClipDataset, make_loader
-    from ..models import create_head, create_model
+    from ..data.datasets import VideoClipDataset, make_loader
+    from ..models import create_model
 
     torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
     num_classes = len(manifest.classes)
@@ -49,12 +64,7 @@ def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
         xva, yva, val_rows = feature_split(cfg, workspace, manifest, "val")
         if len(xtr) == 0:
             raise ManifestError("no training rows with cached features: run `omnisource features` first")
-        model = create_head(cfg.features.head, xtr.shape[-1], num_classes, cfg.features.frames, cfg.model.dropout)
-        train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed),
-                            cfg.train.batch_size, True)
-        val = make_loader(FeatureDataset(xva, yva, cfg.features.frames, ids=[r["id"] for r in val_rows]),
-                          256, False) if len(xva) else None
-        return model, train, val
+        return feature_model_and_loaders(cfg, xtr, ytr, xva, yva, num_classes, [r["id"] for r in val_rows])
     rows = {s: [r for r in manifest.rows if r.get("split") == s and r.get("status") == "ok"] for s in ("train", "val")}
     model = create_model(cfg.model.name, num_classes, pretrained=cfg.model.pretrained or None,
                          dropout=cfg.model.dropout, width=cfg.model.width)

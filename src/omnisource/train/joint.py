@@ -9,47 +9,54 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, WebSourceConfig, dump_config
 from ..console import console
 from ..data.datasets import FeatureDataset, VideoClipDataset, worker_loader
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
-from ..data.resample import ResampledSampler, sample_weights
+from ..data.resample import ResampledSampler, class_weights, sample_weights
 from ..stamps import config_inputs, file_inputs, training_stage
 from ..workspace import Workspace
 from .build import build_model_and_loaders, model_inputs
-from .loop import Source, fit
+from .loop import Source, fit, passes_per_epoch
+
+
+def aux_arrays(rows: list[dict], clip_feats: dict, second_feats: dict, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, T, D) features and labels of a source's training rows, from id -> (T_i, D) arrays:
+    ``clip_feats`` by row id (images: T_i = 1, replicated; videos: T segment frames), and for
+    snippets of untrimmed videos ``second_feats`` (1 fps) by the parent's id, of which the
+    snippet's ``frame_indices`` are taken. Rows without features are left out."""
+    from ..data.sampling import tsn_indices
+
+    feats, labels = [], []
+    for r in rows:
+        if r.get("frame_indices"):
+            parent = second_feats.get(r["parent_id"])
+            if parent is None:
+                continue
+            a = parent[np.minimum(np.asarray(r["frame_indices"]), len(parent) - 1)]
+        else:
+            a = clip_feats.get(r["id"])
+            if a is None:
+                continue
+        feats.append(a if len(a) == frames else a[tsn_indices(len(a), frames, train=False)])
+        labels.append(r["label"])
+    if not feats:
+        return np.zeros((0, frames, 0), np.float32), np.zeros(0, np.int64)
+    return np.stack(feats), np.asarray(labels, dtype=np.int64)
 
 
 def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(N, T, D) features and labels of a source's training rows. Snippets of untrimmed videos
-    gather their frames from the 1 fps cache of the parent video."""
-    from ..features.cache import load_features, stack_features
+    """``aux_arrays`` of a source's training rows, read from the workspace's feature caches."""
+    from ..features.cache import load_features
 
-    f, ws = cfg.features, Workspace.of(workspace)
-    snippets = [r for r in rows if r.get("frame_indices")]
-    others = [r for r in rows if not r.get("frame_indices")]
-    feats, labels = [], []
-    if others:
-        x, kept = stack_features(ws.feature_cache(cfg), others, f.frames)
-        feats += list(x)
-        labels += [r["label"] for r in kept]
-    if snippets:
-        per_second = load_features(ws.feature_cache(cfg, per_second=True),
-                                   sorted({r["parent_id"] for r in snippets}))
-        from ..data.sampling import tsn_indices
-
-        for r in snippets:
-            parent = per_second.get(r["parent_id"])
-            if parent is None:
-                continue
-            snip = parent[np.minimum(np.asarray(r["frame_indices"]), len(parent) - 1)]
-            feats.append(snip[tsn_indices(len(snip), f.frames, train=False)])
-            labels.append(r["label"])
-    if not feats:
-        return np.zeros((0, f.frames, 0), np.float32), np.zeros(0, np.int64)
-    return np.stack(feats), np.asarray(labels, dtype=np.int64)
+    ws = Workspace.of(workspace)
+    snippets = [r["parent_id"] for r in rows if r.get("frame_indices")]
+    clips = load_features(ws.feature_cache(cfg), [r["id"] for r in rows if not r.get("frame_indices")])
+    seconds = load_features(ws.feature_cache(cfg, per_second=True), sorted(set(snippets))) if snippets else {}
+    return aux_arrays(rows, clips, seconds, cfg.features.frames)
 
 
 def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps: int, cfg: Config,
@@ -61,10 +68,76 @@ def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps:
     return worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers)
 
 
+def prior_offset(labels: np.ndarray, num_classes: int, target_labels: np.ndarray, cfg: Config) -> np.ndarray:
+    """log π_aux − log π_target (C,): π_aux the class distribution a web source's sampler draws
+    (its kept labels after ``omni.resample``), smoothed by one sample per class; π_target that of
+    the labeled target set, smoothed likewise.
+
+    Added to the logits inside the source's loss (logit adjustment, Menon et al., ICLR 2021), it
+    lets a source that covers few classes, or covers them unevenly, teach what its classes look
+    like without moving the student's class prior towards them: web images exist for four of
+    six classes here, and a raw crawl may keep images of one class only.
+    """
+    o = cfg.omni
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
+    mass = class_weights(counts, o.resample, o.resample_clip, o.resample_power)
+    aux = (mass * counts.sum() + 1) / (counts.sum() + num_classes)
+    tc = np.bincount(np.asarray(target_labels, np.int64), minlength=num_classes).astype(np.float64)
+    target = (tc + 1) / (tc.sum() + num_classes)
+    return np.log(aux) - np.log(target)
+
+
+def aux_source(cfg: Config, src: WebSourceConfig, dataset, labels: np.ndarray, num_classes: int,
+               steps: int, num_workers: int = 0, target_labels: np.ndarray | None = None) -> Source:
+    """A web source's batches for joint training: |B_A| = batch_ratio · |B_T| per iteration,
+    ``steps`` iterations per epoch (``epoch_steps``), its loss weighted by ``src.weight``, and
+    with ``omni.prior_correction`` its logits offset by ``prior_offset`` against ``target_labels``."""
+    batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
+    offset = None
+    if cfg.omni.prior_correction and target_labels is not None:
+        offset = torch.as_tensor(prior_offset(labels, num_classes, target_labels, cfg), dtype=torch.float32)
+    return Source(src.name, aux_loader(dataset, labels, num_classes, batch, steps, cfg, num_workers), src.weight,
+                  offset)
+
+
+def align_offset(x: np.ndarray, y: np.ndarray, target_x: np.ndarray, target_y: np.ndarray,
+                 num_classes: int) -> np.ndarray:
+    """(D,) offset of a web source's frame features from the target's: the source's mean minus
+    the target's class means mixed in the source's class proportions (classes the target lacks
+    left out). Web photos and crawled frames sit apart from the target's video frames in a
+    frozen backbone's space; a linear head would learn that offset as evidence for the classes
+    the source covers. Subtracting it keeps the class signal, since both means follow one mix."""
+    present = np.array([np.any(target_y == c) for c in range(num_classes)])
+    keep = present[y]
+    if not keep.any():
+        return np.zeros(x.shape[-1], np.float32)
+    x, y = x[keep].astype(np.float64), y[keep]
+    means = np.stack([target_x[target_y == c].astype(np.float64).mean((0, 1)) if present[c]
+                      else np.zeros(x.shape[-1]) for c in range(num_classes)])
+    mix = np.bincount(y, minlength=num_classes) / len(y)
+    return (x.mean((0, 1)) - mix @ means).astype(np.float32)
+
+
+def feature_source(cfg: Config, src: WebSourceConfig, x: np.ndarray, y: np.ndarray, target_x: np.ndarray,
+                   target_y: np.ndarray, num_classes: int, steps: int) -> Source:
+    """A feature-mode web source: its (N, T, D) features, shifted by ``align_offset`` unless
+    ``omni.align`` is none, as an ``aux_source`` with the target's prior for the correction."""
+    if cfg.omni.align != "none" and len(y):
+        x = x - align_offset(x, y, target_x, target_y, num_classes)
+    dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
+    return aux_source(cfg, src, dataset, y, num_classes, steps, target_labels=target_y)
+
+
+def epoch_steps(cfg: Config, train_loader) -> int:
+    """Iterations per epoch of ``fit`` (one or more passes over the target set)."""
+    return passes_per_epoch(cfg.train, len(train_loader)) * len(train_loader)
+
+
 def _student_inputs(cfg: Config, ws: Workspace, sources: list[str] | None = None, **_) -> dict:
     used = [s for s in cfg.web if sources is None or s.name in sources]
     return {**model_inputs(cfg, ws), **config_inputs(cfg, "web", "omni.resample", "omni.resample_clip",
-                                                      "omni.resample_power", "omni.cross_mixup"),
+                                                      "omni.resample_power", "omni.cross_mixup",
+                                                      "omni.prior_correction", "omni.align"),
             **file_inputs(ws, [ws.web(s.name, "train") for s in used])}
 
 
@@ -76,7 +149,8 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
     manifest = read_manifest(ws.target_manifest())
     classes = manifest.classes
     model, train, val = build_model_and_loaders(cfg, ws, manifest)
-    steps = len(train)
+    steps = epoch_steps(cfg, train)
+    target_labels = np.array([r["label"] for r in manifest.rows if r.get("split") == "train" and r["status"] == "ok"])
     aux = []
     for src in cfg.web:
         if sources is not None and src.name not in sources:
@@ -85,7 +159,6 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource transform` first")
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and r.get("label") is not None]
-        batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
         if cfg.mode == "features":
             from ..features.embed import embed_web
 
@@ -97,16 +170,18 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
             if len(y) < len(rows):
                 console.print(f"[yellow]student: {len(rows) - len(y)} of {len(rows)} training samples of {src.name} "
                               "have no features (failed to decode); left out[/]")
-            dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
         else:
             dataset = VideoClipDataset(rows, cfg.media, True, cfg.train.seed)
             y = np.array([r["label"] for r in dataset.rows], dtype=np.int64)
         if len(y) == 0:
             console.print(f"[yellow]student: web source {src.name} has no training samples; skipped[/]")
             continue
-        aux.append(Source(src.name, aux_loader(dataset, y, len(classes), batch, steps, cfg,
-                                               cfg.train.num_workers if cfg.mode == "pixels" else 0), src.weight))
-        console.print(f"student: {src.name}: {len(y)} samples, batch {batch} per iteration, "
+        if cfg.mode == "features":
+            aux.append(feature_source(cfg, src, x, y, train.dataset.features, train.dataset.labels, len(classes),
+                                      steps))
+        else:
+            aux.append(aux_source(cfg, src, dataset, y, len(classes), steps, cfg.train.num_workers, target_labels))
+        console.print(f"student: {src.name}: {len(y)} samples, batch {aux[-1].loader.batch_size} per iteration, "
                       f"resampling {cfg.omni.resample}")
     if not aux:
         raise ManifestError("student: no web source has a training sample, so the student would be the target-only "

@@ -33,6 +33,7 @@ class Source:
     name: str
     loader: Iterable
     weight: float = 1.0
+    logit_offset: torch.Tensor | None = None  # (C,) added to this source's logits in its loss
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -88,11 +89,12 @@ def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.T
     return t * (1 - smoothing) + smoothing / num_classes if smoothing else t
 
 
-def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup (Zhang et al. 2018) inside one batch: x and soft targets mixed with λ ~ Beta(α, α)."""
+def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float, *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mixup (Zhang et al. 2018) inside one batch: x and soft targets (and any ``extra`` per-sample
+    tensors, e.g. logit offsets) mixed with λ ~ Beta(α, α)."""
     lam = float(np.random.beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], device=x.device)
-    return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
+    return tuple(lam * a + (1 - lam) * a[perm] for a in (x, t, *extra))
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -103,33 +105,40 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return per_sample_cross_entropy(logits, targets).mean()
 
 
-def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float]], optimizer,
-               cfg: TrainConfig, num_classes: int, device: torch.device, cross_mixup: bool = False) -> dict:
-    """One iteration: for each (source, x, y, weight) batch, forward + weighted CE; sum; one backward.
+def train_step(model, batches: list[tuple], optimizer, cfg: TrainConfig, num_classes: int, device: torch.device,
+               cross_mixup: bool = False) -> dict:
+    """One iteration: for each (source, x, y, weight[, logit_offset]) batch, forward + weighted
+    CE; sum; one backward.
 
-    Mixup is within each batch; with ``cross_mixup`` the batches are concatenated and mixed
-    across sources (OmniSource §3.3), each sample keeping its source's weight / batch size,
-    which is the same summed loss as the per-batch form before mixing.
+    ``logit_offset`` (C,), when given, is added to that batch's logits inside its loss only
+    (``aux_logit_offset``: the prior correction of web sources). Mixup is within each batch;
+    with ``cross_mixup`` the batches are concatenated and mixed across sources (OmniSource
+    §3.3), each sample keeping its source's weight / batch size and offset, which is the same
+    summed loss as the per-batch form before mixing.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     prepared = []
-    for source, x, y, weight in batches:
+    for source, x, y, weight, *rest in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight))
+        off = torch.zeros(num_classes, device=device) if not rest or rest[0] is None else rest[0].to(device)
+        prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight,
+                         off.float().expand(len(x), num_classes)))
     if cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1:
         groups = [("mixed", torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
-                   torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device) for p in prepared]))]
+                   torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device) for p in prepared]),
+                   torch.cat([p[5] for p in prepared]))]
     else:
-        groups = [(src, x, t, torch.full((len(x),), w / len(x), device=device)) for src, x, _, t, w in prepared]
+        groups = [(src, x, t, torch.full((len(x),), w / len(x), device=device), off)
+                  for src, x, _, t, w, off in prepared]
     total = torch.zeros((), device=device)
     logits_of = {}
-    for name, x, t, w in groups:
+    for name, x, t, w, off in groups:
         if cfg.mixup_alpha > 0:
-            x, t = mixup(x, t, cfg.mixup_alpha)
+            x, t, off = mixup(x, t, cfg.mixup_alpha, off)
         with autocast_for(device, cfg.amp):
             logits = model(x)
-        total = total + (w * per_sample_cross_entropy(logits, t)).sum()
+        total = total + (w * per_sample_cross_entropy(logits.float() + off, t)).sum()
         logits_of[name] = logits.detach()
     total.backward()
     if cfg.clip_grad > 0:
@@ -137,7 +146,7 @@ def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float
     optimizer.step()
     stats = {"total_loss": total.item()}
     offset = 0
-    for source, x, y, t, weight in prepared:
+    for source, x, y, t, weight, _ in prepared:
         if "mixed" in logits_of:
             logits, offset = logits_of["mixed"][offset:offset + len(x)], offset + len(x)
         else:
@@ -194,6 +203,9 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
         param_groups=None, cross_mixup: bool = False) -> dict:
     """Train for cfg.epochs with a checkpoint per epoch; ``resume`` continues from the latest one.
 
+    An epoch is one pass over the target set, or several when ``cfg.min_steps`` asks for more
+    iterations than ``cfg.epochs`` passes give (a few labeled videos per class make passes of one
+    or two batches), so checkpoints and validations stay one per epoch whatever the set's size.
     Every epoch reseeds the global RNGs from (seed, epoch), so a resumed run draws the same
     shuffles, augmentations and mixup coefficients as an uninterrupted one.
     """
@@ -206,9 +218,11 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     device = resolve_device(cfg.device)
     model.to(device)
     optimizer = build_optimizer(model, cfg, param_groups)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
+    steps_per_pass = len(train_loader)
+    if steps_per_pass == 0:
         raise RuntimeError("the target training set yields no batch: check the split and batch size")
+    passes = passes_per_epoch(cfg, steps_per_pass)
+    steps_per_epoch = passes * steps_per_pass
     state = start_or_resume(model, optimizer, run_dir, resume, device, console)
     start_epoch, history = state["epoch"], state.get("history", [])
     log_path = run_dir / "log.jsonl"
@@ -217,16 +231,14 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
-        for loader in [train_loader, *[s.loader for s in aux]]:
-            for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
-                if hasattr(part, "set_epoch"):
-                    part.set_epoch(epoch)
+        for loader in [s.loader for s in aux]:
+            _set_epoch(loader, epoch)
         items, t0 = [], time.time()
         with Progress(TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
                       transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task("train", total=steps_per_epoch, info="")
-            for i, (x, y, *_) in enumerate(train_loader):
+            for i, (x, y, *_) in enumerate(_passes(train_loader, epoch, passes)):
                 step = epoch * steps_per_epoch + i
                 lr = lr_at(step, steps_per_epoch, cfg)
                 for g in optimizer.param_groups:
@@ -234,7 +246,7 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                 batches = [("target", x, y, 1.0)]
                 for source, it in aux_iters:
                     ax, ay, *_ = next(it)
-                    batches.append((source.name, ax, ay, source.weight))
+                    batches.append((source.name, ax, ay, source.weight, source.logit_offset))
                 items.append(train_step(model, batches, optimizer, cfg, len(classes), device, cross_mixup))
                 bar.update(task, advance=1, info=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
         record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2), "train": _mean_stats(items)}
@@ -254,6 +266,26 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
         console.print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(parts))
     loggers.close()
     return {"history": history, "last": history[-1] if history else None}
+
+
+def passes_per_epoch(cfg: TrainConfig, steps_per_pass: int) -> int:
+    """Passes over the target set per epoch: enough for ``cfg.min_steps`` iterations in all."""
+    if cfg.min_steps <= 0:
+        return 1
+    return max(1, math.ceil(cfg.min_steps / (cfg.epochs * steps_per_pass)))
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
+
+
+def _passes(loader, epoch: int, passes: int) -> Iterator:
+    """``passes`` passes over ``loader``; each draws its own augmentations (set_epoch)."""
+    for p in range(passes):
+        _set_epoch(loader, epoch * passes + p)
+        yield from loader
 
 
 def start_or_resume(model, optimizer, run_dir: Path, resume: bool, device: torch.device, console) -> dict:

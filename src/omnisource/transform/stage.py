@@ -100,7 +100,9 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
     for r in rows:
         rec = scores[r["id"]]
         if o.untrimmed == "snippet":
-            positive = positive_frames(np.array(rec["frame_probs"]), r["label"], o.frame_threshold)
+            # A video kept by its query's rank floor (select's min_keep) counts frames from that floor.
+            threshold = min(o.frame_threshold, r.get("query_floor") or 1.0)
+            positive = positive_frames(np.array(rec["frame_probs"]), r["label"], threshold)
             n = int(min(o.snippets_per_video, max(1, positive.sum() // o.snippet_pos)))
             rng = np.random.default_rng([o.seed, int(r["id"][:8], 16)])
             seen = set()
@@ -113,8 +115,9 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
                                 frame_indices=[int(i) for i in idx]))
         else:
             probs = np.array(rec["clip_probs"] or [])
+            threshold = min(o.frame_threshold, r.get("query_floor") or 1.0)
             for (start, end), p in zip(rec["clip_windows"] or [], probs):
-                if p[r["label"]] >= o.frame_threshold:
+                if p[r["label"]] >= threshold:
                     out.append(dict(r, id=make_id(r["source"], r["path"], start, end), parent_id=r["id"],
                                     start_s=float(start), end_s=float(end)))
     return out

@@ -1,0 +1,128 @@
+"""Cross-validation folds and paired bootstrap intervals of the benchmark protocol."""
+import numpy as np
+import pytest
+
+from omnisource.evaluate.folds import group_folds, fold_paired_interval, summarise_setting
+
+
+def test_group_folds_partition_the_groups_in_balanced_folds():
+    groups = [f"{g:02d}" for g in range(8, 26)]
+    folds = group_folds(groups[::-1] + groups[:3], 4)  # order and repeats do not matter
+    assert [len(f) for f in folds] == [5, 5, 4, 4]
+    assert sorted(g for f in folds for g in f) == groups
+    assert folds[0] == ["08", "12", "16", "20", "24"]
+
+
+@pytest.mark.parametrize("n", [1, 19])
+def test_group_folds_rejects_impossible_counts(n):
+    with pytest.raises(ValueError, match="n_folds"):
+        group_folds([f"{g:02d}" for g in range(8, 26)], n)
+
+
+def test_bootstrap_interval_excludes_zero_for_a_consistent_gain_and_covers_it_for_noise():
+    rng = np.random.default_rng(0)
+    gain = 0.02 + rng.normal(0, 0.01, 12)
+    mean, lo, hi = fold_paired_interval(gain, strata=np.repeat(np.arange(4), 3))
+    assert lo > 0 and lo < mean < hi
+    assert mean == pytest.approx(gain.mean())
+    noise = rng.normal(0, 0.01, 12)
+    noise -= noise.mean()
+    _, lo, hi = fold_paired_interval(noise)
+    assert lo < 0 < hi
+
+
+def test_bootstrap_within_strata_keeps_each_stratum_weight():
+    # Stratum 0 always +1, stratum 1 always -1: every stratified replicate has mean 0.
+    d = [1.0, 1.0, 1.0, -1.0, -1.0, -1.0]
+    assert fold_paired_interval(d, strata=[0, 0, 0, 1, 1, 1]) == (0.0, 0.0, 0.0)
+    _, lo, hi = fold_paired_interval(d)  # unstratified replicates vary
+    assert lo < 0 < hi
+
+
+def test_summarise_setting_pairs_runs_with_the_same_fold_and_seed():
+    base = {(f, s): {"top1": 0.8 + 0.05 * f} for f in range(2) for s in range(3)}
+    runs = {(f, s): {"top1": base[(f, s)]["top1"] + 0.1} for f in range(2) for s in range(3)}
+    out = summarise_setting(runs, base)
+    assert out["delta_mean"] == pytest.approx(0.1)
+    assert out["delta_lo"] == pytest.approx(0.1) and out["delta_hi"] == pytest.approx(0.1)
+    assert out["top1_mean"] == pytest.approx(0.925)
+    assert out["folds"] == 2 and out["runs"] == 6
+
+
+def _ucf_tree(root, classes=("A", "B"), groups=range(8, 26), clips=2):
+    for c in classes:
+        d = root / "ucf101-6" / "videos" / c
+        d.mkdir(parents=True)
+        for g in groups:
+            for i in range(clips):
+                # An MP4 signature is enough: the importer types files by content, never decodes here.
+                (d / f"v_{c}_g{g:02d}_c{i + 1:02d}.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(16))
+    return root
+
+
+def test_fold_split_labels_k_per_class_outside_the_validation_groups(tmp_path):
+    from omnisource.evaluate import protocol
+
+    data = _ucf_tree(tmp_path)
+    seen_val = set()
+    for val in protocol.folds():
+        split = protocol.target_split(data, 3, seed=1, val_groups=val)
+        va, tr, unused = split.rows("val"), split.rows("train"), split.rows("unused")
+        assert {r["group"] for r in va} == set(val)
+        assert not {r["group"] for r in tr + unused} & set(val)
+        assert [sum(r["label"] == c for r in tr) for c in range(2)] == [3, 3]
+        assert len(tr) + len(unused) + len(va) == 2 * 18 * 2
+        seen_val |= {r["id"] for r in va}
+    assert len(seen_val) == 2 * 18 * 2  # every clip is validated exactly once over the folds
+
+
+def test_test_root_split_trains_from_every_group(tmp_path):
+    from omnisource.evaluate import protocol
+
+    data = _ucf_tree(tmp_path)
+    test = _ucf_tree(tmp_path / "test", groups=range(1, 3), clips=1) / "ucf101-6" / "videos"
+    split = protocol.target_split(data, 0, seed=0, test_root=test)
+    assert len(split.rows("train")) == 2 * 18 * 2
+    assert {r["path"].split("_g")[1][:2] for r in split.rows("val")} == {"01", "02"}
+
+
+def _ucf_web():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ucf_web.py"
+    spec = importlib.util.spec_from_file_location("ucf_web", path)
+    mod = sys.modules["ucf_web"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _runs(folds, gain):
+    metrics = {"top1": 0.0, "mean_class_accuracy": 0.0, "num_samples": 10, "classes": ["A"],
+               "per_class_accuracy": {"A": 0.0}, "n_aux": 0}
+    out = []
+    for f in folds:
+        for seed in range(2):
+            base = 0.7 + 0.05 * f + 0.01 * seed
+            out.append(dict(metrics, setting="baseline", k=3, fold=f, seed=seed, top1=base))
+            out.append(dict(metrics, setting="all", k=3, fold=f, seed=seed, top1=base + gain[f] + (0.02 if seed else -0.02)))
+    return out
+
+
+def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
+    import json
+
+    ucf_web = _ucf_web()
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    gain = {0: 0.02, 1: 0.04, 2: 0.06, 3: 0.08}
+    (tmp_path / "a" / "runs.json").write_text(json.dumps(_runs([0, 1], gain)))
+    (tmp_path / "b" / "runs.json").write_text(json.dumps(_runs([2, 3], gain)))
+    assert ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "b"]) == 0
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "m" / "results.json").read_text())}
+    assert rows["all"]["folds"] == 4 and rows["all"]["runs"] == 8
+    assert rows["all"]["delta_mean"] == pytest.approx(0.05)
+    # Resampled within folds: only the seed-to-seed spread (±0.02) widens the interval.
+    assert 0.03 <= rows["all"]["delta_lo"] < 0.05 < rows["all"]["delta_hi"] <= 0.07
+    with pytest.raises(SystemExit, match="in two runs"):  # the same fold twice is not two folds
+        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "a"])
