@@ -50,7 +50,7 @@ def validate_target(cfg: Config, workspace) -> Path:
 
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target("imported"))
-    rows = validate_rows(manifest.rows, Rules.from_config(cfg.media), progress=console.is_terminal)
+    rows = validate_rows(manifest.rows, Rules.from_config(cfg.media), progress=True, label="validate (target)")
     out = write_manifest(Manifest(rows, manifest.classes), ws.target("validated"))
     bad = [r for r in rows if r["status"] != "ok"]
     console.print(f"validate: {counts(rows)} -> {out}")
@@ -67,7 +67,7 @@ def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: f
     src = ws.target("validated") if ws.target("validated").exists() else ws.target("imported")
     manifest = read_manifest(src)
     rows = prepare_media(manifest.rows, ws.media_dir, short_side=short_side,
-                         gop_seconds=gop_seconds, mode=mode, progress=console.is_terminal)
+                         gop_seconds=gop_seconds, mode=mode, progress=True)
     return write_manifest(Manifest(rows, manifest.classes), ws.target("prepared"))
 
 

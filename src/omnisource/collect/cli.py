@@ -104,7 +104,7 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
                            ca_bundle=str(ca_bundle or ""), retry_failed=retry_failed)
     console = _console()
     try:
-        path = download(url_lists, workspace, source, opts, progress=console.is_terminal)
+        path = download(url_lists, workspace, source, opts, progress=True)
     except KeyboardInterrupt:
         from .download import PENDING, default_source
         from ..data.manifest import read_manifest
@@ -155,7 +155,7 @@ def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = S
     config = Workspace.of(workspace).config_file  # the rules the workspace's other stages use
     rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
     console = _console()
-    for path in validate_web(workspace, source, rules, normalize, workers, console.is_terminal, force):
+    for path in validate_web(workspace, source, rules, normalize, workers, True, force):
         console.print(f"validate: {path.name}: {counts(read_manifest(path).rows)}")
 
 
@@ -185,7 +185,7 @@ def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help
     cfg, ws = load_cfg(config, workspace, overrides)
     console = _console()
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
-                                    web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
+                                    web_frames, exact_max, search_batch, exact_only, progress=True):
         console.print(f"dedup: {path.name}: {report['exact']} exact duplicates, {report['near']} near-duplicates "
                       f"of the evaluation set (threshold {report['threshold']}) of {report['checked']} rows")
 

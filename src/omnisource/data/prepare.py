@@ -163,8 +163,10 @@ def _prepare_one(job: tuple) -> dict:
     return new
 
 
-def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str) -> Iterable:
-    """fn over jobs in order, in a spawn pool when workers > 1, behind a rich progress bar."""
+def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str, unit: str = "files") -> Iterable:
+    """fn over jobs in order, in a spawn pool when workers > 1, reporting progress."""
+    from ..progress import Progress
+
     def results():
         if workers > 1 and len(jobs) > 1:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -172,17 +174,9 @@ def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str) -> 
         else:
             yield from map(fn, jobs)
 
-    if not progress:
-        yield from results()
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as bar:
-        task = bar.add_task(label, total=len(jobs))
+    with Progress(label, len(jobs), unit, progress) as bar:
         for res in results():
-            bar.advance(task)
+            bar.advance()
             yield res
 
 
@@ -205,6 +199,6 @@ def prepare_media(rows: list[dict], out_dir, short_side: int = 128, gop_seconds:
     todo = [i for i, r in enumerate(rows) if r.get("status", "ok") == "ok" and r.get("kind") == "video"]
     jobs = [(rows[i], out_dir, short_side, gop_seconds, fps, mode, threads) for i in todo]
     out = [dict(r) for r in rows]
-    for i, new in zip(todo, _run(_prepare_one, jobs, workers, progress, f"prepare ({mode})")):
+    for i, new in zip(todo, _run(_prepare_one, jobs, workers, progress, f"prepare ({mode})", "videos")):
         out[i] = new
     return out

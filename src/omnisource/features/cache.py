@@ -93,9 +93,10 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
 def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
                      frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 1,
                      max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
-                     progress: bool = True, per_second: bool = False) -> dict[str, str]:
-    """Embed every ``ok`` row not yet cached; returns {id: reason} for rows that failed to decode."""
-    from rich.progress import Progress
+                     progress: bool = True, per_second: bool = False, label: str = "") -> dict[str, str]:
+    """Embed every ``ok`` row not yet cached; returns {id: reason} for rows that failed to decode.
+    ``label`` names the task in progress output (default: the cache folder)."""
+    from ..progress import Progress
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -129,16 +130,18 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
             pending_ids.clear()
             pending_feats.clear()
 
-    with Progress(disable=not progress, transient=True) as bar, open(cache_dir / "failures.jsonl", "a") as flog:
-        task = bar.add_task(f"features ({cache_dir.name})", total=len(todo))
+    unit = "videos" if per_second else "files"
+    with Progress(label or f"features ({cache_dir.name})", len(todo), unit, progress) as bar, \
+            open(cache_dir / "failures.jsonl", "a") as flog:
         for items in loader:
             clip, i, reason = items[0]
             row = todo[i]
-            bar.advance(task)
             if reason:
                 failures[row["id"]] = reason
                 flog.write(json.dumps({"id": row["id"], "path": row["path"], "reason": reason}) + "\n")
                 flog.flush()
+            bar.advance(note=f"{len(failures)} failed to decode" if failures else None)
+            if reason:
                 continue
             batch_clips.append(clip)
             batch_ids.append(row["id"])

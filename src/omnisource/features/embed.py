@@ -24,8 +24,8 @@ def embed_manifest(cfg: Config, workspace, path: Path, per_second: bool = False,
     backbone = backbone or create_backbone(f.backbone, pretrained=f.pretrained or None)
     failures = extract_features(rows, backbone, cache, size=f.size, frames=f.frames, batch_size=f.batch_size,
                                 shard_size=f.shard_size, workers=f.workers, max_pixels=cfg.media.max_pixels,
-                                device=resolve_device(cfg.train.device), progress=console.is_terminal,
-                                per_second=per_second)
+                                device=resolve_device(cfg.train.device), per_second=per_second,
+                                label=f"features ({Path(path).stem}{', 1 fps' if per_second else ''})")
     failed = sum(r["id"] in failures for r in rows)
     console.print(f"features: {len(rows) - failed} rows of {Path(path).name} cached in {cache}"
                   + (f", {failed} failed to decode" if failed else ""))

@@ -80,6 +80,7 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     from torch.utils.data import DataLoader
 
     from ..data.datasets import VideoClipDataset, _one_thread, make_loader
+    from ..progress import track
     from ..train.loop import predict, resolve_device
 
     device = resolve_device(cfg.train.device)
@@ -88,12 +89,13 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
         if kind != "untrimmed":
             loader = make_loader(VideoClipDataset(rows, cfg.media, False), cfg.train.batch_size, False,
                                  cfg.train.num_workers)
-            probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
+            probs = np.mean([predict(t.model.to(device), loader, device, label=f"score: teacher {t.run.name}")[0]
+                             for t in teachers], axis=0)
             return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
         out = []
         loader = DataLoader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers,
                             worker_init_fn=_one_thread)
-        for i, x, reason in loader:
+        for i, x, reason in track(loader, "score: untrimmed videos", len(rows), "videos"):
             if x is None:
                 console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")
                 continue
@@ -116,7 +118,7 @@ def score_stage(cfg: Config, workspace) -> list[Path]:
         rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
         fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
             else _pixel_scorer(teachers, cfg, src.kind)
-        out = score_in_shards(rows, fn, ws.scores(src.name), progress=console.is_terminal)
+        out = score_in_shards(rows, fn, ws.scores(src.name), progress=True)
         console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
         outs.append(out)
     return outs
