@@ -255,7 +255,6 @@ def write_summary(workspace, kind: str, points: list[dict]) -> Path:
     from rich.table import Table
 
     from .report.figures import png_bytes, sweep_figure
-    from .report.stage import SWEEP_AXES
 
     out = Workspace.of(workspace).sweeps_dir
     path = atomic_write_text(out / f"sweep_{kind}.json", json.dumps({"kind": kind, "points": points}, indent=2))
@@ -265,7 +264,7 @@ def write_summary(workspace, kind: str, points: list[dict]) -> Path:
     writer.writeheader()
     writer.writerows(points)
     atomic_write_text(out / f"sweep_{kind}.csv", buf.getvalue())
-    png = png_bytes(sweep_figure(kind, points, SWEEP_AXES[kind]))
+    png = png_bytes(sweep_figure(kind, points))
     atomic_write_bytes(out / f"sweep_{kind}.png", lambda tmp: Path(tmp).write_bytes(png))
     table = Table(title=f"sweep {kind}: validation")
     for c in cols:

@@ -15,7 +15,7 @@ th,td{border:1px solid #dee2e6;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f1f3f5}
 .na{color:#868e96;font-style:italic}.thumbs{display:flex;flex-wrap:wrap;gap:.5em}
 figure{margin:0;font-size:.75em;text-align:center;max-width:120px;word-break:break-word}
-img.plot{max-width:100%}nav a{margin-right:1em}
+img.plot{max-width:100%;height:auto}nav a{margin-right:1em}
 """
 
 # Under --self-check the page reports, once loaded, how many images decoded and how many tables

@@ -49,18 +49,22 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                 r["label"] = int(labels[i])
             else:
                 r["status"] = "rejected"
-                r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes)
+                r["drop_reason"], r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes)
         out.append(r)
     stats = _stats(out, scored, keep, labels, classes)
     return out, stats
 
 
-def _why(rule, prob, threshold, pred, qcls, classes) -> str:
+DROP_REASONS = ("no class", "low confidence", "disagreement")
+
+
+def _why(rule, prob, threshold, pred, qcls, classes) -> tuple[str, str]:
+    """(one of DROP_REASONS, the sentence) for a sample the filter drops."""
     if qcls < 0 and rule in ("agreement", "both", "none"):
-        return "query names no target class"
+        return "no class", "query names no target class"
     if rule in ("confidence", "both") and prob < threshold:
-        return f"teacher confidence {prob:.2f} < {threshold:.2f}"
-    return f"teacher top-1 {classes[pred]} differs from the query's class {classes[qcls]}"
+        return "low confidence", f"teacher confidence {prob:.2f} < {threshold:.2f}"
+    return "disagreement", f"teacher top-1 {classes[pred]} differs from the query's class {classes[qcls]}"
 
 
 def _stats(out, scored, keep, labels, classes) -> dict:
