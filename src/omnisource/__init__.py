@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 def _single_threaded_opencv() -> None:
     # OpenCV's thread pool, once started in a parent process, deadlocks in forked data-loader
-    # workers; decoding runs one process per core anyway (DESIGN.md §3), so keep cv2 serial.
+    # workers; decoding runs one process per core anyway (docs/concepts.md, "What is slow"), so keep cv2 serial.
     try:
         import cv2
     except ImportError:  # pragma: no cover - opencv is a core dependency

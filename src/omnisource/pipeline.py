@@ -1,4 +1,4 @@
-"""Stages of the target-only workflow, each ``stage(cfg, workspace) -> Path`` (DESIGN.md §2).
+"""Stages of the target-only workflow, each ``stage(cfg, workspace) -> Path`` (docs/concepts.md).
 
 import → validate → [prepare] → features → train → evaluate. Every stage writes its output
 atomically and is skipped by ``run`` when the output is already complete. ``workspace`` is a

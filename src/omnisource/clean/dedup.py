@@ -1,4 +1,4 @@
-"""De-duplication of web data (DESIGN.md §1, "Cleaning"): exact copies, and near-copies of the
+"""De-duplication of web data (OmniSource, "Cleaning"; docs/methods.md): exact copies, and near-copies of the
 evaluation set, which would otherwise leak test frames into training.
 
 1. **Exact**: files with the same SHA-256 (the downloader's ``sha256`` column, or hashed here). A web

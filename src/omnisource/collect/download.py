@@ -1,4 +1,4 @@
-"""A safe, resumable downloader for URL lists (DESIGN.md §1 "Collection", §4 "URL lists").
+"""A safe, resumable downloader for URL lists (docs/guide.md, "Download").
 
 Input: ``url<TAB>query`` lines or a CSV with ``url`` and ``query`` (or ``label``/``class``) columns;
 the query becomes the weak label. Output: ``WORKSPACE/web/<source>/<sha256[:2]>/<sha256>.<ext>``

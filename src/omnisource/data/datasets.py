@@ -172,5 +172,5 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
 
 
 def _one_thread(_worker_id: int) -> None:
-    # One decoder/compute thread per worker: more gave nothing on 2 cores (DESIGN.md §3).
+    # One decoder/compute thread per worker: more gave nothing on 2 cores (docs/concepts.md).
     torch.set_num_threads(1)

@@ -1,6 +1,6 @@
 """Re-encode manifest media once into a training-friendly form (validation: ``clean.validate``).
 
-Why prepare (DESIGN.md §3): on CPUs decoding, not the model, is the bottleneck (~5 clips/s per core
+Why prepare (docs/concepts.md): on CPUs decoding, not the model, is the bottleneck (~5 clips/s per core
 at 360p). Re-encoding once to a short side of ~128 px with a keyframe every ~1 s (so the loader's
 rare seeks land close to their target) or extracting JPEG frames pays for itself on any dataset used
 for more than one epoch. Outputs are written under a temporary name and renamed into place, so an

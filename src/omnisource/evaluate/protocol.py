@@ -1,4 +1,4 @@
-"""The real-data benchmark protocol of ``shared/data/README.md``, as reusable functions.
+"""The real-data benchmark protocol (docs/guide.md, "Benchmark data"), as reusable functions.
 
 Target: UCF101-6, k labeled videos per class from groups 12–25, validation on groups 08–11
 (or a given test folder). Web images: the query folders matching target classes, with images

@@ -1,4 +1,4 @@
-"""Feature mode (DESIGN.md §2): embed frames once with a frozen 2D backbone, keyed by row id.
+"""Feature mode (docs/concepts.md): embed frames once with a frozen 2D backbone, keyed by row id.
 
 The cache is a folder of shards ``shard-<hash>.safetensors``, each holding ``features``
 (sum of T_i, D) float16 for a batch of ids whose frame counts T_i are listed in its metadata
