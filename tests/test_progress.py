@@ -9,7 +9,7 @@ from omnisource.clean.validate import Rules, validate_rows
 from omnisource.data.manifest import new_row
 from omnisource.features.cache import extract_features
 from omnisource.models import create_backbone
-from tests.media_factory import write_image, write_video
+from media_factory import write_image, write_video
 
 
 class FakeClock:

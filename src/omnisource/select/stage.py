@@ -40,7 +40,11 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
     out, by_id = [], {r["id"]: i for i, r in enumerate(scored)}
     for r in rows:
         r = dict(r)
-        if r["status"] == "ok" and r["id"] not in scores:
+        no_class = qmap.get((r.get("weak_labels") or [""])[0], -1) < 0
+        if r["status"] == "ok" and r["id"] not in scores and no_class and rule != "confidence":
+            # never embedded nor scored: the rule drops it whatever the teacher says
+            r.update(status="rejected", drop_reason="no class", reason="query names no target class")
+        elif r["status"] == "ok" and r["id"] not in scores:
             r.update(status="corrupt", reason="no teacher score (failed to decode for features)")
         elif r["id"] in by_id:
             i = by_id[r["id"]]
@@ -69,7 +73,8 @@ def _why(rule, prob, threshold, pred, qcls, classes) -> tuple[str, str]:
 
 def _stats(out, scored, keep, labels, classes) -> dict:
     kept = Counter(classes[r["label"]] for r in out if r["status"] == "ok" and r.get("label") is not None)
-    dropped = Counter(classes[r["teacher_pred"]] for r in out if r["status"] == "rejected")
+    dropped = Counter(classes[r["teacher_pred"]] for r in out
+                      if r["status"] == "rejected" and r.get("teacher_pred") is not None)
     stats = {"scored": len(scored), "kept": int(keep.sum()),
              "kept_per_class": dict(kept), "rejected_by_teacher_top1": dict(dropped),
              "status": dict(Counter(r["status"] for r in out))}

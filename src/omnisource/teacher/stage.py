@@ -8,6 +8,7 @@ import numpy as np
 from ..config import Config
 from ..console import console
 from ..data.manifest import read_manifest
+from ..select.filter import teacher_rows
 from ..workspace import Workspace
 from .score import Teacher, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
 
@@ -115,7 +116,11 @@ def score_stage(cfg: Config, workspace) -> list[Path]:
     teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
     outs = []
     for src in cfg.web:
-        rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
+        ok = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
+        rows = teacher_rows(ok, classes, src.query_map, cfg.omni.filter)
+        if len(rows) < len(ok):
+            console.print(f"score {src.name}: {len(ok) - len(rows)} samples of queries that name no class left out "
+                          f"(omni.filter={cfg.omni.filter} drops them anyway)")
         fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
             else _pixel_scorer(teachers, cfg, src.kind)
         out = score_in_shards(rows, fn, ws.scores(src.name), progress=True)
