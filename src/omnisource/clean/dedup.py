@@ -93,14 +93,16 @@ def _reset(row: dict) -> dict:
 
 def exact_duplicates(rows: list[dict], eval_rows: Sequence[dict] = ()) -> list[dict]:
     """Flag ok rows whose bytes equal an evaluation file or an earlier ok row; fills ``sha256``."""
+    from ..progress import track
+
     eval_hash: dict[str, str] = {}
-    for er in eval_rows:
+    for er in track(eval_rows, "dedup: hashes of evaluation files", unit="files"):
         h = er.get("sha256") or file_sha256(er["path"])
         if h:
             eval_hash.setdefault(h, er["id"])
     first: dict[str, str] = {}
     out = []
-    for row in rows:
+    for row in track(rows, "dedup: hashes of web files", unit="files"):
         row = dict(row)
         if row.get("status") == "ok":
             h = row.get("sha256") or file_sha256(row["path"])
