@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..data import media, sampling, transforms
-from ..data.datasets import _one_thread, frame_span, image_clip
+from ..data.datasets import frame_span, image_clip, worker_loader
 from ..data.manifest import atomic_write_bytes
 
 
@@ -143,8 +143,8 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
     if not todo:
         return load_failures(cache_dir)
     backbone = backbone.to(device).eval()
-    loader = DataLoader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1, num_workers=workers,
-                        collate_fn=_collate, worker_init_fn=_one_thread)
+    loader = worker_loader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1,
+                           num_workers=workers, collate_fn=_collate)
     pending_ids, pending_feats = [], []
     batch_clips, batch_ids = [], []
 

@@ -109,9 +109,12 @@ def read_scores(path: Path) -> dict[str, dict]:
     return out
 
 
-def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False) -> Path:
+def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
+                    key: str = "") -> Path:
     """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. A shard's name encodes its rows, so a changed manifest re-scores."""
+    killed run resumes. A shard's name encodes its rows and ``key`` (the identity of the
+    teachers and of how they score), so a changed manifest or another teacher re-scores; shards
+    of neither are deleted."""
     import hashlib
 
     from ..progress import Progress
@@ -122,7 +125,7 @@ def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int =
     with Progress(f"score {out_dir.name}", len(rows), "rows", progress) as bar:
         for start in range(0, len(rows), shard_size):
             part = rows[start:start + shard_size]
-            digest = hashlib.sha1("\n".join(r["id"] for r in part).encode()).hexdigest()[:12]
+            digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
             path = out_dir / f"part-{start // shard_size:05d}-{digest}.parquet"
             wanted.add(path.name)
             if not path.exists():

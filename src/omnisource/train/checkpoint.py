@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..data.manifest import default_mode
+from ..workspace import latest_checkpoint  # noqa: F401 - the layout of run folders lives there
+
 
 def _contiguous_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; clone to be safe.
@@ -42,6 +45,7 @@ def save_checkpoint(run_dir: Path, epoch: int, model, optimizer, extra: dict, co
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"epoch_{epoch:03d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".epoch_{epoch:03d}.", dir=ckpt_root))
+    os.chmod(tmp, default_mode(folder=True))  # mkdtemp makes it 0700
     try:
         save_file(_contiguous_state(model), str(tmp / "model.safetensors"))
         torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(), "rng": rng_state(), **extra},
@@ -54,14 +58,6 @@ def save_checkpoint(run_dir: Path, epoch: int, model, optimizer, extra: dict, co
         if tmp.exists():
             shutil.rmtree(tmp)
     return final
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("epoch_*") if (p / "state.pt").is_file() and (p / "model.safetensors").is_file())
-    return done[-1] if done else None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
