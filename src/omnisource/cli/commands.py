@@ -42,8 +42,17 @@ def _stage_command(name: str, target: str, doc: str, panel: str) -> None:
 # --------------------------------------------------------------------------- target set
 _stage_command("import", ".pipeline:import_target",
                "Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it.", TARGET)
-_stage_command("validate", ".pipeline:validate_target",
-               "Decode every target file; corrupt ones get status=corrupt and a reason.", TARGET)
+AllOpt = typer.Option(False, "--all", help="Every row, also those the experiment does not use (target videos "
+                      "beyond target.per_class; web samples the teacher filter drops whatever it says).")
+
+
+@app.command(rich_help_panel=TARGET)
+@friendly
+def validate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+             all_rows: bool = AllOpt, overrides: Optional[List[str]] = OverridesArg):
+    """Decode the target files the experiment uses; bad ones get a status (corrupt | rejected) and a reason."""
+    cfg, ws = load_cfg(config, workspace, overrides)
+    pipeline.validate_target(cfg, ws, all_rows=all_rows)
 
 
 @app.command(rich_help_panel=TARGET)
@@ -52,10 +61,10 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
             short_side: int = typer.Option(128, help="Short side of the re-encoded videos."),
             gop: float = typer.Option(1.0, help="Seconds between keyframes."),
             frames: bool = typer.Option(False, "--frames", help="Extract JPEG frames instead of re-encoding."),
-            overrides: Optional[List[str]] = OverridesArg):
+            all_rows: bool = AllOpt, overrides: Optional[List[str]] = OverridesArg):
     """Re-encode (or frame-extract) the target media once into a training-friendly form."""
     cfg, ws = load_cfg(config, workspace, overrides)
-    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode")
+    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode", all_rows=all_rows)
 
 
 @app.command(rich_help_panel=TARGET)
@@ -63,19 +72,23 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
              manifest: Optional[List[Path]] = typer.Option(None, "--manifest", "-m",
                                                            help="Manifest(s) to embed (default: target and web)."),
+             all_rows: bool = AllOpt,
+             retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode again the files that failed "
+                                               "before (by default only those whose file changed since)."),
              overrides: Optional[List[str]] = OverridesArg):
     """Embed frames with the frozen backbone into the feature cache (resumable).
 
-    The target set and the web sources (imported, and transformed when there are such manifests)."""
+    The rows the experiment uses: the labeled training and validation videos, and the web samples
+    the teacher filter can keep (--all: every row); then the transformed web samples, if any."""
     from ..features.embed import embed_manifest, embed_stage, embed_web
 
     cfg, ws = load_cfg(config, workspace, overrides)
     if manifest:
         for path in manifest:
-            embed_manifest(cfg, ws, path)
+            embed_manifest(cfg, ws, path, retry_failed=retry_failed)
         return
-    embed_stage(cfg, ws)
-    embed_web(cfg, ws, stage="train")
+    embed_stage(cfg, ws, all_rows=all_rows, retry_failed=retry_failed)
+    embed_web(cfg, ws, stage="train", retry_failed=retry_failed)
 
 
 # --------------------------------------------------------------------------- web data (collect, clean)

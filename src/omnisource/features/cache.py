@@ -118,6 +118,20 @@ def missing_rows(rows: list[dict], cache_dir: Path, retry_failed: bool = False) 
     return [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
 
 
+AUTO_MIN_ROWS = 64  # below this, starting worker processes costs more than it saves
+
+
+def decode_workers(requested: int, rows: int) -> int:
+    """Loader worker processes: ``requested`` when set, else (0) one per core available to this
+    process, or none (decode here) for fewer than AUTO_MIN_ROWS rows."""
+    if requested > 0:
+        return requested
+    if rows < AUTO_MIN_ROWS:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores)
+
+
 def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> None:
     name = hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
     tensor = torch.from_numpy(np.concatenate(feats)).to(torch.float16)
@@ -128,12 +142,13 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
 
 @torch.no_grad()
 def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
-                     frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 1,
+                     frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 0,
                      max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
                      progress: bool = True, per_second: bool = False, label: str = "",
                      retry_failed: bool = False) -> dict[str, str]:
     """Embed the ``ok`` rows the cache lacks (see missing_rows); returns {id: reason} of the rows
-    that failed to decode. ``label`` names the task in progress output (default: the cache folder)."""
+    that failed to decode. ``workers``: decoding processes (0: see decode_workers); ``label``
+    names the task in progress output (default: the cache folder)."""
     from ..progress import Progress
 
     cache_dir = Path(cache_dir)
@@ -144,7 +159,7 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
         return load_failures(cache_dir)
     backbone = backbone.to(device).eval()
     loader = worker_loader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1,
-                           num_workers=workers, collate_fn=_collate)
+                           num_workers=decode_workers(workers, len(todo)), collate_fn=_collate)
     pending_ids, pending_feats = [], []
     batch_clips, batch_ids = [], []
 
