@@ -8,6 +8,7 @@ so the pages cannot drift from the code.
 from __future__ import annotations
 
 import html
+import re
 import sys
 from pathlib import Path
 
@@ -66,12 +67,35 @@ def cli_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
+def config_markdown() -> str:
+    """docs/config.md: one table per config section (the rows of ``config show --doc``)."""
+    from ..config_io import config_reference
+
+    out = [GENERATED, "", "# Config reference", "",
+           "Every key with its type, default and meaning; `omnisource config show --doc` prints the same list. "
+           "A key is set in a YAML file (`--config`), in the workspace's `config.yaml` (`config set`), or as a "
+           "trailing `section.key=value` argument; list items are addressed as `web[0].batch_ratio=1`. Relative "
+           "paths resolve against the file that names them (against the current folder on the command line)."]
+    rows, section = config_reference(), None
+    nested = {re.split(r"[.\[]", k)[0] for k, *_ in rows if "." in k}
+    for key, tp, default, text in rows:
+        first = re.split(r"[.\[]", key)[0]
+        head = first if first in nested else "top level"
+        if head != section:
+            section = head
+            out += ["", f"## {section}", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        out.append(f"| `{_code(key)}` | {_md(tp)} | `{_code(default)}` | {_md(text)} |")
+    return "\n".join(out) + "\n"
+
+
 def write(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "cli.md"
-    path.write_text(cli_markdown())
-    return [path]
+    written = []
+    for name, make in (("cli.md", cli_markdown), ("config.md", config_markdown)):
+        (folder / name).write_text(make())
+        written.append(folder / name)
+    return written
 
 
 if __name__ == "__main__":
