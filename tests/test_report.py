@@ -139,7 +139,7 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     text = path.read_text()
     # 3 kept and 2 dropped samples all show among the highest-confidence ones (4 per group).
     assert _na(text) == ["no samples beyond those shown above"] * 2 + \
-        ["no sweeps yet (`omnisource sweep labels|teacher|ratio`)"]
+        ["no comparisons or sweeps yet (`omnisource compare`, `omnisource sweep grid|labels|teacher|ratio`)"]
     _no_external_urls(text)
     # Counts per stage: 7 collected, 1 corrupt, 1 duplicate, 2 rejected, 3 kept, 3 training samples.
     assert re.search(r"<td>images</td><td>7</td><td>1</td><td>1</td><td>2</td><td>3</td><td>3</td>", text)

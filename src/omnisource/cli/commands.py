@@ -198,11 +198,13 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 
 
 def _register_experiments() -> None:
+    from ..compare import register as register_compare
     from ..report.stage import register as register_report
     from ..sweep import register as register_sweep
 
     register_report(app)  # report
-    register_sweep(app)  # sweep labels|teacher|ratio
+    register_compare(app)  # compare
+    register_sweep(app)  # sweep grid|labels|teacher|ratio
 
 
 _register_experiments()
@@ -250,6 +252,7 @@ def config_set(workspace: Optional[Path] = WorkspaceOpt, overrides: List[str] = 
         ..., help="section.field=value pairs to store in WS/config.yaml.", show_default=False)):
     """Change the workspace's base config (WS/config.yaml), which every later command starts from."""
     from ..config import to_dict
+    from ..config_io import flatten_config
     from ..data.manifest import atomic_write_text
 
     ws = open_workspace(workspace_root(workspace, what="`config set`"))
@@ -257,20 +260,10 @@ def config_set(workspace: Optional[Path] = WorkspaceOpt, overrides: List[str] = 
     old, new = load_config(base), load_config(base, list(overrides))
     new.workspace = str(ws.root)
     atomic_write_text(ws.config_file, dump_config(new))
-    flat_old, flat_new = _flatten(to_dict(old)), _flatten(to_dict(new))
+    flat_old, flat_new = flatten_config(to_dict(old)), flatten_config(to_dict(new))
     for key in sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k)):
         console.print(f"{key}: {flat_old.get(key, '–')!r} -> {flat_new.get(key, '–')!r}", highlight=False)
     console.print(f"config: {ws.config_file}")
-
-
-def _flatten(data, prefix: str = "") -> dict:
-    """{"web[0].root": ..., "train.epochs": ...} of a nested config mapping."""
-    if isinstance(data, dict) and data:
-        return {k: v for key, value in data.items() for k, v in _flatten(value, f"{prefix}.{key}" if prefix else
-                                                                            str(key)).items()}
-    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        return {k: v for i, value in enumerate(data) for k, v in _flatten(value, f"{prefix}[{i}]").items()}
-    return {prefix: data}
 
 
 app.add_typer(config_app, name="config", rich_help_panel=EXPERIMENT)

@@ -312,5 +312,5 @@ def gather_sweeps(ws) -> dict[str, dict]:
         if data.get("points"):
             out[path.stem[len("sweep_"):]] = data
     if not out:
-        raise Unavailable("no sweeps yet (`omnisource sweep labels|teacher|ratio`)")
+        raise Unavailable("no comparisons or sweeps yet (`omnisource compare`, `omnisource sweep grid|labels|teacher|ratio`)")
     return out

@@ -194,3 +194,20 @@ def sweep_figure(kind: str, points: list[dict], x_label: str | None = None) -> F
     ax.set(xlabel=x_label or sweep_axis(kind, points), ylabel="validation top-1", title=f"sweep {kind}")
     ax.legend(fontsize=8, frameon=False)
     return fig
+
+
+def compare_figure(rows: list[dict]) -> Figure:
+    """``omnisource compare``: top-1 and mean class accuracy of each arm with its 95 % interval."""
+    fig = Figure(figsize=(WIDTH, 0.9 + 0.45 * len(rows)))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    for key, label, offset, color in (("top1", "top-1", 0.12, ARM_COLORS[0]),
+                                      ("mca", "mean class accuracy", -0.12, ARM_COLORS[1])):
+        xs, lo, hi = (_values(rows, k) for k in (key, f"{key}_lo", f"{key}_hi"))
+        err = np.nan_to_num(np.stack([xs - lo, hi - xs]), nan=0.0)
+        ax.errorbar(100 * xs, y + offset, xerr=100 * err, fmt="o", capsize=3, color=color,
+                    label=label + " (95 % interval)")
+    ax.set_yticks(y, [f"{r['arm']} ({r['runs']} run{'s' if r['runs'] > 1 else ''})" for r in rows], fontsize=8)
+    ax.set(xlabel="validation accuracy %", title="compare")
+    ax.legend(fontsize=8, frameon=False)
+    return fig

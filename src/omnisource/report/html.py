@@ -71,3 +71,16 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]], self_c
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{CSS}</style></head>\n<body><h1>{esc(title)}</h1><p>{esc(subtitle)}</p><nav>{nav}</nav>\n"
             f"{body}\n{CHECK_SCRIPT if self_check else ''}</body></html>\n")
+
+
+def interval_text(row: dict, key: str, lo: str | None = None, hi: str | None = None, sign: bool = False) -> str:
+    """"96.7 [94.2, 98.1]" (percent) of ``row[key]`` and its interval; "" when there is no value."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    fmt = "{:+.1f}" if sign else "{:.1f}"
+    text = fmt.format(100 * value)
+    a, b = row.get(lo or f"{key}_lo"), row.get(hi or f"{key}_hi")
+    if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
+        text += f" [{fmt.format(100 * a)}, {fmt.format(100 * b)}]"
+    return text

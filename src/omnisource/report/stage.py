@@ -197,9 +197,28 @@ def _attention(cfg, ws, w: _Writer, n: int = 5) -> str:
     return "\n".join(parts)
 
 
+def _compare(ws, w: _Writer) -> str:
+    """The table of the last ``omnisource compare`` run from this workspace, and its figure."""
+    data = collect.read_json(Workspace.of(ws).root / "compare" / "compare.json", "compare")
+    rows = [[r["arm"], f"{r['runs']} × {r['clips']} clips", H.interval_text(r, "top1"), H.interval_text(r, "mca"),
+             H.interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True), r.get("kept", ""), r["settings"]]
+            for r in data["rows"]]
+    return ("<h3>compare</h3>" + H.table(["setting", "runs", "top-1 %", "mean class acc. %", "Δ top-1 vs first",
+                                          "kept web", "settings"], rows)
+            + w.figure(figures.compare_figure(data["rows"]), "compare", "compare"))
+
+
 def _sweeps(cfg, ws, w: _Writer) -> str:
     parts = []
-    for kind, data in collect.gather_sweeps(ws).items():
+    if (Workspace.of(ws).root / "compare" / "compare.json").is_file():
+        parts.append(_compare(ws, w))
+    try:
+        sweeps = collect.gather_sweeps(ws)
+    except collect.Unavailable:
+        if parts:
+            return parts[0]
+        raise
+    for kind, data in sweeps.items():
         cols = [c for c in ("student_top1", "baseline_top1", "teacher_top1", "student_mca", "baseline_mca",
                             "kept", "precision", "recall") if any(c in p for p in data["points"])]
         rows = [[p["point"], *[p.get(c) for c in cols]] for p in data["points"]]
@@ -226,7 +245,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("confusion", "Confusion matrices", lambda: runs.confusion_section(cfg, ws, w, baseline)),
         ("pairs", "Confusion pairs against the baseline", lambda: _pairs(cfg, ws, w, baseline)),
         ("thumbs", "Web samples by teacher confidence", lambda: _thumbnails(cfg, ws, w)),
-        ("sweeps", "Sweeps", lambda: _sweeps(cfg, ws, w)),
+        ("sweeps", "Comparisons and sweeps", lambda: _sweeps(cfg, ws, w)),
     ]
     if any(ws.runs_dir.glob("*/attention*")):
         sections.insert(7, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
