@@ -43,7 +43,7 @@ def test_compare_workspaces_and_runs(tmp_path):
     _run(b, "omnisource", 0.95, 0.94, web, "omni.threshold=0.8")
     _run(b, "omnisource_seed1", 0.85, 0.86, web, "omni.threshold=0.8", seed=1)
 
-    result = CliRunner().invoke(app, ["compare", str(a), str(b / "runs" / "omnisource")])
+    result = CliRunner().invoke(app, ["compare", "-w", str(a), str(b / "runs" / "omnisource")])
     assert result.exit_code == 0, result.output
     data = json.loads((a / "compare" / "compare.json").read_text())
     rows = {r["arm"]: r for r in data["rows"]}
@@ -66,6 +66,10 @@ def test_compare_workspaces_and_runs(tmp_path):
 
     text = write_report(load_config(None, [f"workspace={a}"]), a).read_text()
     assert "<h3>compare</h3>" in text and "ws_b/omnisource" in text
+    alone = CliRunner().invoke(app, ["compare", "-w", str(a)])  # one workspace: its own runs
+    assert alone.exit_code == 0, alone.output
+    assert [r["arm"] for r in json.loads((a / "compare" / "compare.json").read_text())["rows"]] == \
+        ["target_only", "omnisource"]
 
 
 def test_compare_errors_are_one_line(tmp_path):
@@ -74,7 +78,8 @@ def test_compare_errors_are_one_line(tmp_path):
     runner = CliRunner()
     for args, message in (([str(tmp_path / "missing"), str(tmp_path / "one")], "neither a workspace nor a run"),
                           ([str(tmp_path / "empty"), str(tmp_path / "one")], "has no evaluated runs"),
-                          ([str(tmp_path / "one")], "need at least two")):
+                          (["-w", str(tmp_path / "one")], "need at least two"),
+                          ([], "no workspace given")):
         result = runner.invoke(app, ["compare", *args])
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output

@@ -7,7 +7,8 @@ when it has several, else a Wilson interval over the validation clips — the we
 workspace's teacher filter kept per source (for a student run), and the config keys whose values
 differ between the arms. A workspace's target-only run comes first. The difference of top-1 to the first arm is paired seed by seed where
 both arms have the same seeds on the same number of validation clips. The table goes to
-``<first workspace>/compare/compare.json|csv|png`` and into that workspace's report.
+``<first workspace>/compare/compare.json|csv|png`` (``-w WS``: WS is the first) and into that
+workspace's report.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -230,8 +231,13 @@ def register(app) -> None:
 
     @app.command("compare", rich_help_panel=EXPERIMENT)
     @friendly
-    def compare_cmd(inputs: List[Path] = typer.Argument(..., help="Workspaces, or run folders (WS/runs/NAME).",
-                                                        show_default=False)):
+    def compare_cmd(workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace compared "
+                                                             "first; the table goes to its compare/ folder."),
+                    inputs: Optional[List[Path]] = typer.Argument(None, help="More workspaces, or run folders "
+                                                                  "(WS/runs/NAME).", show_default=False)):
         """Compare the evaluated runs of workspaces: top-1 and mean class accuracy with 95 % intervals,
-        kept web samples per source, and the settings that differ."""
-        console.print(f"compare: {compare(list(inputs))}")
+        kept web samples per source, and the settings that differ (-w WS alone: the runs of WS)."""
+        items = ([workspace] if workspace else []) + list(inputs or [])
+        if not items:
+            raise ConfigError("compare: no workspace given: pass -w/--workspace DIR and/or workspaces or run folders")
+        console.print(f"compare: {compare(items)}")
