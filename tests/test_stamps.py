@@ -127,4 +127,6 @@ def test_retrain_refuses_to_destroy_and_never_leaves_stale_metrics(data, tmp_pat
     out = invoke("run", "-w", ws, "train.epochs=3")  # the 2-epoch run is moved aside
     moved = list((Workspace(ws).runs_dir / ".previous").iterdir())
     assert len(moved) == 1 and (moved[0] / "checkpoints" / "epoch_002").is_dir() and "moved to" in out
-    assert json.loads((run / "metrics.json").read_text())["checkpoint"].endswith("epoch_003")
+    best = json.loads((run / "checkpoints" / "best.json").read_text())["epoch"]  # evaluate takes the best epoch
+    assert (run / "checkpoints" / "epoch_003").is_dir()  # of the new 3-epoch run
+    assert json.loads((run / "metrics.json").read_text())["checkpoint"] == str(run / "checkpoints" / f"epoch_{best:03d}")

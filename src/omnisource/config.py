@@ -96,6 +96,8 @@ class TrainConfig:
     eval_every: int = opt(1, "validate every this many epochs")
     run_name: str = opt("target_only", "run folder under <workspace>/runs/")
     method: Literal["supervised", "da"] = opt("supervised", "da: Kae & Song domain adaptation (the `da` section)")
+    keep_checkpoints: int = opt(2, "checkpoints kept: the last N epochs plus the best (validation top-1); 0 keeps all")
+    log: list[Literal["tensorboard"]] = opt(factory=list, doc="extra loggers beside log.jsonl (tensorboard: runs/<name>/tensorboard/)")
 
 
 @dataclass
@@ -236,6 +238,7 @@ def validate(cfg: Config) -> None:
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
         ("features.workers", cfg.features.workers >= 0, "must be 0 (one per core) or more"),
+        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 0, "must be 0 (keep all) or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
         ("media.max_pixels", cfg.media.max_pixels >= 1, "must be positive"),

@@ -19,7 +19,7 @@ from .data import importers
 from .data.manifest import Manifest, ManifestError, absolute_paths, atomic_write_text, read_manifest, write_manifest
 from .stamps import config_inputs, file_digest, file_inputs, stage, training_stage, value_digest
 from .train.build import build_model_and_loaders, model_inputs
-from .workspace import Workspace, latest_checkpoint
+from .workspace import Workspace
 
 
 def _import_inputs(cfg: Config, ws: Workspace) -> dict:
@@ -102,7 +102,8 @@ def _prepare_source(ws: Workspace) -> Path:
        lambda cfg, ws, *a, **k: [ws.target("prepared")])
 def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: float = 1.0,
                    mode: str = "reencode", all_rows: bool = False) -> Path:
-    """Re-encode (or frame-extract) the target videos the experiment uses (every one with ``all_rows``)."""
+    """Re-encode the target videos the experiment uses (every one with ``all_rows``) once (short
+    side, 1 s GOPs) or extract their frames (manifests/target.prepared.parquet)."""
     from .data.prepare import prepare_media
     from .data.scope import map_experiment_rows
 
@@ -118,6 +119,8 @@ def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: f
 @training_stage(lambda cfg, ws, **k: f"train@{cfg.train.run_name}", lambda cfg, ws, **k: model_inputs(cfg, ws),
                 lambda cfg, ws, **k: [ws.run(cfg.train.run_name)])
 def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
+    """Train ``runs/<train.run_name>`` on the target set: a head on cached features, or a whole network in
+    pixel mode."""
     from .train.loop import fit
 
     ws = Workspace.of(workspace)
@@ -144,9 +147,14 @@ def run_config(cfg: Config, run: Path) -> Config:
     return out
 
 
-def _evaluate_inputs(cfg: Config, ws: Workspace, checkpoint=None) -> dict:
+def _evaluate_inputs(cfg: Config, ws: Workspace, checkpoint=None, epoch: str | int = "best") -> dict:
+    from .train.checkpoint import select_checkpoint
+
     run = ws.run(cfg.train.run_name)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run)
+    try:
+        ckpt = select_checkpoint(checkpoint or run, epoch)
+    except FileNotFoundError:
+        ckpt = None
     weights = ckpt / "model.safetensors" if ckpt is not None and ckpt.is_dir() else ckpt
     return {**config_inputs(cfg, "media"), **file_inputs(ws, [ws.target_manifest(), run / "config.yaml"]),
             "checkpoint": file_digest(weights) if weights is not None else "missing"}
@@ -154,17 +162,16 @@ def _evaluate_inputs(cfg: Config, ws: Workspace, checkpoint=None) -> dict:
 
 @stage(lambda cfg, ws, *a, **k: f"evaluate@{cfg.train.run_name}", _evaluate_inputs,
        lambda cfg, ws, *a, **k: [ws.run(cfg.train.run_name) / "metrics.json"])
-def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None) -> Path:
-    """Evaluate the latest (or given) checkpoint on the validation split; writes metrics.json."""
+def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None, epoch: str | int = "best") -> Path:
+    """Evaluate the given checkpoint, else the run's ``epoch`` (best validation top-1 by default,
+    ``last`` or N) on the validation split; writes metrics.json."""
     from .evaluate.metrics import classification_metrics, metrics_table
-    from .train.checkpoint import load_weights
+    from .train.checkpoint import load_weights, select_checkpoint
     from .train.loop import predict, resolve_device
 
     ws = Workspace.of(workspace)
     out = ws.run(cfg.train.run_name)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out}: no checkpoint to evaluate; run `omnisource train` first")
+    ckpt = select_checkpoint(checkpoint or out, epoch)
     cfg = run_config(cfg, out)
     manifest = read_manifest(ws.target_manifest())
     model, _, val = build_model_and_loaders(cfg, ws, manifest)
@@ -175,6 +182,7 @@ def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None)
     scores, labels = predict(model.to(device), val, device, cfg.train.amp)
     metrics = classification_metrics(scores, labels, manifest.classes)
     metrics["checkpoint"] = str(ckpt)
+    metrics["epoch"] = int(ckpt.name[len("epoch_"):]) if ckpt.name.startswith("epoch_") else None
     path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     console.print(metrics_table(metrics, title=f"{cfg.train.run_name}: validation"))
     return path

@@ -21,8 +21,18 @@ config_app = typer.Typer(no_args_is_help=True, help="Show a config, every key's 
                          "workspace's base config.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"omnisource {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error.")):
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error."),
+             version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")):
     set_debug(debug)
 
 
@@ -125,14 +135,15 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
 @app.command(rich_help_panel=OMNI)
 @friendly
 def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: latest)."),
+             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: the run's --epoch)."),
              run_name: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: train.run_name)."),
+             epoch: str = typer.Option("best", "--epoch", help="best (validation top-1), last or N."),
              overrides: Optional[List[str]] = OverridesArg):
     """Evaluate on the validation split: top-1, top-5, mean class accuracy, confusion matrix."""
     cfg, ws = load_cfg(config, workspace, overrides)
     if run_name:
         cfg.train.run_name = run_name
-    pipeline.evaluate_stage(cfg, ws, checkpoint)
+    pipeline.evaluate_stage(cfg, ws, checkpoint, epoch)
 
 
 for _name, _target, _doc in [
@@ -200,11 +211,13 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 def _register_experiments() -> None:
     from ..compare import register as register_compare
     from ..report.stage import register as register_report
+    from ..serve.cli import register as register_serve
     from ..sweep import register as register_sweep
 
     register_report(app)  # report
     register_compare(app)  # compare
     register_sweep(app)  # sweep grid|labels|teacher|ratio
+    register_serve(app)  # predict, export, upgrade-checkpoint
 
 
 _register_experiments()

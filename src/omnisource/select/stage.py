@@ -92,6 +92,8 @@ def _stats(out, scored, keep, labels, classes) -> dict:
     **file_inputs(ws, [ws.target_manifest()] + [p for s in cfg.web for p in (ws.web(s.name), ws.scores(s.name))])},
     lambda cfg, ws: [p for s in cfg.web for p in (ws.web(s.name, "aux"), ws.selection(s.name))])
 def select_stage(cfg: Config, workspace) -> list[Path]:
+    """Keep the web samples the teacher filter accepts, pseudo-labelled
+    (``manifests/aux_<source>.parquet``, ``selection/<source>.json``)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     outs = []

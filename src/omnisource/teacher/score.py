@@ -20,7 +20,7 @@ import yaml
 
 from ..config import Config, from_dict
 from ..data.manifest import ManifestError, atomic_write_bytes
-from ..train.checkpoint import latest_checkpoint, load_weights
+from ..train.checkpoint import load_weights, select_checkpoint
 from ..transform.untrimmed import clip_windows
 from ..workspace import Workspace
 
@@ -34,13 +34,14 @@ class Teacher:
 
 
 def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
-    """The latest checkpoint of ``runs/<run_name>``, rebuilt from the config it was trained with."""
+    """The best checkpoint (validation top-1, as `evaluate` scores it) of ``runs/<run_name>``,
+    rebuilt from the config it was trained with."""
     from ..models import create_head, create_model
 
     run = Workspace.of(workspace).run(run_name)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None or not (run / "config.yaml").exists():
+    if not run.is_dir() or not (run / "config.yaml").exists():
         raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first")
+    ckpt = select_checkpoint(run, "best")
     tcfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if tcfg.mode == "features":
         if feature_dim is None:

@@ -121,6 +121,8 @@ def teacher_identity(cfg: Config, ws: Workspace) -> dict:
                                  **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
        lambda cfg, ws: [ws.scores(s.name) for s in cfg.web])
 def score_stage(cfg: Config, workspace) -> list[Path]:
+    """Score every web sample with the teacher run(s) of ``omni.teacher_runs`` into ``scores/<source>/``
+    (resumable by shard)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None

@@ -129,6 +129,8 @@ def _transform_inputs(cfg: Config, ws: Workspace) -> dict:
 
 @stage("transform", _transform_inputs, lambda cfg, ws: [ws.web(s.name, "train") for s in cfg.web])
 def transform_stage(cfg: Config, workspace) -> list[Path]:
+    """Turn the kept web samples into target-format training samples
+    (``manifests/train_<source>.parquet``)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     motion = ws.motion

@@ -223,25 +223,17 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     return out
 
 
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Config | None]:
-    """(weights file, config it was trained with if known) for a run folder, an epoch folder or a file."""
-    from ..train.checkpoint import latest_checkpoint
+def resolve_checkpoint(path: str | Path, epoch: str | int = "best") -> tuple[Path, Config | None]:
+    """(weights file, config it was trained with if known) for a run folder (its ``epoch``), an
+    epoch folder or a file."""
+    from ..train.card import config_near
+    from ..train.checkpoint import select_checkpoint
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} not found")
-    if p.is_dir() and (p / "checkpoints").is_dir():
-        p = latest_checkpoint(p) or p
-    file = p / "model.safetensors" if p.is_dir() else p
+    ckpt = select_checkpoint(path, epoch)
+    file = ckpt / "model.safetensors" if ckpt.is_dir() else ckpt
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no model.safetensors (give a run folder, an epoch folder or a weights file)")
-    for cand in (file.parent / "config.yaml", file.parent.parent.parent / "config.yaml"):
-        if cand.is_file() and cand.read_text().strip():
-            try:
-                return file, from_dict(yaml.safe_load(cand.read_text()))
-            except (ConfigError, yaml.YAMLError):
-                pass
-    return file, None
+    return file, config_near(file)
 
 
 def _transfer_run(cfg: Config, how: str) -> str:
