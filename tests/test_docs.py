@@ -25,6 +25,7 @@ def test_every_command_is_in_the_cli_reference():
     text = (ROOT / "docs" / "cli.md").read_text()
     root = get_command(app)
     ctx = root.context_class(root, info_name="omnisource")
+    assert "`--version`" in text and "`--debug`" in text  # the options before any command
     for path, cmd, _ in reference._commands(root, ctx, []):
         assert f"## omnisource {' '.join(path)}\n" in text
         first_option = next((p for p in cmd.params if getattr(p, "opts", None) and p.opts[0].startswith("-")), None)

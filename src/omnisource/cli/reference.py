@@ -56,15 +56,22 @@ def cli_markdown() -> str:
            "Every command also takes `--help`. Trailing `section.key=value` arguments override config keys "
            "(all of them are in [config.md](config.md)).", ""]
     out += [f"- [`omnisource {' '.join(p)}`](#omnisource-{'-'.join(p)})" for p, _, _ in commands]
+    root_ctx = root.context_class(root, info_name="omnisource")
+    out += ["", "Options before the command (`omnisource --debug train ...`; `--debug` is also accepted after it):",
+            *_options(root, root_ctx)]
     for path, cmd, sub in commands:
         out += ["", f"## omnisource {' '.join(path)}", "", _paragraphs(cmd.help or ""), "", "```",
-                cmd.get_usage(sub).strip(), "```"]
-        records = [(p, p.get_help_record(sub)) for p in cmd.params if not getattr(p, "hidden", False)]
-        records = [(p, r) for p, r in records if r]
-        if records:
-            out += ["", "| argument / option | meaning |", "| --- | --- |"]
-            out += [f"| `{_code(r[0])}` | {_md(' '.join(r[1].split()))} |" for _, r in records]
+                cmd.get_usage(sub).strip(), "```", *_options(cmd, sub)]
     return "\n".join(out) + "\n"
+
+
+def _options(cmd, ctx) -> list[str]:
+    """The table of a command's arguments and options (none: no lines)."""
+    records = [r for r in (p.get_help_record(ctx) for p in cmd.params if not getattr(p, "hidden", False)) if r]
+    if not records:
+        return []
+    return ["", "| argument / option | meaning |", "| --- | --- |",
+            *[f"| `{_code(r[0])}` | {_md(' '.join(r[1].split()))} |" for r in records]]
 
 
 def config_markdown() -> str:
