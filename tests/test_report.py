@@ -91,6 +91,7 @@ def _workspace(root, web=True, truth=True, student=True):
     target = [new_row("target", "video", str(write_video(root / f"t{i}.mp4", 6)), label=i % 3,
                       split="train" if i < 6 else "val") for i in range(9)]
     target[0].update(status="corrupt", reason="cannot decode")
+    target.append(new_row("target", "video", str(root / "t_unused.mp4"), label=0, split="unused"))  # per_class
     write_manifest(Manifest(target, CLASSES), ws / "manifests" / "target.validated.parquet")
     # Six validation clips, two per class; the predictions give the confusion matrices
     # target_only [[1, 1, 0], [1, 1, 0], [0, 0, 2]] and omnisource [[2, 0, 0], [1, 1, 0], [0, 1, 1]].
@@ -118,6 +119,10 @@ def _workspace(root, web=True, truth=True, student=True):
             row.update(teacher_prob=prob, teacher_pred=CLASSES.index(query) if query in CLASSES else 0)
         if status == "ok":
             row["label"] = CLASSES.index(query)
+        if query == "b" and status == "rejected":  # a manifest of before drop_reason: read from the reason
+            row["reason"] = "teacher confidence 0.30 < 0.50"
+        if query == "zebra":
+            row.update(reason="query names no target class", drop_reason="no class")
         rows.append(row)
     write_manifest(Manifest(rows, CLASSES), ws / "manifests" / "aux_images.parquet")
     write_manifest(Manifest(rows[:5], []), ws / "manifests" / "web_images.parquet")
@@ -147,11 +152,19 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     text = path.read_text()
     # 3 kept and 2 dropped samples all show among the highest-confidence ones (4 per group).
     assert _na(text) == ["no samples beyond those shown above"] * 2 + \
-        ["no sweeps yet (`omnisource sweep labels|teacher|ratio`)"]
+        ["no comparisons or sweeps yet (`omnisource compare`, `omnisource sweep grid|labels|teacher|ratio`)"]
     _no_external_urls(text)
     # Counts per stage: 7 collected, 1 corrupt, 1 duplicate, 2 rejected, 3 kept, 3 training samples.
     assert re.search(r"<td>images</td><td>7</td><td>1</td><td>1</td><td>2</td><td>3</td><td>3</td>", text)
-    assert re.search(r"<td>target \(labeled\)</td><td>9</td><td>1</td>", text)
+    # The target rows the experiment uses, by split; the unused import is a note, not "labeled".
+    assert "<td>target: labeled for training</td><td>6</td><td>1</td><td>0</td><td>0</td><td>5</td><td>5</td>" in text
+    assert "<td>target: validation</td><td>3</td><td>0</td><td>0</td><td>0</td><td>3</td><td>–</td>" in text
+    assert "1 more imported target videos are not used by this experiment" in text
+    # Dropped thumbnails say why: from drop_reason, or from an older manifest's reason.
+    assert "zebra → a (0.70) · no class" in text and "b → b (0.30) · low confidence" in text
+    # Teacher and student on shared axes, and their confusion difference: one figure each.
+    assert text.count('alt="training curves of every run"') == 1 and "curves_target_only" not in text
+    assert text.count('alt="confusion matrices and their differences with the baseline"') == 1
     # Fig. 3 rows: class a had 2 clean samples, both kept; "zebra" names no class.
     assert "<td>a</td><td>2</td><td>2</td>" in text and "<td>(no class)</td><td>1</td><td>0</td>" in text
     assert "<td>0.750</td>" in text  # recall
@@ -340,5 +353,25 @@ def test_report_in_headless_chromium(tmp_path):
     found = re.search(r'<pre id="report-check">([^<]*)</pre>', proc.stdout)
     assert found, f"chromium exited {proc.returncode} without the check result: {proc.stderr[-500:]}"
     check = json.loads(found.group(1))
-    assert check["broken"] == [] and check["images"] == len(re.findall("<img ", path.read_text())) > 10
+    assert check["broken"] == [] and check["images"] == len(re.findall("<img ", path.read_text())) >= 9
     assert check["tables"] >= 6
+
+
+def test_figures_read_small_counts_per_class_axes_and_confusion_differences():
+    from omnisource.report import figures
+    from omnisource.report.runs import group_arms, mean_confusion
+
+    fig = figures.class_counts_figure("images", ["HorseRace", "Archery"], [73, 60, 1181], [6, 50])
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"  # 6 kept beside 1,181 "(no class)" stays visible
+    assert {t.get_text() for t in ax.texts} >= {"6", "1181", "50"}
+    assert figures.sweep_axis("labels", [{"point": "1"}, {"point": "5"}]) == "labeled training videos per class"
+    assert figures.sweep_axis("labels", [{"point": "3%"}]) == "labeled training videos (% of each class)"
+    assert group_arms({"omnisource": 1, "target_only": 2, "omnisource_seed1": 3}) == \
+        {"omnisource": [1, 3], "target_only": [2]}
+    base = [{"confusion_matrix": [[2, 0], [1, 1]]}, {"confusion_matrix": [[1, 1], [1, 1]]}]
+    assert mean_confusion(base).tolist() == [[1.5, 0.5], [1.0, 1.0]]
+    fig = figures.confusion_compare_figure("target_only", [[2, 0], [1, 1]], [("omnisource", [[2, 0], [0, 2]])],
+                                           ["a", "b"])
+    diff = next(ax for ax in fig.axes if ax.get_title() == "omnisource − target_only")
+    assert sorted(t.get_text() for t in diff.texts) == ["+1", "-1"]

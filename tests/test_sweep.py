@@ -122,3 +122,41 @@ def test_sweep_cli_errors_are_one_line(base, tmp_path):
         result = runner.invoke(app, ["sweep", args[0], "-w", str(tmp_path / "ws"), *args[1:]])
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_grid_points_by_hand():
+    from omnisource.sweep import grid_points, split_values
+
+    assert split_values("a,b,[c,d],'e,f'") == ["a", "b", "[c,d]", "'e,f'"]
+    assert grid_points(["omni.filter=both,none", "omni.threshold=0.5,0.8", "train.epochs=3"]) == [
+        {"omni.filter": f, "omni.threshold": t, "train.epochs": "3"} for f in ("both", "none") for t in ("0.5", "0.8")]
+    for bad in (["omni.filter"], ["omni.filter="], ["=1,2"], ["omni.filter=both,"], []):
+        with pytest.raises(Exception, match="sweep grid"):
+            grid_points(bad)
+
+
+def test_sweep_grid_over_any_key_with_seeds(base):
+    root, overrides = base
+    ws = root / "ws_grid"
+    runner = CliRunner()
+    # The grid's arguments are its axes only: the base config is the workspace's.
+    assert runner.invoke(app, ["config", "set", "-w", str(ws), *overrides]).exit_code == 0
+    result = runner.invoke(app, ["sweep", "grid", "-w", str(ws), "--seeds", "2", "omni.filter=none,confidence",
+                                 "omni.threshold=0.2"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((ws / "sweeps" / "sweep_grid.json").read_text())["points"]
+    assert [p["point"] for p in data] == ["omni.filter=none", "omni.filter=confidence"]  # the fixed key is no axis
+    point0 = ws / "sweeps" / "grid" / "omni.filter-none" / "seed0"
+    web_ok = sum(r["status"] == "ok" for r in read_manifest(point0 / "manifests" / "web_images.parquet").rows)
+    for p, name in zip(data, ("none", "confidence")):
+        assert p["seeds"] == 2 and p["settings"] == {"omni.filter": name}
+        for seed in (0, 1):
+            run = ws / "sweeps" / "grid" / point_name(p["point"]) / f"seed{seed}" / "runs" / "omnisource"
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert cfg["omni"]["filter"] == name and cfg["omni"]["threshold"] == 0.2 and cfg["train"]["seed"] == seed
+        assert p["student_top1_lo"] <= p["student_top1"] <= p["student_top1_hi"]
+    assert data[0]["kept"] == web_ok > 0  # no filter keeps every web sample, on every seed
+    assert "delta_top1" in data[1] and "delta_top1" not in data[0]  # paired with the first point
+    assert not (ws / "sweeps" / "grid" / point_name(data[0]["point"]) / "seed0" / "features").exists()
+    result = runner.invoke(app, ["sweep", "grid", "-w", str(ws), "omni.threshold=2"])
+    assert result.exit_code == 2 and "omni.threshold" in result.output, result.output  # checked before any run

@@ -114,7 +114,7 @@ class FeatureConfig:
     frames: int = opt(8, "frames embedded per video (evenly spaced segment centres)")
     batch_size: int = opt(64, "frames per backbone batch")
     shard_size: int = opt(256, "rows per cache shard")
-    workers: int = opt(1, "decoding processes feeding the backbone")
+    workers: int = opt(0, "decoding processes feeding the backbone (0 = one per core)")
     cache_root: str = opt("", "default <workspace>/features; set to share one cache between workspaces", path=True)
     head: Literal["tsn", "linear", "temporal"] = opt("tsn", "head trained on the features")
 
@@ -260,6 +260,7 @@ def validate(cfg: Config) -> None:
         ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
+        ("features.workers", cfg.features.workers >= 0, "must be 0 (one per core) or more"),
         ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 0, "must be 0 (keep all) or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),

@@ -238,6 +238,16 @@ def config_data(paths: str | Path | list | None = None, overrides: list[str] | t
     return data
 
 
+def flatten_config(data, prefix: str = "") -> dict:
+    """{"web[0].root": ..., "train.epochs": ...} of a nested config mapping."""
+    if isinstance(data, dict) and data:
+        return {k: v for key, value in data.items()
+                for k, v in flatten_config(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        return {k: v for i, value in enumerate(data) for k, v in flatten_config(value, f"{prefix}[{i}]").items()}
+    return {prefix: data}
+
+
 def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 

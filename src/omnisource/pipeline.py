@@ -1,4 +1,4 @@
-"""Stages of the target-only workflow, each ``stage(cfg, workspace) -> Path`` (DESIGN.md §2).
+"""Stages of the target-only workflow, each ``stage(cfg, workspace) -> Path`` (docs/concepts.md).
 
 import → validate → [prepare] → features → train → evaluate. Every stage writes its output
 atomically and is skipped by ``run`` when the output is already complete. ``workspace`` is a
@@ -68,23 +68,31 @@ def import_target(cfg: Config, workspace) -> Path:
     return out
 
 
-@stage("validate", lambda cfg, ws: {**config_inputs(cfg, "media.max_pixels", "media.min_size", "media.animated"),
-                                    **file_inputs(ws, [ws.target("imported")])},
-       lambda cfg, ws: [ws.target("validated")])
-def validate_target(cfg: Config, workspace) -> Path:
-    """The one validator (clean.validate, rules from the `media` section) over the target rows."""
+@stage("validate", lambda cfg, ws, all_rows=False: {
+    **config_inputs(cfg, "media.max_pixels", "media.min_size", "media.animated"),
+    **file_inputs(ws, [ws.target("imported")]), **({"option --all": "yes"} if all_rows else {})},
+       lambda cfg, ws, all_rows=False: [ws.target("validated")])
+def validate_target(cfg: Config, workspace, all_rows: bool = False) -> Path:
+    """The one validator (clean.validate, rules from the `media` section) over the target rows
+    the experiment uses (data.scope; every row with ``all_rows``); the others are kept as they are."""
     from .clean.validate import Rules, counts, validate_rows
+    from .data.scope import experiment_rows, map_experiment_rows
 
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target("imported"))
-    rows = validate_rows(manifest.rows, Rules.from_config(cfg.media), progress=console.is_terminal)
+    rows, skipped = map_experiment_rows(
+        lambda part: validate_rows(part, Rules.from_config(cfg.media), progress=True, label="validate (target)"),
+        manifest.rows, all_rows)
     out = write_manifest(Manifest(rows, manifest.classes), ws.target("validated"))
-    bad = [r for r in rows if r["status"] != "ok"]
-    console.print(f"validate: {counts(rows)} -> {out}")
+    checked_rows = experiment_rows(rows, all_rows)
+    bad = [r for r in checked_rows if r["status"] != "ok"]
+    console.print(f"validate: {counts(checked_rows)} -> {out}"
+                  + (f" ({skipped} videos the experiment does not use not checked; --all checks them)"
+                     if skipped else ""))
     for r in bad[:10]:
         console.print(f"  {r['status']}: {r['path']}: {r['reason']}", highlight=False)
-    if rows and len(bad) == len(rows):
-        raise ManifestError(f"validate: none of the {len(rows)} target files is usable (first: {bad[0]['path']}: "
+    if checked_rows and len(bad) == len(checked_rows):
+        raise ManifestError(f"validate: none of the {len(checked_rows)} target files is usable (first: {bad[0]['path']}: "
                             f"{bad[0]['reason']}); check target.root")
     return out
 
@@ -93,20 +101,23 @@ def _prepare_source(ws: Workspace) -> Path:
     return ws.target("validated") if ws.target("validated").exists() else ws.target("imported")
 
 
-@stage("prepare", lambda cfg, ws, short_side=128, gop_seconds=1.0, mode="reencode": {
+@stage("prepare", lambda cfg, ws, short_side=128, gop_seconds=1.0, mode="reencode", all_rows=False: {
     **config_inputs(cfg, "media.max_pixels"), **file_inputs(ws, [_prepare_source(ws)]),
-    "options": value_digest([short_side, gop_seconds, mode])}, lambda cfg, ws, *a, **k: [ws.target("prepared")])
+    "options": value_digest([short_side, gop_seconds, mode] + (["all"] if all_rows else []))},
+       lambda cfg, ws, *a, **k: [ws.target("prepared")])
 def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: float = 1.0,
-                   mode: str = "reencode") -> Path:
-    """Re-encode the target videos once (short side, 1 s GOPs) or extract their frames
-    (manifests/target.prepared.parquet)."""
+                   mode: str = "reencode", all_rows: bool = False) -> Path:
+    """Re-encode the target videos the experiment uses (every one with ``all_rows``) once (short
+    side, 1 s GOPs) or extract their frames (manifests/target.prepared.parquet)."""
     from .data.prepare import prepare_media
+    from .data.scope import map_experiment_rows
 
     ws = Workspace.of(workspace)
     src = _prepare_source(ws)
     manifest = read_manifest(src)
-    rows = prepare_media(manifest.rows, ws.media_dir, short_side=short_side,
-                         gop_seconds=gop_seconds, mode=mode, progress=console.is_terminal)
+    rows, _ = map_experiment_rows(lambda part: prepare_media(part, ws.media_dir, short_side=short_side,
+                                                             gop_seconds=gop_seconds, mode=mode, progress=True),
+                                  manifest.rows, all_rows)
     return write_manifest(Manifest(rows, manifest.classes), ws.target("prepared"))
 
 

@@ -1,4 +1,4 @@
-"""Every stage of omnisource as a Python function, from one place (DESIGN.md §2).
+"""Every stage of omnisource as a Python function, from one place (docs/concepts.md, "The pipeline").
 
 Each is ``stage(cfg, workspace, ...) -> Path`` (or a list of paths) over the manifests of a
 workspace, and is also the CLI command named beside it; ``workspace`` is a folder path or a

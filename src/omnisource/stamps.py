@@ -1,4 +1,4 @@
-"""Stage stamps: what each stage's outputs were made from (DESIGN.md §2).
+"""Stage stamps: what each stage's outputs were made from (docs/concepts.md).
 
 A stage declared with :func:`stage` (or :func:`training_stage`) writes, whenever it runs — from
 its own command or from ``omnisource run`` — a stamp ``.stages/<stage>.json`` holding the

@@ -1,4 +1,8 @@
-"""``omnisource sweep labels|teacher|ratio``: the OmniSource paper's analyses as pipeline reruns.
+"""``omnisource sweep grid|labels|teacher|ratio``: pipeline reruns over settings.
+
+- ``grid``: any config keys, ``key=v1,v2`` per axis, the product of the axes, each point with
+  ``--seeds`` seeds (as Hydra's multirun); means over seeds with 95 % intervals, and the
+  difference to the first point paired seed by seed.
 
 - ``labels`` (Fig. 7): the whole pipeline, teacher included, on label subsets of the target
   training set: ``3%`` keeps 3 % of each class's training videos (at least one), ``5`` keeps 5
@@ -34,8 +38,8 @@ from .console import console
 from .data.manifest import Manifest, atomic_write_bytes, atomic_write_text, read_manifest, write_manifest
 from .workspace import Workspace
 
-COLUMNS = ["point", "student_top1", "student_mca", "baseline_top1", "baseline_mca", "teacher_top1",
-           "kept", "precision", "recall", "error"]
+COLUMNS = ["point", "seeds", "student_top1", "student_mca", "baseline_top1", "baseline_mca", "teacher_top1",
+           "delta_top1", "delta_lo", "delta_hi", "kept", "precision", "recall", "error"]
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -254,12 +258,92 @@ def sweep_ratio(cfg: Config, workspace, ratios: list[float]) -> Path:
     return write_summary(ws, "ratio", points)
 
 
+def split_values(text: str) -> list[str]:
+    """``"a,b,[c,d]"`` -> ["a", "b", "[c,d]"]: commas inside brackets, braces or quotes stay."""
+    out, depth, quote, cur = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur.strip())
+    return out
+
+
+def grid_points(axes: list[str]) -> list[dict[str, str]]:
+    """Hydra-multirun style: each ``key=v1,v2,...`` is an axis; the points are the product of the
+    axes in the order given ({key: value} each). A single value is an axis of one point."""
+    import itertools
+
+    parsed = []
+    for text in axes:
+        key, sep, values = text.partition("=")
+        vals = split_values(values) if sep else []
+        if not key.strip() or not vals or any(v == "" for v in vals):
+            raise ConfigError(f"sweep grid: {text!r}: expected key=value1,value2,... such as omni.threshold=0.5,0.8")
+        parsed.append([(key.strip(), v) for v in vals])
+    if not parsed:
+        raise ConfigError("sweep grid: no axis given: pass key=value1,value2,... such as omni.filter=confidence,both")
+    return [dict(p) for p in itertools.product(*parsed)]
+
+
+def sweep_grid(cfg: Config, workspace, axes: list[str], seeds: int = 1) -> Path:
+    """Every point of the grid (see grid_points), each trained with ``seeds`` seeds (train.seed,
+    train.seed + 1, ...) in ``<workspace>/sweeps/grid/<point>/seed<s>/``; top-1 means with their
+    95 % interval over seeds, and the difference to the first point paired seed by seed."""
+    from .compare import mean_interval
+
+    if seeds < 1:
+        raise ConfigError(f"sweep grid: --seeds must be at least 1, got {seeds}")
+    ws = Workspace.of(workspace)
+    sweep_dir = ws.sweeps_dir / "grid"
+    base = _shared(cfg, ws)
+    points = grid_points(axes)
+    swept = [k for k in points[0] if len({p[k] for p in points}) > 1]
+    base_file = _yaml_file(sweep_dir, base)
+    configs = []  # every point's config is checked before anything runs
+    for p in points:
+        for s in range(seeds):
+            configs.append((p, s, load_config(base_file, [f"{k}={v}" for k, v in p.items()]
+                                              + [f"train.seed={base.train.seed + s}"])))
+    results: dict[str, list[dict]] = {}
+    for p, s, pcfg in configs:
+        name = point_name(" ".join(f"{k}={p[k]}" for k in swept) or "base")
+        results.setdefault(name, []).append(run_point(pcfg, sweep_dir / name / f"seed{s}", f"{name} seed {s}"))
+    first = next(iter(results.values()))
+    out = []
+    for (name, runs), p in zip(results.items(), points):
+        row = {"point": " ".join(f"{k}={p[k]}" for k in swept) or "base", "settings": {k: p[k] for k in swept},
+               "seeds": len(runs)}
+        for key in ("student_top1", "baseline_top1", "student_mca", "baseline_mca"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                row[key], row[f"{key}_lo"], row[f"{key}_hi"] = mean_interval(values)
+        key = "student_top1" if cfg.web else "baseline_top1"
+        if runs is not first and all(r.get(key) is not None for r in runs + first):
+            row["delta_top1"], row["delta_lo"], row["delta_hi"] = mean_interval(
+                [a[key] - b[key] for a, b in zip(runs, first)])
+        kept = [r["kept"] for r in runs if r.get("kept") is not None]
+        if kept:
+            row["kept"] = float(np.mean(kept))
+        out.append(row)
+    return write_summary(ws, "grid", out)
+
+
 def write_summary(workspace, kind: str, points: list[dict]) -> Path:
     """sweep_<kind>.json / .csv / .png under <workspace>/sweeps; prints the table."""
     from rich.table import Table
 
     from .report.figures import png_bytes, sweep_figure
-    from .report.stage import SWEEP_AXES
 
     out = Workspace.of(workspace).sweeps_dir
     path = atomic_write_text(out / f"sweep_{kind}.json", json.dumps({"kind": kind, "points": points}, indent=2))
@@ -269,7 +353,7 @@ def write_summary(workspace, kind: str, points: list[dict]) -> Path:
     writer.writeheader()
     writer.writerows(points)
     atomic_write_text(out / f"sweep_{kind}.csv", buf.getvalue())
-    png = png_bytes(sweep_figure(kind, points, SWEEP_AXES[kind]))
+    png = png_bytes(sweep_figure(kind, points))
     atomic_write_bytes(out / f"sweep_{kind}.png", lambda tmp: Path(tmp).write_bytes(png))
     table = Table(title=f"sweep {kind}: validation")
     for c in cols:
@@ -284,18 +368,30 @@ def write_summary(workspace, kind: str, points: list[dict]) -> Path:
 
 
 def register(app) -> None:
-    """Add ``omnisource sweep labels|teacher|ratio`` to the CLI."""
+    """Add ``omnisource sweep grid|labels|teacher|ratio`` to the CLI."""
     import typer
 
     from .cli.common import EXPERIMENT, ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
 
-    sweep_app = typer.Typer(no_args_is_help=True, help="Rerun the pipeline over a grid (paper Figs. 6-8).")
+    sweep_app = typer.Typer(no_args_is_help=True, help="Rerun the pipeline over any config keys (grid), or the "
+                            "paper's analyses (labels, teacher, ratio: Figs. 6-8).")
     app.add_typer(sweep_app, name="sweep", rich_help_panel=EXPERIMENT)
 
     def _finish(cfg, ws):
         from .report.stage import write_report
 
         console.print(f"report: {write_report(cfg, ws)}")
+
+    @sweep_app.command("grid")
+    @friendly
+    def grid_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                 seeds: int = typer.Option(1, help="Training seeds per point: train.seed, train.seed + 1, ..."),
+                 axes: List[str] = typer.Argument(..., help="key=value1,value2,... per axis (a single value "
+                                                  "sets the key for every point)", show_default=False)):
+        """Any config keys over a grid, each point with --seeds seeds (as Hydra's multirun)."""
+        cfg, ws = load_cfg(config, workspace, [])
+        sweep_grid(cfg, ws, list(axes), seeds)
+        _finish(cfg, ws)
 
     @sweep_app.command("labels")
     @friendly

@@ -79,7 +79,7 @@ def import_web(cfg: Config, workspace) -> list[Path]:
         for row in manifest.rows:
             row["source"] = src.name
         rows = validate_rows(manifest.rows, rules, normalized_dir(ws, src.name),
-                             expected="image" if src.kind == "image" else "video", progress=console.is_terminal,
+                             expected="image" if src.kind == "image" else "video", progress=True,
                              label=f"validate ({src.name})")
         out = write_manifest(Manifest(rows, manifest.classes), ws.web(src.name))
         queries = sorted({r["weak_labels"][0] for r in rows if r["weak_labels"]})

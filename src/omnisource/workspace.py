@@ -1,4 +1,4 @@
-"""The workspace folder: the one owner of every path an experiment reads or writes (DESIGN.md §2).
+"""The workspace folder: the one owner of every path an experiment reads or writes (docs/concepts.md).
 
 Stages and modules ask a :class:`Workspace` for paths instead of joining strings themselves::
 

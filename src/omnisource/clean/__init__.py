@@ -1,1 +1,1 @@
-"""Cleaning (DESIGN.md §1): decode checks of web files, exact and evaluation-set de-duplication."""
+"""Cleaning (docs/methods.md): decode checks of web files, exact and evaluation-set de-duplication."""

@@ -1,4 +1,4 @@
-"""De-duplication of web data (DESIGN.md §1, "Cleaning"): exact copies, and near-copies of the
+"""De-duplication of web data (OmniSource, "Cleaning"; docs/methods.md): exact copies, and near-copies of the
 evaluation set, which would otherwise leak test frames into training.
 
 1. **Exact**: files with the same SHA-256 (the downloader's ``sha256`` column, or hashed here). A web
@@ -93,14 +93,16 @@ def _reset(row: dict) -> dict:
 
 def exact_duplicates(rows: list[dict], eval_rows: Sequence[dict] = ()) -> list[dict]:
     """Flag ok rows whose bytes equal an evaluation file or an earlier ok row; fills ``sha256``."""
+    from ..progress import track
+
     eval_hash: dict[str, str] = {}
-    for er in eval_rows:
+    for er in track(eval_rows, "dedup: hashes of evaluation files", unit="files"):
         h = er.get("sha256") or file_sha256(er["path"])
         if h:
             eval_hash.setdefault(h, er["id"])
     first: dict[str, str] = {}
     out = []
-    for row in rows:
+    for row in track(rows, "dedup: hashes of web files", unit="files"):
         row = dict(row)
         if row.get("status") == "ok":
             h = row.get("sha256") or file_sha256(row["path"])
@@ -335,12 +337,12 @@ def search_batches(nn: NearestNeighbours, whiten: Whitening,
 
 # ----------------------------------------------------------------------------- near duplicates
 def _web_features(rows: list[dict], backbone, cache_dir: Path, opts: DedupOptions, workers: int, device,
-                  progress: bool) -> dict[str, str]:
+                  progress: bool, label: str = "dedup: web features") -> dict[str, str]:
     from ..features.cache import extract_features
 
     return extract_features(rows, backbone, cache_dir, size=opts.size, frames=opts.web_frames,
                             batch_size=opts.batch_size, workers=workers, max_pixels=opts.max_pixels,
-                            device=device, progress=progress)
+                            device=device, progress=progress, label=label)
 
 
 class _FeatureReader:
@@ -369,6 +371,8 @@ class _FeatureReader:
 def near_duplicates(rows: list[dict], index: EvalIndex, backbone, cache_dir: Path, opts: DedupOptions,
                     workers: int = 0, device="cpu", progress: bool = False) -> tuple[list[dict], dict]:
     """Flag ok rows whose best frame matches an evaluation frame at or above the threshold."""
+    from ..progress import Progress
+
     whiten = fit_whitening(index.features, opts.shrinkage)
     crop_mean, crop_std = crop_threshold(index.crop_features, whiten) if len(index.crop_features) else (None, None)
     threshold = opts.threshold if opts.threshold is not None else crop_mean
@@ -376,7 +380,9 @@ def near_duplicates(rows: list[dict], index: EvalIndex, backbone, cache_dir: Pat
         raise ValueError("no threshold: give one, or evaluation frames to measure it on")
     nn = NearestNeighbours(whiten(index.features), opts.exact_max, opts.nlist, opts.nprobe, opts.seed)
     todo = [i for i, r in enumerate(rows) if r.get("status") == "ok"]
-    failures = _web_features([rows[i] for i in todo], backbone, cache_dir, opts, workers, device, progress)
+    source = next((rows[i].get("source") for i in todo if rows[i].get("source")), "web")
+    failures = _web_features([rows[i] for i in todo], backbone, cache_dir, opts, workers, device, progress,
+                             f"dedup: features of {source}")
     reader = _FeatureReader(cache_dir)
     out = [dict(r) for r in rows]
     checked = flagged = 0
@@ -407,14 +413,17 @@ def near_duplicates(rows: list[dict], index: EvalIndex, backbone, cache_dir: Pat
                                      f"(cosine {sim:.3f} >= {threshold:.3f})")
 
     frames_in_chunk = 0
-    for i in todo:
-        chunk.append(i)
-        frames_in_chunk += 1 if out[i].get("kind") == "image" else opts.web_frames
-        if frames_in_chunk >= opts.search_batch:
+    with Progress(f"dedup: search of {source}", len(todo), "files", progress) as bar:
+        for i in todo:
+            chunk.append(i)
+            frames_in_chunk += 1 if out[i].get("kind") == "image" else opts.web_frames
+            if frames_in_chunk >= opts.search_batch:
+                flush()
+                bar.advance(len(chunk), note=f"{flagged} near-duplicates")
+                chunk, frames_in_chunk = [], 0
+        if chunk:
             flush()
-            chunk, frames_in_chunk = [], 0
-    if chunk:
-        flush()
+            bar.advance(len(chunk), note=f"{flagged} near-duplicates")
     report = {"threshold": float(threshold), "threshold_source": "given" if opts.threshold is not None
               else "crops", "crop_similarity_mean": crop_mean, "crop_similarity_std": crop_std,
               "eval_rows": len(index.ids), "eval_frames": index.n_frames, "eval_vectors": int(len(index.features)),
@@ -448,15 +457,11 @@ def load_or_embed_eval(eval_rows: Sequence[dict], backbone, opts: DedupOptions, 
             with np.load(path, allow_pickle=False) as z:
                 return EvalIndex(z["features"], z["owners"], z["times"], [str(i) for i in z["ids"]],
                                  z["crop_features"], json.loads(str(z["failures"])), int(z["n_frames"]))
-    embed = _Embedder(backbone, opts.batch_size, device)
-    if progress:
-        from rich.progress import Progress
+    from ..progress import Progress
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task("dedup: evaluation frames", total=len(eval_rows))
-            index = embed_eval(eval_rows, embed, opts, lambda n: bar.advance(task, n))
-    else:
-        index = embed_eval(eval_rows, embed, opts)
+    embed = _Embedder(backbone, opts.batch_size, device)
+    with Progress("dedup: evaluation videos", len(eval_rows), "videos", progress) as bar:
+        index = embed_eval(eval_rows, embed, opts, bar.advance)
     if path is not None:
         arrays = dict(features=index.features, owners=index.owners, times=index.times,
                       ids=np.asarray(index.ids, dtype=str), crop_features=index.crop_features,

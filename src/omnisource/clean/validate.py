@@ -1,4 +1,4 @@
-"""The one validator of media rows (DESIGN.md §1, "Cleaning: remove invalid/corrupt files").
+"""The one validator of media rows (docs/guide.md, "Clean").
 
 Every path that gives a file a verdict uses it with the same rules (``Rules``, from the config's
 ``media`` section: ``min_size``, ``max_pixels``, ``animated``): target ``import`` + ``validate``,

@@ -52,8 +52,17 @@ def _stage_command(name: str, target: str, doc: str, panel: str) -> None:
 # --------------------------------------------------------------------------- target set
 _stage_command("import", ".pipeline:import_target",
                "Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it.", TARGET)
-_stage_command("validate", ".pipeline:validate_target",
-               "Decode every target file; corrupt ones get status=corrupt and a reason.", TARGET)
+AllOpt = typer.Option(False, "--all", help="Every row, also those the experiment does not use (target videos "
+                      "beyond target.per_class; web samples the teacher filter drops whatever it says).")
+
+
+@app.command(rich_help_panel=TARGET)
+@friendly
+def validate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+             all_rows: bool = AllOpt, overrides: Optional[List[str]] = OverridesArg):
+    """Decode the target files the experiment uses; bad ones get a status (corrupt | rejected) and a reason."""
+    cfg, ws = load_cfg(config, workspace, overrides)
+    pipeline.validate_target(cfg, ws, all_rows=all_rows)
 
 
 @app.command(rich_help_panel=TARGET)
@@ -62,10 +71,10 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
             short_side: int = typer.Option(128, help="Short side of the re-encoded videos."),
             gop: float = typer.Option(1.0, help="Seconds between keyframes."),
             frames: bool = typer.Option(False, "--frames", help="Extract JPEG frames instead of re-encoding."),
-            overrides: Optional[List[str]] = OverridesArg):
+            all_rows: bool = AllOpt, overrides: Optional[List[str]] = OverridesArg):
     """Re-encode (or frame-extract) the target media once into a training-friendly form."""
     cfg, ws = load_cfg(config, workspace, overrides)
-    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode")
+    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode", all_rows=all_rows)
 
 
 @app.command(rich_help_panel=TARGET)
@@ -73,19 +82,23 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
              manifest: Optional[List[Path]] = typer.Option(None, "--manifest", "-m",
                                                            help="Manifest(s) to embed (default: target and web)."),
+             all_rows: bool = AllOpt,
+             retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode again the files that failed "
+                                               "before (by default only those whose file changed since)."),
              overrides: Optional[List[str]] = OverridesArg):
     """Embed frames with the frozen backbone into the feature cache (resumable).
 
-    The target set and the web sources (imported, and transformed when there are such manifests)."""
+    The rows the experiment uses: the labeled training and validation videos, and the web samples
+    the teacher filter can keep (--all: every row); then the transformed web samples, if any."""
     from ..features.embed import embed_manifest, embed_stage, embed_web
 
     cfg, ws = load_cfg(config, workspace, overrides)
     if manifest:
         for path in manifest:
-            embed_manifest(cfg, ws, path)
+            embed_manifest(cfg, ws, path, retry_failed=retry_failed)
         return
-    embed_stage(cfg, ws)
-    embed_web(cfg, ws, stage="train")
+    embed_stage(cfg, ws, all_rows=all_rows, retry_failed=retry_failed)
+    embed_web(cfg, ws, stage="train", retry_failed=retry_failed)
 
 
 # --------------------------------------------------------------------------- web data (collect, clean)
@@ -198,13 +211,14 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 
 
 def _register_experiments() -> None:
+    from ..compare import register as register_compare
     from ..report.stage import register as register_report
+    from ..serve.cli import register as register_serve
     from ..sweep import register as register_sweep
 
-    from ..serve.cli import register as register_serve
-
     register_report(app)  # report
-    register_sweep(app)  # sweep labels|teacher|ratio
+    register_compare(app)  # compare
+    register_sweep(app)  # sweep grid|labels|teacher|ratio
     register_serve(app)  # predict, export, upgrade-checkpoint
 
 
@@ -255,6 +269,7 @@ def config_set(workspace: Optional[Path] = WorkspaceOpt, overrides: List[str] = 
         ..., help="section.field=value pairs to store in WS/config.yaml.", show_default=False)):
     """Change the workspace's base config (WS/config.yaml), which every later command starts from."""
     from ..config import to_dict
+    from ..config_io import flatten_config
     from ..data.manifest import atomic_write_text
 
     ws = open_workspace(workspace_root(workspace, what="`config set`"))
@@ -262,20 +277,10 @@ def config_set(workspace: Optional[Path] = WorkspaceOpt, overrides: List[str] = 
     old, new = load_config(base), load_config(base, list(overrides))
     new.workspace = str(ws.root)
     atomic_write_text(ws.config_file, dump_config(new))
-    flat_old, flat_new = _flatten(to_dict(old)), _flatten(to_dict(new))
+    flat_old, flat_new = flatten_config(to_dict(old)), flatten_config(to_dict(new))
     for key in sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k)):
         console.print(f"{key}: {flat_old.get(key, '–')!r} -> {flat_new.get(key, '–')!r}", highlight=False)
     console.print(f"config: {ws.config_file}")
-
-
-def _flatten(data, prefix: str = "") -> dict:
-    """{"web[0].root": ..., "train.epochs": ...} of a nested config mapping."""
-    if isinstance(data, dict) and data:
-        return {k: v for key, value in data.items() for k, v in _flatten(value, f"{prefix}.{key}" if prefix else
-                                                                            str(key)).items()}
-    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
-        return {k: v for i, value in enumerate(data) for k, v in _flatten(value, f"{prefix}[{i}]").items()}
-    return {prefix: data}
 
 
 app.add_typer(config_app, name="config", rich_help_panel=EXPERIMENT)

@@ -1,1 +1,1 @@
-"""Collection (DESIGN.md §1): class names -> queries and hashtags, URL lists -> local files."""
+"""Collection (docs/guide.md): class names -> queries and hashtags, URL lists -> local files."""

@@ -109,7 +109,7 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
                            ca_bundle=str(ca_bundle or ""), retry_failed=retry_failed)
     ws = _workspace(workspace, "`download`")
     try:
-        path = download(url_lists, ws, source, opts, progress=console.is_terminal)
+        path = download(url_lists, ws, source, opts, progress=True)
     except KeyboardInterrupt:
         from .download import PENDING, default_source
         from ..data.manifest import read_manifest
@@ -158,7 +158,7 @@ def validate_cmd(workspace: Optional[Path] = WorkspaceOpt, source: Optional[List
     ws = _workspace(workspace, "`clean validate`")
     config = ws.config_file  # the rules the workspace's other stages use
     rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
-    for path in validate_web(ws, source, rules, normalize, workers, console.is_terminal, force):
+    for path in validate_web(ws, source, rules, normalize, workers, True, force):
         console.print(f"validate: {path.name}: {counts(read_manifest(path).rows)}")
 
 
@@ -186,7 +186,7 @@ def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wo
 
     cfg, ws = load_cfg(config, workspace, overrides)
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
-                                    web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
+                                    web_frames, exact_max, search_batch, exact_only, progress=True):
         console.print(summary_line(path, report))
 
 

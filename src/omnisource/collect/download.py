@@ -1,4 +1,4 @@
-"""A safe, resumable downloader for URL lists (DESIGN.md §1 "Collection", §4 "URL lists").
+"""A safe, resumable downloader for URL lists (docs/guide.md, "Download").
 
 Input: ``url<TAB>query`` lines or a CSV with ``url`` and ``query`` (or ``label``/``class``) columns;
 the query becomes the weak label. Output: ``WORKSPACE/web/<source>/<sha256[:2]>/<sha256>.<ext>``
@@ -60,6 +60,7 @@ import httpx
 
 from ..data.manifest import Manifest, ManifestError, default_mode, make_id, new_row, read_manifest, write_manifest
 from ..data.sniff import sniff
+from ..progress import Progress
 from ..workspace import Workspace
 from . import net
 
@@ -463,16 +464,6 @@ def _row(source: str, entry: dict, outcome: dict) -> dict:
                    http_status=outcome.get("http_status"), attempts=outcome.get("attempts", 0))
 
 
-def _progress(enabled: bool, total: int):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/]"),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    return Progress(*columns, disable=not enabled)
-
-
 def download_entries(entries: Sequence[dict], workspace: str | Path, source: str,
                      options: DownloadOptions | None = None, progress: bool = True) -> Path:
     """Download every entry (see read_url_list) not finished before; write the web manifest."""
@@ -535,7 +526,11 @@ def _run(todo: list[dict], opts: DownloadOptions, files_dir: Path, tmp_dir: Path
     pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="download")
     running: dict = {}
 
-    def record(fut, bar, task) -> None:
+    def note() -> str:
+        mb_s = fetcher.bytes_done / max(time.monotonic() - t0, 1e-6) / 2**20
+        return f"{counts['ok']} ok, {counts['failed']} failed, {mb_s:.2f} MB/s"
+
+    def record(fut, bar) -> None:
         host, e = running.pop(fut)
         inflight[host] -= 1
         mark(host)
@@ -546,13 +541,9 @@ def _run(todo: list[dict], opts: DownloadOptions, files_dir: Path, tmp_dir: Path
         journal.flush()
         done[e["url"]] = outcome
         counts["ok" if outcome["status"] == "ok" else "failed"] += 1
-        dt = max(time.monotonic() - t0, 1e-6)
-        n = counts["ok"] + counts["failed"]
-        bar.update(task, advance=1, ok=counts["ok"], failed=counts["failed"],
-                   rate=f"{n / dt:.1f} URL/s {fetcher.bytes_done / dt / 2**20:.2f} MB/s")
+        bar.advance(note=note())
 
-    with _progress(progress, len(todo)) as bar:
-        task = bar.add_task("download", total=len(todo), ok=0, failed=0, rate="")
+    with Progress("download", len(todo), "URLs", progress) as bar:
         try:
             while ready or running:
                 while ready and len(running) < opts.workers:
@@ -564,7 +555,8 @@ def _run(todo: list[dict], opts: DownloadOptions, files_dir: Path, tmp_dir: Path
                     mark(host)
                 finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    record(fut, bar, task)
+                    record(fut, bar)
+                bar.advance(0, note=note())  # a line every interval even while slow URLs run
         except BaseException:  # Ctrl-C (or a bug): stop the requests in flight, keep what finished
             fetcher.stop.set()
             ready.clear()
@@ -573,7 +565,7 @@ def _run(todo: list[dict], opts: DownloadOptions, files_dir: Path, tmp_dir: Path
                     host, _ = running.pop(fut)
                     inflight[host] -= 1
             for fut in wait(list(running), timeout=opts.connect_timeout + 5).done:
-                record(fut, bar, task)
+                record(fut, bar)
             raise
         finally:
             pool.shutdown(wait=not fetcher.stop.is_set(), cancel_futures=True)

@@ -1,4 +1,4 @@
-"""Search queries and hashtags from class names (DESIGN.md §1, "Collection").
+"""Search queries and hashtags from class names (docs/methods.md, "Collection").
 
 * **Queries**: the class name itself, no expansion (OmniSource): ``PlayingPiano`` -> ``playing piano``.
 * **Hashtags** (Ghadiyaram et al.): the words of the name, stemmed (snowballstemmer) and permuted, glued

@@ -175,7 +175,7 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
 
 
 def worker_loader(dataset: Dataset, **kwargs) -> DataLoader:
-    """A DataLoader whose worker processes decode with one thread each (DESIGN.md §3: more gave
+    """A DataLoader whose worker processes decode with one thread each (docs/concepts.md: more gave
     nothing on 2 cores).
 
     Forked workers inherit OpenCV's thread pool without its threads: using or even resizing it

@@ -1,4 +1,4 @@
-"""Importers for target datasets (DESIGN.md §4) and group-aware splitting.
+"""Importers for target datasets (docs/guide.md) and group-aware splitting.
 
 Formats: class folders, CSV ``path,label``, mmaction2 lists (``path label`` and
 ``frame_dir total_frames label``), Kinetics CSV (``label,youtube_id,time_start,time_end,split``).

@@ -1,4 +1,4 @@
-"""Manifests: one Parquet row per sample (DESIGN.md §2), written atomically.
+"""Manifests: one Parquet row per sample (docs/concepts.md), written atomically.
 
 Rows are plain dicts; a manifest is a list of rows plus the class names, which travel in
 the Parquet schema metadata so that integer labels always have a meaning attached.

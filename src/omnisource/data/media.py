@@ -1,6 +1,6 @@
 """Decode and probe images, videos and frame folders behind one interface.
 
-Why the video reader looks the way it does (DESIGN.md §3, measured on 2 cores): seeking per frame
+Why the video reader looks the way it does (docs/concepts.md, measured on 2 cores): seeking per frame
 collapses to ~6 fps on long-GOP files, while decoding forward once per clip runs at ~60 fps for the
 TSN pattern. So `read_frames` decodes forward once, with one decoder thread (loader workers supply the
 parallelism), and seeks only when a keyframe lies between the current position and the next wanted

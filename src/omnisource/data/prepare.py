@@ -1,6 +1,6 @@
 """Re-encode manifest media once into a training-friendly form (validation: ``clean.validate``).
 
-Why prepare (DESIGN.md §3): on CPUs decoding, not the model, is the bottleneck (~5 clips/s per core
+Why prepare (docs/concepts.md): on CPUs decoding, not the model, is the bottleneck (~5 clips/s per core
 at 360p). Re-encoding once to a short side of ~128 px with a keyframe every ~1 s (so the loader's
 rare seeks land close to their target) or extracting JPEG frames pays for itself on any dataset used
 for more than one epoch. Outputs are written under a temporary name and renamed into place, so an
@@ -167,8 +167,10 @@ def _single_threaded() -> None:
     cv2.setNumThreads(1)  # a decoding process: the pool itself runs one per core
 
 
-def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str) -> Iterable:
-    """fn over jobs in order, in a spawn pool when workers > 1, behind a rich progress bar."""
+def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str, unit: str = "files") -> Iterable:
+    """fn over jobs in order, in a spawn pool when workers > 1, reporting progress."""
+    from ..progress import Progress
+
     def results():
         if workers > 1 and len(jobs) > 1:
             with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_threaded) as pool:
@@ -176,17 +178,9 @@ def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str) -> 
         else:
             yield from map(fn, jobs)
 
-    if not progress:
-        yield from results()
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns) as bar:
-        task = bar.add_task(label, total=len(jobs))
+    with Progress(label, len(jobs), unit, progress) as bar:
         for res in results():
-            bar.advance(task)
+            bar.advance()
             yield res
 
 
@@ -209,6 +203,6 @@ def prepare_media(rows: list[dict], out_dir, short_side: int = 128, gop_seconds:
     todo = [i for i, r in enumerate(rows) if r.get("status", "ok") == "ok" and r.get("kind") == "video"]
     jobs = [(rows[i], out_dir, short_side, gop_seconds, fps, mode, threads) for i in todo]
     out = [dict(r) for r in rows]
-    for i, new in zip(todo, _run(_prepare_one, jobs, workers, progress, f"prepare ({mode})")):
+    for i, new in zip(todo, _run(_prepare_one, jobs, workers, progress, f"prepare ({mode})", "videos")):
         out[i] = new
     return out

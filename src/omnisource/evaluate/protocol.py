@@ -1,4 +1,4 @@
-"""The real-data benchmark protocol of ``shared/data/README.md``, as reusable functions.
+"""The real-data benchmark protocol (docs/guide.md, "Benchmark data"), as reusable functions.
 
 Target: UCF101-6, cross-validated over group folds of 08–25 (``folds``): per fold, k labeled
 videos per class from the other groups, validation on the fold's groups (or, with a test folder,

@@ -1,15 +1,19 @@
-"""Feature mode (DESIGN.md §2): embed frames once with a frozen 2D backbone, keyed by row id.
+"""Feature mode (docs/concepts.md): embed frames once with a frozen 2D backbone, keyed by row id.
 
 The cache is a folder of shards ``shard-<hash>.safetensors``, each holding ``features``
 (sum of T_i, D) float16 for a batch of ids whose frame counts T_i are listed in its metadata
-(videos: T segment centres; stills: 1; untrimmed videos embedded at 1 fps: one per second). Extraction computes only ids that no
-shard holds yet, so a killed run resumes where it stopped and the cache is shared by every
-manifest (target, web images, web videos) of a workspace.
+(videos: T segment centres; stills: 1; untrimmed videos embedded at 1 fps: one per second).
+Extraction computes only ids that no shard holds yet, so a killed run resumes where it stopped
+and the cache is shared by every manifest (target, web images, web videos) of a workspace. A row
+that fails to decode is recorded in ``failures.jsonl`` with its file's size and modification
+time: it is not decoded again while the file stays the same, and is once the file changes (or
+with ``retry_failed``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,16 +73,63 @@ def cached_ids(cache_dir: Path) -> dict[str, tuple[Path, int, int]]:
     return index
 
 
-def load_failures(cache_dir: Path) -> dict[str, str]:
+def _failure_records(cache_dir: Path) -> dict[str, dict]:
+    """The last ``failures.jsonl`` record of each id (a retry that failed again appends one)."""
     path = Path(cache_dir) / "failures.jsonl"
-    if not path.exists():
-        return {}
     out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
             rec = json.loads(line)
-            out[rec["id"]] = rec["reason"]
+            out[rec["id"]] = rec
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill
     return out
+
+
+def load_failures(cache_dir: Path) -> dict[str, str]:
+    """{id: reason} of the rows that failed to decode and have no features since."""
+    records = _failure_records(cache_dir)
+    cached = set(cached_ids(cache_dir)) if records else set()
+    return {rid: rec["reason"] for rid, rec in records.items() if rid not in cached}
+
+
+def file_state(path: str) -> list | None:
+    """[size, mtime_ns] of a file (None when it cannot be read): a failure recorded with another
+    state was a failure of another file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def missing_rows(rows: list[dict], cache_dir: Path, retry_failed: bool = False) -> list[dict]:
+    """The ``ok`` rows the cache lacks. A row that failed to decode before counts as done while
+    its file is unchanged (same path, size and modification time), so decode failures are not
+    retried on every run, but are once the file is replaced; ``retry_failed`` retries them all."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return [r for r in rows if r.get("status", "ok") == "ok"]
+    done = set(cached_ids(cache_dir))
+    if not retry_failed:
+        records = _failure_records(cache_dir)
+        done |= {r["id"] for r in rows if r["id"] in records and records[r["id"]].get("path") == r["path"]
+                 and records[r["id"]].get("file") == file_state(r["path"])}
+    return [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
+
+
+AUTO_MIN_ROWS = 64  # below this, starting worker processes costs more than it saves
+
+
+def decode_workers(requested: int, rows: int) -> int:
+    """Loader worker processes: ``requested`` when set, else (0) one per core available to this
+    process, or none (decode here) for fewer than AUTO_MIN_ROWS rows."""
+    if requested > 0:
+        return requested
+    if rows < AUTO_MIN_ROWS:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores)
 
 
 def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> None:
@@ -89,29 +140,26 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
                        lambda tmp: save_file({"features": tensor}, tmp, metadata=meta))
 
 
-def missing_rows(rows: list[dict], cache_dir: Path) -> list[dict]:
-    """The ``ok`` rows that the cache neither holds nor records as failed to decode."""
-    done = set(cached_ids(cache_dir)) | set(load_failures(cache_dir)) if Path(cache_dir).is_dir() else set()
-    return [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
-
-
 @torch.no_grad()
 def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
-                     frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 1,
+                     frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 0,
                      max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
-                     progress: bool = True, per_second: bool = False) -> dict[str, str]:
-    """Embed every ``ok`` row not yet cached; returns {id: reason} for rows that failed to decode."""
-    from rich.progress import Progress
+                     progress: bool = True, per_second: bool = False, label: str = "",
+                     retry_failed: bool = False) -> dict[str, str]:
+    """Embed the ``ok`` rows the cache lacks (see missing_rows); returns {id: reason} of the rows
+    that failed to decode. ``workers``: decoding processes (0: see decode_workers); ``label``
+    names the task in progress output (default: the cache folder)."""
+    from ..progress import Progress
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    todo = missing_rows(rows, cache_dir)
+    todo = missing_rows(rows, cache_dir, retry_failed)
     failures: dict[str, str] = {}
     if not todo:
-        return {rid: reason for rid, reason in load_failures(cache_dir).items()}
+        return load_failures(cache_dir)
     backbone = backbone.to(device).eval()
     loader = worker_loader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1,
-                           num_workers=workers, collate_fn=_collate)
+                           num_workers=decode_workers(workers, len(todo)), collate_fn=_collate)
     pending_ids, pending_feats = [], []
     batch_clips, batch_ids = [], []
 
@@ -134,16 +182,19 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
             pending_ids.clear()
             pending_feats.clear()
 
-    with Progress(disable=not progress, transient=True) as bar, open(cache_dir / "failures.jsonl", "a") as flog:
-        task = bar.add_task(f"features ({cache_dir.name})", total=len(todo))
+    unit = "videos" if per_second else "files"
+    with Progress(label or f"features ({cache_dir.name})", len(todo), unit, progress) as bar, \
+            open(cache_dir / "failures.jsonl", "a") as flog:
         for items in loader:
             clip, i, reason = items[0]
             row = todo[i]
-            bar.advance(task)
             if reason:
                 failures[row["id"]] = reason
-                flog.write(json.dumps({"id": row["id"], "path": row["path"], "reason": reason}) + "\n")
+                flog.write(json.dumps({"id": row["id"], "path": row["path"], "reason": reason,
+                                       "file": file_state(row["path"])}) + "\n")
                 flog.flush()
+            bar.advance(note=f"{len(failures)} failed to decode" if failures else None)
+            if reason:
                 continue
             batch_clips.append(clip)
             batch_ids.append(row["id"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import Config
 from ..console import console
 from ..data.manifest import read_manifest
-from ..stamps import config_inputs, file_inputs, stage
+from ..stamps import config_inputs, file_inputs, stage, value_digest
 from ..workspace import Workspace
 
 
@@ -21,56 +21,88 @@ def _backbone(name: str, pretrained: str):
 
 
 def embed_manifest(cfg: Config, workspace, path: Path, per_second: bool = False,
-                   rows: list[dict] | None = None) -> dict[str, str]:
+                   rows: list[dict] | None = None, retry_failed: bool = False, left_out: str = "") -> dict[str, str]:
     """Embed the ok rows of the manifest at ``path`` (or the given ``rows`` of it) that the cache
-    lacks (and has not recorded as failed); untrimmed videos with ``per_second`` at 1 fps into
-    their own cache. Returns the failures {id: reason} and prints one line."""
+    lacks (and has not recorded as failed, unless ``retry_failed``); untrimmed videos with
+    ``per_second`` at 1 fps into their own cache. Returns the failures {id: reason} and prints
+    one line (ending with ``left_out``: what was not embedded and why)."""
     from ..train.loop import resolve_device
     from .cache import extract_features, missing_rows
 
     f = cfg.features
     cache = Workspace.of(workspace).feature_cache(cfg, per_second)
     rows = read_manifest(path).rows if rows is None else rows
-    backbone = _backbone(f.backbone, f.pretrained) if missing_rows(rows, cache) else None  # only when needed
+    needed = missing_rows(rows, cache, retry_failed)
+    backbone = _backbone(f.backbone, f.pretrained) if needed else None  # only when needed
     failures = extract_features(rows, backbone, cache, size=f.size, frames=f.frames, batch_size=f.batch_size,
                                 shard_size=f.shard_size, workers=f.workers, max_pixels=cfg.media.max_pixels,
-                                device=resolve_device(cfg.train.device), progress=console.is_terminal,
-                                per_second=per_second)
+                                device=resolve_device(cfg.train.device), per_second=per_second,
+                                label=f"features ({Path(path).stem}{', 1 fps' if per_second else ''})",
+                                retry_failed=retry_failed)
     failed = sum(r["id"] in failures for r in rows)
-    console.print(f"features: {len(rows) - failed} rows of {Path(path).name} cached in {cache}"
-                  + (f", {failed} failed to decode" if failed else ""))
+    console.print(f"features: {len(rows) - failed} rows of {Path(path).name} cached in {cache} "
+                  f"({len(needed)} computed now)" + (f", {failed} failed to decode" if failed else "")
+                  + (f"; {left_out}" if left_out else ""))
     return failures
 
 
-def embed_web(cfg: Config, workspace, stage: str = "web", sources: list[str] | None = None) -> None:
-    """Embed the rows of every web source's ``stage`` manifest that exists (or of ``sources``):
-    untrimmed videos one frame per second (own cache), the rest like target videos (T segment
-    centres; images: one frame or their pseudo-clip). Snippets of untrimmed videos reuse their
-    parent's 1 fps frames."""
+def web_rows(cfg: Config, ws: Workspace, src, stage: str = "web", all_rows: bool = False) -> tuple[list[dict], str]:
+    """(rows to embed, what was left out) of one web source's ``stage`` manifest: its ok rows
+    (snippets reuse their parent's frames), in the imported stage only those the teacher filter
+    can keep (select.filter.teacher_rows) unless ``all_rows``."""
+    from ..select.filter import teacher_rows
+
+    rows = [r for r in read_manifest(ws.web(src.name, stage)).rows if r["status"] == "ok" and not r.get("frame_indices")]
+    if stage != "web" or all_rows:
+        return rows, ""
+    kept = teacher_rows(rows, read_manifest(ws.target_manifest()).classes, src.query_map, cfg.omni.filter)
+    skipped = len(rows) - len(kept)
+    return kept, (f"{skipped} of queries that name no class left out (omni.filter={cfg.omni.filter} drops them; "
+                  "--all embeds them)" if skipped else "")
+
+
+def embed_web(cfg: Config, workspace, stage: str = "web", sources: list[str] | None = None,
+              all_rows: bool = False, retry_failed: bool = False) -> None:
+    """Embed the rows of every web source's ``stage`` manifest that exists (or of ``sources``), see
+    web_rows: untrimmed videos one frame per second (own cache), the rest like target videos (T
+    segment centres; images: one frame or their pseudo-clip). Snippets of untrimmed videos reuse
+    their parent's 1 fps frames."""
     ws = Workspace.of(workspace)
     for src in cfg.web:
         path = ws.web(src.name, stage)
         if not path.exists() or (sources is not None and src.name not in sources):
             continue
-        rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and not r.get("frame_indices")]
-        embed_manifest(cfg, ws, path, per_second=src.kind == "untrimmed" and stage == "web", rows=rows)
+        rows, left_out = web_rows(cfg, ws, src, stage, all_rows)
+        embed_manifest(cfg, ws, path, per_second=src.kind == "untrimmed" and stage == "web", rows=rows,
+                       retry_failed=retry_failed, left_out=left_out)
 
 
-def _embed_inputs(cfg: Config, ws: Workspace) -> dict:
+def _embed_inputs(cfg: Config, ws: Workspace, all_rows: bool = False, retry_failed: bool = False) -> dict:
     return {**config_inputs(cfg, "features.backbone", "features.pretrained", "features.size", "features.frames",
-                            "media.max_pixels"),
-            **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web if ws.web(s.name).exists()])}
+                            "media.max_pixels", "omni.filter"),
+            "web query maps": value_digest([s.query_map for s in cfg.web]),
+            **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web if ws.web(s.name).exists()]),
+            **({"option --all": "yes"} if all_rows else {})}
 
 
-def _embed_outputs(cfg: Config, ws: Workspace) -> list[Path]:
+def _embed_outputs(cfg: Config, ws: Workspace, *args, **kwargs) -> list[Path]:
     untrimmed = any(s.kind == "untrimmed" for s in cfg.web)
     return [ws.feature_cache(cfg)] + ([ws.feature_cache(cfg, per_second=True)] if untrimmed else [])
 
 
 @stage("features", _embed_inputs, _embed_outputs)
-def embed_stage(cfg: Config, workspace) -> Path:
-    """``omnisource features``: embed the target manifest and the imported web sources."""
+def embed_stage(cfg: Config, workspace, all_rows: bool = False, retry_failed: bool = False) -> Path:
+    """``omnisource features``: embed the rows of the target manifest and of the imported web
+    sources that the experiment uses (data.scope, web_rows), or every row with ``all_rows``;
+    ``retry_failed`` decodes again the files that failed before (else only those that changed)."""
+    from ..data.scope import experiment_rows
+
     ws = Workspace.of(workspace)
-    embed_manifest(cfg, ws, ws.target_manifest())
-    embed_web(cfg, ws, "web")
+    path = ws.target_manifest()
+    rows = read_manifest(path).rows
+    used = experiment_rows(rows, all_rows)
+    embed_manifest(cfg, ws, path, rows=used, retry_failed=retry_failed,
+                   left_out=f"{len(rows) - len(used)} target videos the experiment does not use left out "
+                            "(--all embeds them)" if len(used) < len(rows) else "")
+    embed_web(cfg, ws, "web", all_rows=all_rows, retry_failed=retry_failed)
     return ws.feature_cache(cfg)

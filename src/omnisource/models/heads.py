@@ -1,5 +1,5 @@
 """Heads for FEATURE MODE: train on cached per-frame features ``(B, T, D)`` of a frozen 2D
-backbone (DESIGN §2), output logits ``(B, C)``. Every head has ``.fc`` (``nn.Linear``),
+backbone (feature mode, docs/concepts.md), output logits ``(B, C)``. Every head has ``.fc`` (``nn.Linear``),
 ``num_features`` and ``reset_classifier``; a ``(B, D)`` input is read as ``T = 1``.
 
 * ``"tsn"`` — :class:`TSNHead`: dropout + ``fc`` applied to every frame, logits averaged over T:

@@ -116,9 +116,7 @@ def gather_stage_counts(cfg: Config, ws) -> list[dict]:
     for stage in ("validated", "imported"):
         m = _manifest(ws.target(stage))
         if m is not None:
-            c = status_counts([r["status"] for r in m.rows])
-            rows.append({"source": "target (labeled)", "collected": len(m.rows), **c, "kept": c["ok"],
-                         "training samples": sum(r["status"] == "ok" and r.get("split") == "train" for r in m.rows)})
+            rows += target_stage_counts(m.rows)
             break
     for name in source_names(cfg, ws):
         m = _manifest(ws.web(name, "aux")) or _manifest(ws.web(name))
@@ -132,6 +130,33 @@ def gather_stage_counts(cfg: Config, ws) -> list[dict]:
     if not rows:
         raise Unavailable("no manifests in the workspace yet")
     return rows
+
+
+TARGET_SPLITS = {"train": "target: labeled for training", "val": "target: validation",
+                 "test": "target: test"}
+
+
+def target_stage_counts(rows: list[dict]) -> list[dict]:
+    """Count rows of the target manifest per split the experiment uses: the labeled training
+    videos (``target.per_class`` of them per class) and the validation ones. Imported videos
+    the experiment leaves out (split ``unused``) are counted in :func:`unused_target`."""
+    out = []
+    for split, name in TARGET_SPLITS.items():
+        part = [r for r in rows if r.get("split") == split]
+        if part:
+            c = status_counts([r["status"] for r in part])
+            out.append({"source": name, "collected": len(part), **c, "kept": c["ok"],
+                        "training samples": c["ok"] if split == "train" else None})
+    return out
+
+
+def unused_target(ws) -> int:
+    """Imported target videos that this experiment does not use (e.g. beyond target.per_class)."""
+    for stage in ("validated", "imported"):
+        m = _manifest(Workspace.of(ws).target(stage))
+        if m is not None:
+            return sum(r.get("split") not in TARGET_SPLITS for r in m.rows)
+    return 0
 
 
 def filtered_sources(cfg: Config, ws, why: list[str]):
@@ -215,6 +240,21 @@ def baseline_run(cfg: Config, metrics: dict[str, dict], requested: str | None = 
     raise Unavailable(f"no baseline run: {want} has no metrics.json")
 
 
+def drop_reason(row: dict) -> str:
+    """Why the teacher filter dropped a sample: "no class", "low confidence" or "disagreement"
+    (select's ``drop_reason``; read from the reason of manifests written before it), else ""."""
+    if row.get("status") != "rejected":
+        return ""
+    if row.get("drop_reason"):
+        return str(row["drop_reason"])
+    reason = str(row.get("reason") or "")
+    for needle, code in (("names no target class", "no class"), ("teacher confidence", "low confidence"),
+                         ("differs from the query", "disagreement")):
+        if needle in reason:
+            return code
+    return reason
+
+
 def gather_thumbnail_rows(cfg: Config, ws, n: int = 4) -> dict[str, dict[str, list[dict]]]:
     """Per source: the n highest- and lowest-confidence kept and dropped samples (rows)."""
     out, why = {}, []
@@ -277,5 +317,5 @@ def gather_sweeps(ws) -> dict[str, dict]:
         if data.get("points"):
             out[path.stem[len("sweep_"):]] = data
     if not out:
-        raise Unavailable("no sweeps yet (`omnisource sweep labels|teacher|ratio`)")
+        raise Unavailable("no comparisons or sweeps yet (`omnisource compare`, `omnisource sweep grid|labels|teacher|ratio`)")
     return out

@@ -15,7 +15,7 @@ th,td{border:1px solid #dee2e6;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f1f3f5}
 .na{color:#868e96;font-style:italic}.thumbs{display:flex;flex-wrap:wrap;gap:.5em}
 figure{margin:0;font-size:.75em;text-align:center;max-width:120px;word-break:break-word}
-img.plot{max-width:100%}nav a{margin-right:1em}
+img.plot{max-width:100%;height:auto}nav a{margin-right:1em}
 """
 
 # Under --self-check the page reports, once loaded, how many images decoded and how many tables
@@ -71,3 +71,16 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]], self_c
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{CSS}</style></head>\n<body><h1>{esc(title)}</h1><p>{esc(subtitle)}</p><nav>{nav}</nav>\n"
             f"{body}\n{CHECK_SCRIPT if self_check else ''}</body></html>\n")
+
+
+def interval_text(row: dict, key: str, lo: str | None = None, hi: str | None = None, sign: bool = False) -> str:
+    """"96.7 [94.2, 98.1]" (percent) of ``row[key]`` and its interval; "" when there is no value."""
+    value = row.get(key)
+    if value is None:
+        return ""
+    fmt = "{:+.1f}" if sign else "{:.1f}"
+    text = fmt.format(100 * value)
+    a, b = row.get(lo or f"{key}_lo"), row.get(hi or f"{key}_hi")
+    if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
+        text += f" [{fmt.format(100 * a)}, {fmt.format(100 * b)}]"
+    return text

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import Config, load_config
 from ..data.manifest import ManifestError, atomic_write_bytes, atomic_write_text
 from ..workspace import Workspace
-from . import collect, figures
+from . import collect, figures, runs
 from . import html as H
 from .collect import Unavailable
 from .confusion import pair_changes
@@ -69,7 +69,11 @@ def _section(build: Callable[[], str]) -> str:
 def _counts(cfg, ws, w: _Writer) -> str:
     rows = collect.gather_stage_counts(cfg, ws)
     cols = ["collected", "corrupt", "duplicate", "rejected", "kept", "training samples"]
-    return (H.table(["source", *cols], [[r["source"], *[r.get(c) for c in cols]] for r in rows])
+    unused = collect.unused_target(ws)
+    why = f" (target.per_class={cfg.target.per_class} labeled training videos per class)" \
+        if cfg.target.per_class else ""
+    note = f"<p>{unused} more imported target videos are not used by this experiment{why}.</p>" if unused else ""
+    return (H.table(["source", *cols], [[r["source"], *[r.get(c) for c in cols]] for r in rows]) + note
             + w.figure(figures.stage_counts_figure(rows), "stage_counts", "samples per stage and source"))
 
 
@@ -125,22 +129,6 @@ def _headline(cfg, ws, baseline: Optional[str]) -> str:
     return headline(cfg, ws, collect.baseline_run(cfg, metrics, baseline))
 
 
-def _curves(cfg, ws, w: _Writer) -> str:
-    return "\n".join(w.figure(figures.curves_figure(name, recs), f"curves_{name}", f"{name}: training curves")
-                     for name, recs in collect.gather_curves(ws).items())
-
-
-def _confusion(cfg, ws, w: _Writer) -> str:
-    parts = []
-    for name, m in collect.gather_metrics(ws).items():
-        if "confusion_matrix" in m:
-            parts.append(w.figure(figures.confusion_figure(name, m["confusion_matrix"], m["classes"]),
-                                  f"confusion_{name}", f"{name}: confusion matrix"))
-    if not parts:
-        raise Unavailable("no run's metrics.json holds a confusion matrix")
-    return "\n".join(parts)
-
-
 def _pairs(cfg, ws, w: _Writer, baseline: Optional[str]) -> str:
     metrics = collect.gather_metrics(ws)
     base = collect.baseline_run(cfg, metrics, baseline)
@@ -193,8 +181,9 @@ def _thumbnails(cfg, ws, w: _Writer) -> str:
             for k, r in enumerate(rows):
                 query = (r.get("weak_labels") or ["?"])[0]
                 pred = r.get("teacher_pred")
+                why = collect.drop_reason(r)
                 caption = f"{query} → {classes[pred] if pred is not None and 0 <= pred < len(classes) else '?'} " \
-                          f"({r['teacher_prob']:.2f})"
+                          f"({r['teacher_prob']:.2f})" + (f" · {why}" if why else "")
                 try:
                     pic = w.png(thumbnail(r), f"thumbs/{name}_{title.replace(', ', '_')}_{k}", caption, "thumb")
                 except (MediaError, OSError, ValueError, IndexError) as err:
@@ -202,7 +191,9 @@ def _thumbnails(cfg, ws, w: _Writer) -> str:
                 figs.append(f"<figure>{pic}<figcaption>{H.esc(caption)}</figcaption></figure>")
             parts.append(f"<h3>{H.esc(name)}: {H.esc(title)}</h3>"
                          + (f'<div class="thumbs">{"".join(figs)}</div>' if figs else H.unavailable("no samples beyond those shown above")))
-    return "<p>caption: query → teacher top-1 (confidence)</p>" + "\n".join(parts)
+    return ("<p>caption: query → teacher top-1 (confidence) · why the filter dropped it: no class (the query "
+            "names no target class), low confidence (below omni.threshold), disagreement (the teacher's top-1 "
+            "is not the query's class)</p>" + "\n".join(parts))
 
 
 def _attention(cfg, ws, w: _Writer, n: int = 5) -> str:
@@ -228,17 +219,33 @@ def _attention(cfg, ws, w: _Writer, n: int = 5) -> str:
     return "\n".join(parts)
 
 
-SWEEP_AXES = {"labels": "labeled training videos", "teacher": "teacher", "ratio": "|B_A| : |B_T|"}
+def _compare(ws, w: _Writer) -> str:
+    """The table of the last ``omnisource compare`` run from this workspace, and its figure."""
+    data = collect.read_json(Workspace.of(ws).root / "compare" / "compare.json", "compare")
+    rows = [[r["arm"], f"{r['runs']} × {r['clips']} clips", H.interval_text(r, "top1"), H.interval_text(r, "mca"),
+             H.interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True), r.get("kept", ""), r["settings"]]
+            for r in data["rows"]]
+    return ("<h3>compare</h3>" + H.table(["setting", "runs", "top-1 %", "mean class acc. %", "Δ top-1 vs first",
+                                          "kept web", "settings"], rows)
+            + w.figure(figures.compare_figure(data["rows"]), "compare", "compare"))
 
 
 def _sweeps(cfg, ws, w: _Writer) -> str:
     parts = []
-    for kind, data in collect.gather_sweeps(ws).items():
+    if (Workspace.of(ws).root / "compare" / "compare.json").is_file():
+        parts.append(_compare(ws, w))
+    try:
+        sweeps = collect.gather_sweeps(ws)
+    except collect.Unavailable:
+        if parts:
+            return parts[0]
+        raise
+    for kind, data in sweeps.items():
         cols = [c for c in ("student_top1", "baseline_top1", "teacher_top1", "student_mca", "baseline_mca",
                             "kept", "precision", "recall") if any(c in p for p in data["points"])]
         rows = [[p["point"], *[p.get(c) for c in cols]] for p in data["points"]]
         parts.append(f"<h3>sweep {H.esc(kind)}</h3>" + H.table(["point", *cols], rows)
-                     + w.figure(figures.sweep_figure(kind, data["points"], SWEEP_AXES.get(kind, kind)),
+                     + w.figure(figures.sweep_figure(kind, data["points"]),
                                 f"sweep_{kind}", f"sweep {kind}"))
     return "\n".join(parts)
 
@@ -257,11 +264,11 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("classes", "Per-class counts before and after filtering", lambda: _class_counts(cfg, ws, w)),
         ("filter", "Teacher filter precision and recall", lambda: _filter_quality(cfg, ws, w)),
         ("results", "Results", lambda: _results(cfg, ws, w, baseline)),
-        ("curves", "Training curves", lambda: _curves(cfg, ws, w)),
-        ("confusion", "Confusion matrices", lambda: _confusion(cfg, ws, w)),
+        ("curves", "Training curves", lambda: runs.curves_section(cfg, ws, w, baseline)),
+        ("confusion", "Confusion matrices", lambda: runs.confusion_section(cfg, ws, w, baseline)),
         ("pairs", "Confusion pairs against the baseline", lambda: _pairs(cfg, ws, w, baseline)),
         ("thumbs", "Web samples by teacher confidence", lambda: _thumbnails(cfg, ws, w)),
-        ("sweeps", "Sweeps", lambda: _sweeps(cfg, ws, w)),
+        ("sweeps", "Comparisons and sweeps", lambda: _sweeps(cfg, ws, w)),
     ]
     if any(ws.runs_dir.glob("*/attention*")):
         sections.insert(8, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))

@@ -64,6 +64,17 @@ def unmapped_queries(qmap: dict[str, int], queries) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def teacher_rows(rows: list[dict], classes: list[str], query_map: dict[str, str] | None, rule: str) -> list[dict]:
+    """The web rows the teacher has to see: under ``confidence`` every one (a sample whose query
+    names no class can be kept with the teacher's label), under the other rules only those whose
+    query names a class, since the others are dropped whatever the teacher says."""
+    if rule == "confidence":
+        return list(rows)
+    queries = sorted({(r.get("weak_labels") or [""])[0] for r in rows})
+    qmap = map_queries(queries, classes, query_map)
+    return [r for r in rows if qmap[(r.get("weak_labels") or [""])[0]] >= 0]
+
+
 def keep_mask(pred: np.ndarray, prob: np.ndarray, query_class: np.ndarray, rule: str = "confidence",
               threshold: float = 0.5) -> np.ndarray:
     """Boolean mask of samples kept. ``pred``/``prob``: teacher top-1 class and probability;

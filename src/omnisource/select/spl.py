@@ -1,10 +1,10 @@
 """Sub-Pseudo Labels (SPL; Li et al., "Learning from Weakly-labeled Web Videos via Exploring
 Sub-Concepts", AAAI 2022) and the baselines it is compared with, as pure functions over arrays.
-Section numbers below refer to that paper: §3 the method, §4 the experiments (DESIGN.md §1).
+Section numbers below refer to that paper: §3 the method, §4 the experiments.
 
 Every web sample (a 10 s clip of an untrimmed web video, a trimmed video or an image) has a
 weak label ``l`` (its query's class) and a teacher prediction ``T(x)`` (the teacher trained on the
-target set, DESIGN.md §1). The weak-label × teacher confusion matrix ``C`` (rows: ``l``, columns:
+target set; docs/methods.md). The weak-label × teacher confusion matrix ``C`` (rows: ``l``, columns:
 ``T(x)``) drives everything:
 
 * noise ratio = off-diagonal / total of ``C`` (§4);

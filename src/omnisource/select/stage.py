@@ -62,7 +62,11 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
     out, by_id = [], {r["id"]: i for i, r in enumerate(scored)}
     for r in rows:
         r = dict(r)
-        if r["status"] == "ok" and r["id"] not in scores:
+        no_class = qmap.get((r.get("weak_labels") or [""])[0], -1) < 0
+        if r["status"] == "ok" and r["id"] not in scores and no_class and rule != "confidence":
+            # never embedded nor scored: the rule drops it whatever the teacher says
+            r.update(status="rejected", drop_reason="no class", reason="query names no target class")
+        elif r["status"] == "ok" and r["id"] not in scores:
             r.update(status="corrupt", reason="no teacher score (failed to decode for features)")
         elif r["id"] in by_id:
             i = by_id[r["id"]]
@@ -73,24 +77,30 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                     r["query_floor"] = float(floor[i])
             else:
                 r["status"] = "rejected"
-                r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes, r.get("weak_labels"))
+                r["drop_reason"], r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes,
+                                                     r.get("weak_labels"))
         out.append(r)
     stats = _stats(out, scored, keep, labels, classes)
     return out, stats
 
 
-def _why(rule, prob, threshold, pred, qcls, classes, weak_labels=None) -> str:
+DROP_REASONS = ("no class", "low confidence", "disagreement")
+
+
+def _why(rule, prob, threshold, pred, qcls, classes, weak_labels=None) -> tuple[str, str]:
+    """(one of DROP_REASONS, the sentence) for a sample the filter drops."""
     if qcls < 0 and rule in ("agreement", "both", "none"):
         query = (weak_labels or [""])[0]
-        return f"query {query!r} names no target class (map it with the source's query_map)"
+        return "no class", f"query {query!r} names no target class (map it with the source's query_map)"
     if rule in ("confidence", "both") and prob < threshold:
-        return f"teacher confidence {prob:.2f} < {threshold:.2f}"
-    return f"teacher top-1 {classes[pred]} differs from the query's class {classes[qcls]}"
+        return "low confidence", f"teacher confidence {prob:.2f} < {threshold:.2f}"
+    return "disagreement", f"teacher top-1 {classes[pred]} differs from the query's class {classes[qcls]}"
 
 
 def _stats(out, scored, keep, labels, classes) -> dict:
     kept = Counter(classes[r["label"]] for r in out if r["status"] == "ok" and r.get("label") is not None)
-    dropped = Counter(classes[r["teacher_pred"]] for r in out if r["status"] == "rejected")
+    dropped = Counter(classes[r["teacher_pred"]] for r in out
+                      if r["status"] == "rejected" and r.get("teacher_pred") is not None)
     stats = {"scored": len(scored), "kept": int(keep.sum()),
              "kept_per_class": dict(kept), "rejected_by_teacher_top1": dict(dropped),
              "status": dict(Counter(r["status"] for r in out))}

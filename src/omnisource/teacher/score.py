@@ -137,13 +137,12 @@ def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int =
     of neither are deleted."""
     import hashlib
 
-    from rich.progress import Progress
+    from ..progress import Progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = set()
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"score {out_dir.name}", total=len(rows))
+    with Progress(f"score {out_dir.name}", len(rows), "rows", progress) as bar:
         for start in range(0, len(rows), shard_size):
             part = rows[start:start + shard_size]
             digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
@@ -151,7 +150,7 @@ def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int =
             wanted.add(path.name)
             if not path.exists():
                 write_scores(score_fn(part), path)
-            bar.advance(task, len(part))
+            bar.advance(len(part))
     for stale in out_dir.glob("part-*.parquet"):
         if stale.name not in wanted:
             stale.unlink()

@@ -1,15 +1,15 @@
 """``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-import json
-
 from ..config import Config
 from ..console import console
 from ..data.manifest import atomic_write_text, read_manifest
+from ..select.filter import teacher_rows
 from ..stamps import config_inputs, file_inputs, stage, teacher_inputs, value_digest
 from ..workspace import Workspace
 from .score import Teacher, load_teacher, score_clips, score_in_shards, score_untrimmed, summarise
@@ -71,6 +71,7 @@ class _SecondFrames:
 def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     import torch
     from ..data.datasets import VideoClipDataset, make_loader, worker_loader
+    from ..progress import track
     from ..train.loop import predict, resolve_device
 
     device = resolve_device(cfg.train.device)
@@ -79,11 +80,12 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
         if kind != "untrimmed":
             loader = make_loader(VideoClipDataset(rows, cfg.media, False), cfg.train.batch_size, False,
                                  cfg.train.num_workers)
-            probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
+            probs = np.mean([predict(t.model.to(device), loader, device, label=f"score: teacher {t.run.name}")[0]
+                             for t in teachers], axis=0)
             return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
         out = []
         loader = worker_loader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers)
-        for i, x, reason in loader:
+        for i, x, reason in track(loader, "score: untrimmed videos", len(rows), "videos"):
             if x is None:
                 console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")
                 continue
@@ -119,10 +121,14 @@ def score_stage(cfg: Config, workspace) -> list[Path]:
     key = value_digest(identity)
     outs = []
     for src in cfg.web:
-        rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
+        ok = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
+        rows = teacher_rows(ok, classes, src.query_map, cfg.omni.filter)
+        if len(rows) < len(ok):
+            console.print(f"score {src.name}: {len(ok) - len(rows)} samples of queries that name no class left out "
+                          f"(omni.filter={cfg.omni.filter} drops them anyway)")
         fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
             else _pixel_scorer(teachers, cfg, src.kind)
-        out = score_in_shards(rows, fn, ws.scores(src.name), progress=console.is_terminal, key=key)
+        out = score_in_shards(rows, fn, ws.scores(src.name), progress=True, key=key)
         atomic_write_text(out / "teacher.json", json.dumps({"key": key, **identity}, indent=1))
         console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
         outs.append(out)

@@ -158,11 +158,14 @@ def train_step(model, batches: list[tuple], optimizer, cfg: TrainConfig, num_cla
 
 
 @torch.no_grad()
-def predict(model, loader, device: torch.device, amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, loader, device: torch.device, amp: bool = False, label: str = "predict",
+            progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Softmax scores averaged over views when x is (B, V, ...) for a model expecting (B, ...)."""
+    from ..progress import track
+
     model.eval()
     scores, labels = [], []
-    for x, y, *_ in loader:
+    for x, y, *_ in track(loader, label, unit="batches", enabled=progress):
         x = x.to(device)
         multi_view = getattr(loader, "multi_view", False)
         if multi_view:
@@ -209,10 +212,10 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     Every epoch reseeds the global RNGs from (seed, epoch), so a resumed run draws the same
     shuffles, augmentations and mixup coefficients as an uninterrupted one.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from ..console import console as default_console
+    from ..progress import Progress
 
-    console = console or Console()
+    console = console or default_console
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -234,10 +237,8 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
         for loader in [s.loader for s in aux]:
             _set_epoch(loader, epoch)
         items, t0 = [], time.time()
-        with Progress(TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                      transient=True, disable=not console.is_terminal) as bar:
-            task = bar.add_task("train", total=steps_per_epoch, info="")
+        with Progress(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, "steps",
+                      console=console) as bar:
             for i, (x, y, *_) in enumerate(_passes(train_loader, epoch, passes)):
                 step = epoch * steps_per_epoch + i
                 lr = lr_at(step, steps_per_epoch, cfg)
@@ -248,10 +249,10 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                     ax, ay, *_ = next(it)
                     batches.append((source.name, ax, ay, source.weight, source.logit_offset))
                 items.append(train_step(model, batches, optimizer, cfg, len(classes), device, cross_mixup))
-                bar.update(task, advance=1, info=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
+                bar.advance(note=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
         record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2), "train": _mean_stats(items)}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            scores, labels = predict(model, val_loader, device, cfg.amp)
+            scores, labels = predict(model, val_loader, device, cfg.amp, f"{run_dir.name} validation")
             m = classification_metrics(scores, labels, classes)
             record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
         history.append(record)

@@ -146,9 +146,10 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
 
     ``loaders`` maps branch names to loaders yielding ``(x, y, index)``; ``ids[name][index]``
     names the web sample for the attention log."""
-    from rich.console import Console
+    from ..console import console as default_console
+    from ..progress import Progress
 
-    console = console or Console()
+    console = console or default_console
     if not any(name in loaders for name in WEB):
         raise ValueError("domain adaptation needs at least one web source with labelled samples")
     run_dir = Path(run_dir)
@@ -168,21 +169,24 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
         _seed_epoch(cfg.seed, epoch)
         others = {n: _cycle(l) for n, l in loaders.items() if n != main}
         items, weights, t0 = [], [], time.time()
-        for i, (x, y, idx) in enumerate(loaders[main]):
-            step = epoch * steps_per_epoch + i
-            lr = lr_at(step, steps_per_epoch, cfg)
-            for g in optimizer.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0)
-            batches, index = {main: (x, y)}, {main: idx}
-            for name, it in others.items():
-                bx, by, bidx = next(it)
-                batches[name], index[name] = (bx, by), bidx
-            beta = beta_at(step / max(1, total_steps), da.beta, da.beta_schedule, da.dann_gamma)
-            out = da_step(net, batches, optimizer, beta, cfg, len(classes), device)
-            for name, alpha in out["alpha"].items():
-                att.add(name, [ids[name][int(j)] for j in index[name]], alpha)
-                weights.append((alpha * len(alpha)).cpu())
-            items.append(out)
+        with Progress(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, "steps",
+                      console=console) as bar:
+            for i, (x, y, idx) in enumerate(loaders[main]):
+                step = epoch * steps_per_epoch + i
+                lr = lr_at(step, steps_per_epoch, cfg)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
+                batches, index = {main: (x, y)}, {main: idx}
+                for name, it in others.items():
+                    bx, by, bidx = next(it)
+                    batches[name], index[name] = (bx, by), bidx
+                beta = beta_at(step / max(1, total_steps), da.beta, da.beta_schedule, da.dann_gamma)
+                out = da_step(net, batches, optimizer, beta, cfg, len(classes), device)
+                for name, alpha in out["alpha"].items():
+                    att.add(name, [ids[name][int(j)] for j in index[name]], alpha)
+                    weights.append((alpha * len(alpha)).cpu())
+                items.append(out)
+                bar.advance(note=f"loss {out['total_loss']:.3f} lr {lr:.2e}")
         w = torch.cat(weights) if weights else torch.ones(1)
         record = {"epoch": epoch + 1, "lr": lr, "beta": beta, "seconds": round(time.time() - t0, 2),
                   "train": _mean(items), "attention": {"min": float(w.min()), "max": float(w.max()),

@@ -33,8 +33,10 @@ def fit_motion(rows: list[dict], classes: list[str], max_pixels: int, frames_per
     """(fits, counts): key 'agnostic' or a class name -> (μ, Σ) of normalised homographies
     between consecutive frames from the middle of each video; classes with fewer than
     ``min_per_class`` homographies get no fit of their own."""
+    from ..progress import track
+
     per_class: dict[str, list[np.ndarray]] = {}
-    for row in rows:
+    for row in track(rows, "fit-motion", unit="videos"):
         try:
             first, num, _ = frame_span(row)
             start = first + max(0, (num - frames_per_video) // 2)
