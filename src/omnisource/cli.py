@@ -15,6 +15,7 @@ import typer
 
 from . import pipeline
 from .config import ConfigError, Config, dump_config, load_config
+from .data import media
 from .data.manifest import ManifestError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -52,6 +53,7 @@ def _cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[
     if config is None and workspace is not None and (workspace / "config.yaml").is_file():
         config = workspace / "config.yaml"  # a workspace remembers the config it was run with
     cfg = load_config(config, overrides)
+    media.set_backend(cfg.media.backend)  # every decode of this run, loader workers included
     if workspace is not None:
         cfg.workspace = str(workspace)
     ws = Path(cfg.workspace)
@@ -101,10 +103,11 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
             short_side: int = typer.Option(128, help="Short side of the re-encoded videos."),
             gop: float = typer.Option(1.0, help="Seconds between keyframes."),
             frames: bool = typer.Option(False, "--frames", help="Extract JPEG frames instead of re-encoding."),
+            workers: int = typer.Option(0, "--workers", min=0, help="Processes; 0 = all cores."),
             overrides: Optional[List[str]] = OverridesArg):
-    """Re-encode (or frame-extract) the target media once into a training-friendly form."""
+    """Re-encode (or frame-extract) the target media once into a training-friendly form (resumable)."""
     cfg, ws = _cfg(config, workspace, overrides)
-    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode")
+    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode", workers)
 
 
 @app.command()
@@ -205,7 +208,20 @@ from .sweep import register as _register_sweep  # noqa: E402
 _register_sweep(app)  # sweep labels|teacher|ratio
 
 
+def _log_to_stderr() -> None:
+    """omnisource's log records (the video decoder chosen, files skipped) as plain stderr lines."""
+    import logging
+
+    logger = logging.getLogger("omnisource")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    _log_to_stderr()
     app(args=argv if argv is not None else sys.argv[1:], prog_name="omnisource")
 
 

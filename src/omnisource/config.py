@@ -44,6 +44,7 @@ class MediaConfig:
     test_views: int = 1
     test_crops: int = 1
     max_pixels: int = 4096 * 4096  # decompression-bomb guard for images and video frames
+    backend: Literal["auto", "pyav", "torchcodec"] = "auto"  # video decoder; auto = pyav (docs/benchmarks.md)
 
 
 @dataclass
