@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+from ..data.transforms import to_float
 from ..evaluate.metrics import classification_metrics
 from .checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint, set_rng_state
 
@@ -112,7 +113,8 @@ def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float
     optimizer.zero_grad(set_to_none=True)
     prepared = []
     for source, x, y, weight in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # uint8 clips cross to the device and become floats there (features pass as they are)
+        x, y = to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
         prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight))
     if cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1:
         groups = [("mixed", torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
@@ -151,7 +153,7 @@ def predict(model, loader, device: torch.device, amp: bool = False) -> tuple[np.
     model.eval()
     scores, labels = [], []
     for x, y, *_ in loader:
-        x = x.to(device)
+        x = to_float(x.to(device, non_blocking=True))
         multi_view = getattr(loader, "multi_view", False)
         if multi_view:
             b, v = x.shape[:2]
