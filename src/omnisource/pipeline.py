@@ -74,7 +74,7 @@ def validate_target(cfg: Config, workspace: str | Path) -> Path:
 
 
 def prepare_target(cfg: Config, workspace: str | Path, short_side: int = 128, gop_seconds: float = 1.0,
-                   mode: str = "reencode") -> Path:
+                   mode: str = "reencode", workers: int = 0) -> Path:
     from .data.prepare import prepare_media
 
     src = target_manifest_path(workspace)
@@ -82,7 +82,7 @@ def prepare_target(cfg: Config, workspace: str | Path, short_side: int = 128, go
         src = ws_path(workspace, VALIDATED) if ws_path(workspace, VALIDATED).exists() else ws_path(workspace, TARGET)
     manifest = read_manifest(src)
     rows = prepare_media(manifest.rows, ws_path(workspace, "media"), short_side=short_side,
-                         gop_seconds=gop_seconds, mode=mode, progress=console.is_terminal)
+                         gop_seconds=gop_seconds, mode=mode, workers=workers, progress=None)
     return write_manifest(Manifest(rows, manifest.classes), ws_path(workspace, PREPARED))
 
 
