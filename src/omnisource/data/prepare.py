@@ -258,8 +258,11 @@ def prepare_media(rows: list[dict], out_dir, short_side: int = 128, gop_seconds:
 
 
 def _check_settings(out_dir: Path, settings: dict) -> None:
-    """Files are reused only by a run with the same settings: the first run records them."""
+    """Files are reused only by a run with the same settings: the first run records them (a
+    folder filled before settings were recorded keeps being reused as it is)."""
     path = out_dir / SETTINGS_FILE
+    if not path.exists() and any(p.name != SETTINGS_FILE and not p.name.startswith(".") for p in out_dir.iterdir()):
+        return
     if path.exists():
         try:
             old = json.loads(path.read_text())
