@@ -28,7 +28,7 @@ from omnisource.data.manifest import new_row
 from omnisource.data.sampling import tsn_indices
 from omnisource.evaluate import protocol
 from omnisource.evaluate.metrics import classification_metrics
-from omnisource.features.cache import cache_dir_for, extract_features, load_features
+from omnisource.features.cache import extract_features, load_features
 from omnisource.models import create_backbone, create_head
 from omnisource.select.stage import select_rows
 from omnisource.teacher.score import head_probs, summarise, untrimmed_scores
@@ -36,6 +36,7 @@ from omnisource.train.loop import Source, fit, predict
 from omnisource.transform.image_to_clip import save_motion
 from omnisource.transform.stage import fit_motion, image_rows, untrimmed_rows
 from omnisource.train.joint import aux_loader
+from omnisource.workspace import cache_dir_for
 
 SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "all_still", "all_warp",
             "all_power0.2"]

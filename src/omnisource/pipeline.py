@@ -1,7 +1,8 @@
 """Stages of the target-only workflow, each ``stage(cfg, workspace) -> Path`` (DESIGN.md §2).
 
 import → validate → [prepare] → features → train → evaluate. Every stage writes its output
-atomically and is skipped by ``run`` when the output is already complete.
+atomically and is skipped by ``run`` when the output is already complete. ``workspace`` is a
+path or a :class:`~omnisource.workspace.Workspace`.
 """
 from __future__ import annotations
 
@@ -9,35 +10,17 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from rich.console import Console
-
 from .config import Config, dump_config
+from .console import console
 from .data import importers
 from .data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
-
-console = Console()
-
-TARGET = "manifests/target.parquet"
-VALIDATED = "manifests/target.validated.parquet"
-PREPARED = "manifests/target.prepared.parquet"
+from .train.build import build_model_and_loaders
+from .workspace import Workspace
 
 
-def ws_path(workspace: str | Path, rel: str) -> Path:
-    return Path(workspace) / rel
-
-
-def target_manifest_path(workspace: str | Path) -> Path:
-    """The most processed target manifest available (prepared > validated > imported)."""
-    for rel in (PREPARED, VALIDATED, TARGET):
-        p = ws_path(workspace, rel)
-        if p.exists():
-            return p
-    raise ManifestError(f"{workspace}: no target manifest yet; run `omnisource import` first")
-
-
-def import_target(cfg: Config, workspace: str | Path) -> Path:
+def import_target(cfg: Config, workspace) -> Path:
     """Build the target manifest from the configured source, split by group, keep k per class."""
+    ws = Workspace.of(workspace)
     t = cfg.target
     if not t.root and not t.annotations:
         raise ManifestError("target.root (or target.annotations) is not set in the config")
@@ -54,118 +37,61 @@ def import_target(cfg: Config, workspace: str | Path) -> Path:
         manifest = importers.split_by_group(manifest, t.group_regex, t.val_groups, t.train_groups,
                                             t.val_fraction, t.seed)
     manifest = importers.subsample_per_class(manifest, t.per_class, seed=t.seed)
-    out = write_manifest(manifest, ws_path(workspace, TARGET))
+    importers.check_classes(manifest, f"import of {t.annotations or t.root}")
+    out = write_manifest(manifest, ws.target("imported"))
     counts = Counter(r["split"] for r in manifest.rows)
     console.print(f"import: {len(manifest)} rows, {len(manifest.classes)} classes, splits {dict(counts)} -> {out}")
     return out
 
 
-def validate_target(cfg: Config, workspace: str | Path) -> Path:
-    from .data.prepare import validate_rows
+def validate_target(cfg: Config, workspace) -> Path:
+    """The one validator (clean.validate, rules from the `media` section) over the target rows."""
+    from .clean.validate import Rules, counts, validate_rows
 
-    manifest = read_manifest(ws_path(workspace, TARGET))
-    rows = validate_rows(manifest.rows, max_pixels=cfg.media.max_pixels, progress=console.is_terminal)
-    out = write_manifest(Manifest(rows, manifest.classes), ws_path(workspace, VALIDATED))
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target("imported"))
+    rows = validate_rows(manifest.rows, Rules.from_config(cfg.media), progress=console.is_terminal)
+    out = write_manifest(Manifest(rows, manifest.classes), ws.target("validated"))
     bad = [r for r in rows if r["status"] != "ok"]
-    console.print(f"validate: {len(rows) - len(bad)} ok, {len(bad)} corrupt -> {out}")
+    console.print(f"validate: {counts(rows)} -> {out}")
     for r in bad[:10]:
-        console.print(f"  corrupt: {r['path']}: {r['reason']}")
+        console.print(f"  {r['status']}: {r['path']}: {r['reason']}", highlight=False)
     return out
 
 
-def prepare_target(cfg: Config, workspace: str | Path, short_side: int = 128, gop_seconds: float = 1.0,
+def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: float = 1.0,
                    mode: str = "reencode", workers: int = 0) -> Path:
     from .data.prepare import prepare_media
 
-    src = target_manifest_path(workspace)
-    if src.name == Path(PREPARED).name:
-        src = ws_path(workspace, VALIDATED) if ws_path(workspace, VALIDATED).exists() else ws_path(workspace, TARGET)
+    ws = Workspace.of(workspace)
+    src = ws.target("validated") if ws.target("validated").exists() else ws.target("imported")
     manifest = read_manifest(src)
-    rows = prepare_media(manifest.rows, ws_path(workspace, "media"), short_side=short_side,
-                         gop_seconds=gop_seconds, mode=mode, workers=workers, progress=None)
-    return write_manifest(Manifest(rows, manifest.classes), ws_path(workspace, PREPARED))
+    rows = prepare_media(manifest.rows, ws.media_dir, short_side=short_side, gop_seconds=gop_seconds,
+                         mode=mode, workers=workers, progress=None)
+    return write_manifest(Manifest(rows, manifest.classes), ws.target("prepared"))
 
 
-def feature_cache(cfg: Config, workspace: str | Path, per_second: bool = False) -> Path:
-    """The feature cache of this config: T segment frames per row, or 1 fps for untrimmed videos.
-    Ids are stable hashes of source and path, so several workspaces may share one cache root."""
-    from .features.cache import cache_dir_for
-
-    f = cfg.features
-    root = Path(f.cache_root) if f.cache_root else Path(workspace) / "features"
-    return cache_dir_for(root, f.backbone, f.size, f.frames, per_second)
-
-
-def features_stage(cfg: Config, workspace: str | Path, manifests: list[Path] | None = None) -> Path:
+def features_stage(cfg: Config, workspace, manifests: list[Path] | None = None) -> Path:
     """Embed every ok row of the given manifests (default: the target) into the feature cache."""
-    from .features.cache import extract_features
+    from .features.embed import embed_manifest
     from .models import create_backbone
-    from .train.loop import resolve_device
 
+    ws = Workspace.of(workspace)
     f = cfg.features
-    cache = feature_cache(cfg, workspace)
     backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
-    for path in manifests or [target_manifest_path(workspace)]:
-        rows = read_manifest(path).rows
-        failures = extract_features(rows, backbone, cache, size=f.size, frames=f.frames, batch_size=f.batch_size,
-                                    shard_size=f.shard_size, workers=f.workers, max_pixels=cfg.media.max_pixels,
-                                    device=resolve_device(cfg.train.device), progress=console.is_terminal)
-        failed = [r for r in rows if r["id"] in failures]
-        console.print(f"features: {len(rows) - len(failed)} rows of {path.name} cached in {cache}"
-                      + (f", {len(failed)} failed to decode" if failed else ""))
-    return cache
+    for path in manifests or [ws.target_manifest()]:
+        embed_manifest(cfg, ws, path, backbone=backbone)
+    return ws.feature_cache(cfg)
 
 
-def run_dir(cfg: Config, workspace: str | Path) -> Path:
-    return Path(workspace) / "runs" / cfg.train.run_name
-
-
-def _feature_split(cfg: Config, workspace, manifest: Manifest, split: str):
-    from .features.cache import stack_features
-
-    rows = [r for r in manifest.rows if r.get("split") == split and r.get("status") == "ok"]
-    feats, kept = stack_features(feature_cache(cfg, workspace), rows, cfg.features.frames)
-    if len(kept) < len(rows):
-        console.print(f"[yellow]{len(rows) - len(kept)} {split} rows have no cached features "
-                      f"(failed to decode or `omnisource features` not run); they are left out[/]")
-    return feats, np.array([r["label"] for r in kept], dtype=np.int64), kept
-
-
-def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
-    """(model, train_loader, val_loader) for the configured mode."""
-    import torch
-
-    from .data.datasets import FeatureDataset, VideoClipDataset, make_loader
-    from .models import create_head, create_model
-
-    torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
-    num_classes = len(manifest.classes)
-    if cfg.mode == "features":
-        xtr, ytr, _ = _feature_split(cfg, workspace, manifest, "train")
-        xva, yva, _ = _feature_split(cfg, workspace, manifest, "val")
-        if len(xtr) == 0:
-            raise ManifestError("no training rows with cached features: run `omnisource features` first")
-        model = create_head(cfg.features.head, xtr.shape[-1], num_classes, cfg.features.frames, cfg.model.dropout)
-        train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed),
-                            cfg.train.batch_size, True)
-        val = make_loader(FeatureDataset(xva, yva, cfg.features.frames), 256, False) if len(xva) else None
-        return model, train, val
-    rows = {s: [r for r in manifest.rows if r.get("split") == s and r.get("status") == "ok"] for s in ("train", "val")}
-    model = create_model(cfg.model.name, num_classes, pretrained=cfg.model.pretrained or None,
-                         dropout=cfg.model.dropout, width=cfg.model.width)
-    train = make_loader(VideoClipDataset(rows["train"], cfg.media, True, cfg.train.seed), cfg.train.batch_size,
-                        True, cfg.train.num_workers)
-    val = make_loader(VideoClipDataset(rows["val"], cfg.media, False, cfg.train.seed), cfg.train.batch_size,
-                      False, cfg.train.num_workers) if rows["val"] else None
-    return model, train, val
-
-
-def train_stage(cfg: Config, workspace: str | Path, resume: bool = False) -> Path:
+def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     from .train.loop import fit
 
-    manifest = read_manifest(target_manifest_path(workspace))
-    model, train, val = build_model_and_loaders(cfg, workspace, manifest)
-    out = run_dir(cfg, workspace)
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target_manifest())
+    importers.check_classes(manifest, "train", split="train")
+    model, train, val = build_model_and_loaders(cfg, ws, manifest)
+    out = ws.run(cfg.train.run_name)
     console.print(f"train: {cfg.mode} mode, {len(train.dataset)} training / "
                   f"{len(val.dataset) if val else 0} validation samples, {len(manifest.classes)} classes -> {out}")
     fit(model, train, val, cfg.train, out, manifest.classes, dump_config(cfg), resume=resume, console=console)
@@ -173,17 +99,18 @@ def train_stage(cfg: Config, workspace: str | Path, resume: bool = False) -> Pat
     return out
 
 
-def evaluate_stage(cfg: Config, workspace: str | Path, checkpoint: str | Path | None = None) -> Path:
+def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None) -> Path:
     """Evaluate the latest (or given) checkpoint on the validation split; writes metrics.json."""
     from .evaluate.metrics import classification_metrics, metrics_table
     from .train.checkpoint import latest_checkpoint, load_weights
     from .train.loop import predict, resolve_device
 
-    manifest = read_manifest(target_manifest_path(workspace))
-    model, _, val = build_model_and_loaders(cfg, workspace, manifest)
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target_manifest())
+    model, _, val = build_model_and_loaders(cfg, ws, manifest)
     if val is None:
         raise ManifestError("the target manifest has no validation rows")
-    out = run_dir(cfg, workspace)
+    out = ws.run(cfg.train.run_name)
     ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(out)
     if ckpt is None:
         raise FileNotFoundError(f"{out}: no checkpoint to evaluate; run `omnisource train` first")

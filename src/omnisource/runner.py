@@ -15,8 +15,10 @@ from pathlib import Path
 
 from . import pipeline
 from .config import Config, to_dict
+from .console import console
 from .data.manifest import atomic_write_text
 from .train.checkpoint import latest_checkpoint
+from .workspace import Workspace
 
 
 def _digest(cfg: Config, sections: tuple[str, ...]) -> str:
@@ -31,9 +33,8 @@ def _digest(cfg: Config, sections: tuple[str, ...]) -> str:
 class Chain:
     """Runs stages in order with stamps under ``<workspace>/.stages``."""
 
-    def __init__(self, cfg: Config, workspace: Path):
-        self.cfg, self.ws = cfg, Path(workspace)
-        self.dir = self.ws / ".stages"
+    def __init__(self, cfg: Config, workspace: Workspace):
+        self.cfg, self.ws = cfg, workspace
         self.chain = ""
 
     def _next(self, sections: tuple[str, ...]) -> str:
@@ -41,17 +42,17 @@ class Chain:
         return self.chain
 
     def _stamp(self, name: str) -> dict:
-        path = self.dir / f"{name}.json"
+        path = self.ws.stamp_file(name)
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _mark(self, name: str, digest: str, state: str) -> None:
-        atomic_write_text(self.dir / f"{name}.json", json.dumps({"digest": digest, "state": state}))
+        atomic_write_text(self.ws.stamp_file(name), json.dumps({"digest": digest, "state": state}))
 
     def stage(self, name: str, sections: tuple[str, ...], output: Path, fn) -> None:
         digest = self._next(sections)
         stamp = self._stamp(name)
         if output.exists() and stamp == {"digest": digest, "state": "done"}:
-            pipeline.console.print(f"[dim]{name}: up to date ({output})[/]")
+            console.print(f"[dim]{name}: up to date ({output})[/]")
             return
         self._mark(name, digest, "running")
         fn()
@@ -62,33 +63,33 @@ class Chain:
         digest = self._next(sections)
         stamp = self._stamp(name)
         if stamp == {"digest": digest, "state": "done"} and latest_checkpoint(run) is not None:
-            pipeline.console.print(f"[dim]{name}: up to date ({run})[/]")
+            console.print(f"[dim]{name}: up to date ({run})[/]")
             return
         resume = stamp.get("digest") == digest and latest_checkpoint(run) is not None
         if stamp and stamp.get("digest") != digest and latest_checkpoint(run) is not None:
-            pipeline.console.print(f"[yellow]{name}: config changed, restarting {run}[/]")
+            console.print(f"[yellow]{name}: config changed, restarting {run}[/]")
         self._mark(name, digest, "running")
         fn(resume)
         self._mark(name, digest, "done")
 
 
-def run_pipeline(cfg: Config, workspace: Path) -> dict:
+def run_pipeline(cfg: Config, workspace) -> dict:
     """Target-only when no web source is configured; the whole OmniSource chain otherwise.
     Returns {run name: validation metrics}."""
-    from .web import import_web, web_features, web_path
+    from .web import import_web, web_features
 
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     c = Chain(cfg, ws)
     p = pipeline
-    c.stage("import", ("target",), p.ws_path(ws, p.TARGET), lambda: p.import_target(cfg, ws))
-    c.stage("validate", ("media",), p.ws_path(ws, p.VALIDATED), lambda: p.validate_target(cfg, ws))
+    c.stage("import", ("target",), ws.target("imported"), lambda: p.import_target(cfg, ws))
+    c.stage("validate", ("media",), ws.target("validated"), lambda: p.validate_target(cfg, ws))
     if cfg.web:
-        c.stage("import-web", ("web",), web_path(ws, cfg.web[-1].name), lambda: import_web(cfg, ws))
+        c.stage("import-web", ("web",), ws.web(cfg.web[-1].name), lambda: import_web(cfg, ws))
     if cfg.mode == "features":
-        marker = p.feature_cache(cfg, ws) / ".complete"
+        marker = ws.feature_cache(cfg) / ".complete"
         c.stage("features", ("features",), marker,
                 lambda: (p.features_stage(cfg, ws), web_features(cfg, ws), marker.touch()))
-    teacher = p.run_dir(cfg, ws)
+    teacher = ws.run(cfg.train.run_name)
     c.train("train", ("mode", "model", "train"), teacher, lambda resume: p.train_stage(cfg, ws, resume=resume))
     c.stage("evaluate", (), teacher / "metrics.json", lambda: p.evaluate_stage(cfg, ws))
     results = {cfg.train.run_name: json.loads((teacher / "metrics.json").read_text())}
@@ -101,13 +102,13 @@ def run_pipeline(cfg: Config, workspace: Path) -> dict:
     from .transform.stage import transform_stage
 
     last = cfg.web[-1].name
-    c.stage("score", ("omni",), web_path(ws, last).parent.parent / "scores" / last, lambda: score_stage(cfg, ws))
-    c.stage("select", (), web_path(ws, last, "aux"), lambda: select_stage(cfg, ws))
-    c.stage("transform", (), web_path(ws, last, "train"), lambda: transform_stage(cfg, ws))
+    c.stage("score", ("omni",), ws.scores(last), lambda: score_stage(cfg, ws))
+    c.stage("select", (), ws.web(last, "aux"), lambda: select_stage(cfg, ws))
+    c.stage("transform", (), ws.web(last, "train"), lambda: transform_stage(cfg, ws))
     if cfg.mode == "features":
-        marker = p.feature_cache(cfg, ws) / ".complete-train"
+        marker = ws.feature_cache(cfg) / ".complete-train"
         c.stage("features-train", (), marker, lambda: (web_features(cfg, ws, stage="train"), marker.touch()))
-    student = ws / "runs" / cfg.omni.student_run
+    student = ws.run(cfg.omni.student_run)
     c.train("student", (), student, lambda resume: student_stage(cfg, ws, resume=resume))
     scfg = student_config(cfg)
     c.stage("evaluate-student", (), student / "metrics.json", lambda: p.evaluate_stage(scfg, ws))

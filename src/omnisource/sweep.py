@@ -30,8 +30,9 @@ from typing import List, Optional
 import numpy as np
 
 from .config import Config, ConfigError, dump_config, load_config, to_dict
+from .console import console
 from .data.manifest import Manifest, atomic_write_bytes, atomic_write_text, read_manifest, write_manifest
-from .pipeline import console
+from .workspace import Workspace
 
 COLUMNS = ["point", "student_top1", "student_mca", "baseline_top1", "baseline_mca", "teacher_top1",
            "kept", "precision", "recall"]
@@ -107,13 +108,12 @@ def _digest(cfg: Config) -> str:
 def _shared(cfg: Config, workspace: Path) -> Config:
     """The sweep's base config with the feature cache pinned to the base workspace's."""
     cfg = copy.deepcopy(cfg)
-    root = Path(cfg.features.cache_root) if cfg.features.cache_root else Path(workspace) / "features"
-    cfg.features.cache_root = str(root.resolve())
+    cfg.features.cache_root = str(Workspace.of(workspace).features_root(cfg).resolve())
     return cfg
 
 
-def _metrics(ws: Path, run: str) -> dict:
-    path = ws / "runs" / run / "metrics.json"
+def _metrics(ws, run: str) -> dict:
+    path = Workspace.of(ws).run(run) / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -123,26 +123,26 @@ def run_point(cfg: Config, ws: Path, name: str, teacher: Path | None = None) -> 
     from .runner import run_pipeline
 
     cfg = copy.deepcopy(cfg)
+    ws = Workspace.of(ws)
     cfg.workspace = str(ws)
     if teacher is not None:
         cfg.omni.teacher_runs = ["teacher"]
     digest = _digest(cfg) + (_digest(load_config(teacher / "config.yaml")) if teacher is not None else "")
-    done = ws / "point.json"
+    done = ws.path("point.json")
     if done.exists():
         old = json.loads(done.read_text())
         if old.get("digest") == digest:
             console.print(f"[dim]sweep point {name}: done ({ws})[/]")
             return old["result"]
-    ws.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ws / "config.yaml", dump_config(cfg))
+    ws.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ws.config_file, dump_config(cfg))
     if teacher is not None:
         _install_teacher(ws, teacher, digest)
     console.rule(f"sweep point {name}")
     run_pipeline(cfg, ws)
     student, base = _metrics(ws, cfg.omni.student_run), _metrics(ws, cfg.train.run_name)
     teacher_m = _metrics(ws, cfg.omni.teacher_runs[0]) if cfg.omni.teacher_runs else {}
-    sel = [json.loads((ws / "selection" / f"{w.name}.json").read_text()) for w in cfg.web
-           if (ws / "selection" / f"{w.name}.json").exists()]
+    sel = [json.loads(ws.selection(w.name).read_text()) for w in cfg.web if ws.selection(w.name).exists()]
     result = {"point": name, "workspace": str(ws),
               "student_top1": student.get("top1"), "student_mca": student.get("mean_class_accuracy"),
               "baseline_top1": base.get("top1"), "baseline_mca": base.get("mean_class_accuracy"),
@@ -155,14 +155,14 @@ def run_point(cfg: Config, ws: Path, name: str, teacher: Path | None = None) -> 
 AFTER_TEACHER = ("score", "select", "transform", "features-train", "student", "evaluate-student")
 
 
-def _install_teacher(ws: Path, teacher: Path, digest: str) -> None:
+def _install_teacher(ws: Workspace, teacher: Path, digest: str) -> None:
     """Copy a teacher run into ``ws/runs/teacher``; a different teacher than last time makes
     scoring and everything after it run again."""
-    dest, mark = ws / "runs" / "teacher", ws / "teacher.digest"
+    dest, mark = ws.run("teacher"), ws.path("teacher.digest")
     if dest.is_dir() and mark.exists() and mark.read_text() == digest:
         return
     for name in AFTER_TEACHER:
-        (ws / ".stages" / f"{name}.json").unlink(missing_ok=True)
+        ws.stamp_file(name).unlink(missing_ok=True)
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(teacher, dest)
     atomic_write_text(mark, digest)
@@ -170,22 +170,23 @@ def _install_teacher(ws: Path, teacher: Path, digest: str) -> None:
 
 def _full_target(cfg: Config, sweep_dir: Path) -> Manifest:
     """The target manifest with every labeled training video (imported once per sweep)."""
-    from .pipeline import TARGET, import_target
+    from .pipeline import import_target
 
-    scratch = sweep_dir / "_target"
+    scratch = Workspace(sweep_dir / "_target")
     full = copy.deepcopy(cfg)
     full.target.per_class = 0
-    digest_file = scratch / "digest.txt"
+    digest_file = scratch.path("digest.txt")
     digest = hashlib.sha1(json.dumps(to_dict(full.target), sort_keys=True).encode()).hexdigest()[:16]
-    if not (scratch / TARGET).exists() or not digest_file.exists() or digest_file.read_text() != digest:
+    if not scratch.target().exists() or not digest_file.exists() or digest_file.read_text() != digest:
         import_target(full, scratch)
         atomic_write_text(digest_file, digest)
-    return read_manifest(scratch / TARGET)
+    return read_manifest(scratch.target())
 
 
 def sweep_labels(cfg: Config, workspace, amounts: list[str]) -> Path:
     """OmniSource Fig. 7: rerun everything on label subsets of the target training set."""
-    ws, sweep_dir = Path(workspace), Path(workspace) / "sweeps" / "labels"
+    ws = Workspace.of(workspace)
+    sweep_dir = ws.sweeps_dir / "labels"
     base = _shared(cfg, ws)
     for a in amounts:
         parse_amount(a)
@@ -211,16 +212,17 @@ def sweep_teacher(cfg: Config, workspace, teachers: list[str]) -> Path:
     """OmniSource Fig. 6: the same student scored-and-filtered by different teachers."""
     if not cfg.web:
         raise ConfigError("sweep teacher: no web sources configured (the `web` list of the config is empty)")
-    ws, sweep_dir = Path(workspace), Path(workspace) / "sweeps" / "teacher"
+    ws = Workspace.of(workspace)
+    sweep_dir = ws.sweeps_dir / "teacher"
     base = _shared(cfg, ws)
     points = []
     for i, spec in enumerate(teachers):
         name = f"t{i}-{point_name(spec)}"
         tcfg = load_config(_yaml_file(sweep_dir / "teachers" / name, base), shlex.split(spec))
         tcfg.web, tcfg.features.cache_root = [], base.features.cache_root
-        tws = sweep_dir / "teachers" / name
+        tws = Workspace(sweep_dir / "teachers" / name)
         run_point(tcfg, tws, f"teacher {spec}")
-        result = run_point(base, sweep_dir / name, name, teacher=tws / "runs" / tcfg.train.run_name)
+        result = run_point(base, sweep_dir / name, name, teacher=tws.run(tcfg.train.run_name))
         points.append({**result, "point": spec})
     return write_summary(ws, "teacher", points)
 
@@ -235,7 +237,8 @@ def sweep_ratio(cfg: Config, workspace, ratios: list[float]) -> Path:
         raise ConfigError("sweep ratio: no web sources configured (the `web` list of the config is empty)")
     if any(r <= 0 for r in ratios):
         raise ConfigError(f"sweep ratio: ratios must be positive, got {ratios}")
-    ws, sweep_dir = Path(workspace), Path(workspace) / "sweeps" / "ratio"
+    ws = Workspace.of(workspace)
+    sweep_dir = ws.sweeps_dir / "ratio"
     base = _shared(cfg, ws)
     points = []
     for r in ratios:
@@ -254,7 +257,7 @@ def write_summary(workspace, kind: str, points: list[dict]) -> Path:
     from .report.figures import png_bytes, sweep_figure
     from .report.stage import SWEEP_AXES
 
-    out = Path(workspace) / "sweeps"
+    out = Workspace.of(workspace).sweeps_dir
     path = atomic_write_text(out / f"sweep_{kind}.json", json.dumps({"kind": kind, "points": points}, indent=2))
     cols = [c for c in COLUMNS + ["labeled"] if any(c in p for p in points)]
     buf = io.StringIO()
@@ -280,7 +283,7 @@ def register(app) -> None:
     """Add ``omnisource sweep labels|teacher|ratio`` to the CLI."""
     import typer
 
-    from .cli import ConfigOpt, OverridesArg, WorkspaceOpt, _cfg, friendly
+    from .cli.common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
 
     sweep_app = typer.Typer(no_args_is_help=True, help="Rerun the pipeline over a grid (paper Figs. 6-8).")
     app.add_typer(sweep_app, name="sweep")
@@ -297,7 +300,7 @@ def register(app) -> None:
                                                "videos per class (5), comma separated."),
                    overrides: Optional[List[str]] = OverridesArg):
         """Whole pipeline, teacher included, on label subsets (paper Fig. 7)."""
-        cfg, ws = _cfg(config, workspace, overrides)
+        cfg, ws = load_cfg(config, workspace, overrides)
         sweep_labels(cfg, ws, [a for a in amounts.split(",") if a.strip()])
         _finish(cfg, ws)
 
@@ -309,7 +312,7 @@ def register(app) -> None:
                                                                 "(default: the three feature heads)."),
                     overrides: Optional[List[str]] = OverridesArg):
         """Different teachers for the same student (paper Fig. 6)."""
-        cfg, ws = _cfg(config, workspace, overrides)
+        cfg, ws = load_cfg(config, workspace, overrides)
         specs = list(teacher or ["features.head=linear", "features.head=tsn", "features.head=temporal"])
         sweep_teacher(cfg, ws, specs)
         _finish(cfg, ws)
@@ -320,7 +323,7 @@ def register(app) -> None:
                   ratios: str = typer.Option("0.25,0.5,1.0", help="|B_A| / |B_T| values, comma separated."),
                   overrides: Optional[List[str]] = OverridesArg):
         """|B_A| : |B_T| of joint training (paper Fig. 8)."""
-        cfg, ws = _cfg(config, workspace, overrides)
+        cfg, ws = load_cfg(config, workspace, overrides)
         try:
             values = [float(r) for r in ratios.split(",") if r.strip()]
         except ValueError:

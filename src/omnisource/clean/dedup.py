@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..data import media, transforms
-from ..data.manifest import Manifest, atomic_write_bytes, atomic_write_text, read_manifest, write_manifest
+from ..data.manifest import Manifest, ManifestError, atomic_write_bytes, atomic_write_text, read_manifest, write_manifest
 
 DUP_COLUMNS = ("dup_of", "dup_kind", "dup_time_s", "similarity")
 
@@ -498,17 +498,16 @@ def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None
                 exact_only: bool = False, progress: bool = False) -> list[tuple[Path, dict]]:
     """De-duplicate every web manifest of the workspace in place against its evaluation split(s)."""
     from ..clean.validate import web_manifests
-    from ..features.cache import cache_dir_for
-    from ..pipeline import target_manifest_path
+    from ..workspace import Workspace
 
-    ws = Path(workspace)
+    ws = Workspace.of(workspace)
     paths = web_manifests(ws, sources)
     splits = set(eval_splits or ("val", "test"))
     eval_path = Path(eval_manifest) if eval_manifest else None
     if eval_path is None:
         try:
-            eval_path = target_manifest_path(ws)
-        except Exception:  # noqa: BLE001 - no target yet: exact duplicates only
+            eval_path = ws.target_manifest()
+        except ManifestError:  # no target yet: exact duplicates only
             eval_path = None
     eval_rows = []
     if eval_path is not None:
@@ -527,8 +526,8 @@ def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None
 
         backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
         device = resolve_device(cfg.train.device)
-    root = Path(f.cache_root) if getattr(f, "cache_root", "") else ws / "features"
-    cache_dir = cache_dir_for(root, f.backbone, opts.size, opts.web_frames)
+    root = ws.features_root(cfg)
+    cache_dir = ws.feature_cache(cfg, size=opts.size, frames=opts.web_frames)
     results = []
     for path in paths:
         manifest = read_manifest(path)

@@ -29,7 +29,6 @@ import snowballstemmer
 from ..data.manifest import ManifestError, atomic_write_bytes, atomic_write_text
 
 QUERY_COLUMNS = ("query", "class", "language", "kind")
-QUERIES = "manifests/queries.parquet"
 
 # ISO 639-1 codes (and the stemmer names themselves) -> snowball algorithm names.
 _STEMMER_NAMES = {
@@ -253,14 +252,15 @@ def queries_stage(workspace: str | Path, classes: Sequence[str] | None = None,
                   with_hashtags: bool = True, max_words: int = 4, vocabulary: Iterable[str] = (),
                   out: str | Path | None = None) -> Path:
     """Write WORKSPACE/manifests/queries.parquet; classes default to the target manifest's."""
-    ws = Path(workspace)
+    from ..workspace import Workspace
+
+    ws = Workspace.of(workspace)
     if not classes:
-        from ..pipeline import target_manifest_path
         from ..data.manifest import read_manifest
 
-        classes = read_manifest(target_manifest_path(ws)).classes
+        classes = read_manifest(ws.target_manifest()).classes
         if not classes:
             raise ManifestError(f"{ws}: the target manifest names no classes; pass --class or --classes")
     table = read_translations(translations) if translations else None
     rows = build_queries(classes, table, languages, with_hashtags, max_words, vocabulary)
-    return write_queries(rows, Path(out) if out else ws / QUERIES)
+    return write_queries(rows, Path(out) if out else ws.queries)

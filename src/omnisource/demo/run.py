@@ -17,8 +17,11 @@ from rich.table import Table
 
 from .. import pipeline
 from ..config import dump_config, load_config
+from ..console import console
+from ..data.manifest import atomic_write_text
 from ..report import write_report
 from ..runner import run_pipeline
+from ..workspace import Workspace
 from .synthetic import generate, web_manifests
 
 DEMO_OVERRIDES = [
@@ -79,7 +82,7 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
     data = workspace / "data"
     counts = generate(data)
     manifests = web_manifests(data)
-    pipeline.console.print(f"demo data: {counts['videos']} target videos, {counts['web_images']} web images, "
+    console.print(f"demo data: {counts['videos']} target videos, {counts['web_images']} web images, "
                            f"{counts['web_videos']} untrimmed web videos in {data}")
     web = (f"web=[{{name: images, kind: image, format: manifest, root: '{manifests['images']}'}}, "
            f"{{name: untrimmed, kind: untrimmed, format: manifest, root: '{manifests['untrimmed']}'}}]")
@@ -92,8 +95,8 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
                              workspace / "variants" / "nofilter")):
         cfg = load_config(None, [f"workspace={ws}", *base, *extra])
         ws.mkdir(parents=True, exist_ok=True)
-        pipeline.atomic_write_text(ws / "config.yaml", dump_config(cfg))
-        pipeline.console.rule(name)
+        atomic_write_text(Workspace(ws).config_file, dump_config(cfg))
+        console.rule(name)
         first = run_pipeline(cfg, ws)
         main_cfg = main_cfg or cfg
         for run, metrics in first.items():
@@ -113,9 +116,9 @@ def run_demo(workspace: Path, overrides: list[str] | None = None) -> dict:
         runs = results[name]
         table.add_row(name, _mean_std([m["top1"] for m in runs]),
                       _mean_std([m["mean_class_accuracy"] for m in runs]), str(runs[0]["num_samples"]))
-    pipeline.console.print(table)
-    pipeline.console.print(f"report: {write_report(main_cfg, workspace)}")
-    pipeline.atomic_write_text(workspace / "demo_results.json", json.dumps(
+    console.print(table)
+    console.print(f"report: {write_report(main_cfg, workspace)}")
+    atomic_write_text(Workspace(workspace).path("demo_results.json"), json.dumps(
         {name: [{k: m[k] for k in ("top1", "top5", "mean_class_accuracy", "num_samples")} for m in runs]
          for name, runs in results.items()}, indent=2))
     return results

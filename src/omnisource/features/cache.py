@@ -23,11 +23,6 @@ from ..data.datasets import _one_thread, frame_span, image_clip
 from ..data.manifest import atomic_write_bytes
 
 
-def cache_dir_for(root: Path, backbone: str, size: int, frames: int, per_second: bool = False) -> Path:
-    """``root`` is ``<workspace>/features`` unless ``features.cache_root`` shares one cache."""
-    return Path(root) / f"{backbone}-{size}px-{'1fps' if per_second else f'{frames}f'}"
-
-
 class _FrameDataset(Dataset):
     """Decodes the frames of one row: T segment centres of a video (or one frame per second
     with ``per_second``), one frame of a still image, or T frames of the pseudo-clip a row's

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.manifest import Manifest, ManifestError, read_manifest
+from ..workspace import Workspace
 
 STATUSES = ("ok", "corrupt", "duplicate", "rejected")
 
@@ -78,15 +79,14 @@ def extremes(probs, n: int) -> tuple[list[int], list[int]]:
 # --------------------------------------------------------------------------- workspace readers
 
 
-def source_names(cfg: Config, ws: Path) -> list[str]:
+def source_names(cfg: Config, ws) -> list[str]:
     """Web sources of the config, else those whose manifests exist in the workspace."""
     if cfg.web:
         return [w.name for w in cfg.web]
-    return sorted(p.stem[len("web_"):] for p in (ws / "manifests").glob("web_*.parquet"))
+    return Workspace.of(ws).web_sources()
 
 
-def _manifest(ws: Path, rel: str) -> Manifest | None:
-    path = ws / rel
+def _manifest(path: Path) -> Manifest | None:
     if not path.exists():
         return None
     try:
@@ -95,33 +95,33 @@ def _manifest(ws: Path, rel: str) -> Manifest | None:
         raise Unavailable(str(err)) from None
 
 
-def target_classes(ws: Path) -> list[str]:
-    for rel in ("manifests/target.prepared.parquet", "manifests/target.validated.parquet",
-                "manifests/target.parquet"):
-        m = _manifest(ws, rel)
+def target_classes(ws) -> list[str]:
+    for stage in ("prepared", "validated", "imported"):
+        m = _manifest(Workspace.of(ws).target(stage))
         if m is not None and m.classes:
             return m.classes
     raise Unavailable("no target manifest in the workspace (run `omnisource import`)")
 
 
-def gather_stage_counts(cfg: Config, ws: Path) -> list[dict]:
+def gather_stage_counts(cfg: Config, ws) -> list[dict]:
     """One row per source: collected, corrupt, duplicates, rejected by the teacher, kept, and the
     training samples the format transform made of the kept ones."""
+    ws = Workspace.of(ws)
     rows = []
-    for rel in ("manifests/target.validated.parquet", "manifests/target.parquet"):
-        m = _manifest(ws, rel)
+    for stage in ("validated", "imported"):
+        m = _manifest(ws.target(stage))
         if m is not None:
             c = status_counts([r["status"] for r in m.rows])
             rows.append({"source": "target (labeled)", "collected": len(m.rows), **c, "kept": c["ok"],
                          "training samples": sum(r["status"] == "ok" and r.get("split") == "train" for r in m.rows)})
             break
     for name in source_names(cfg, ws):
-        m = _manifest(ws, f"manifests/aux_{name}.parquet") or _manifest(ws, f"manifests/web_{name}.parquet")
+        m = _manifest(ws.web(name, "aux")) or _manifest(ws.web(name))
         if m is None:
             continue
         c = status_counts([r["status"] for r in m.rows])
-        selected = (ws / "manifests" / f"aux_{name}.parquet").exists()
-        train = _manifest(ws, f"manifests/train_{name}.parquet")
+        selected = ws.web(name, "aux").exists()
+        train = _manifest(ws.web(name, "train"))
         rows.append({"source": name, "collected": len(m.rows), **c, "kept": c["ok"] if selected else None,
                      "training samples": sum(r["status"] == "ok" for r in train.rows) if train else None})
     if not rows:
@@ -129,17 +129,17 @@ def gather_stage_counts(cfg: Config, ws: Path) -> list[dict]:
     return rows
 
 
-def filtered_sources(cfg: Config, ws: Path, why: list[str]):
+def filtered_sources(cfg: Config, ws, why: list[str]):
     """(name, aux manifest) of each web source the teacher has filtered; the others go to ``why``."""
     for name in source_names(cfg, ws):
-        m = _manifest(ws, f"manifests/aux_{name}.parquet")
+        m = _manifest(Workspace.of(ws).web(name, "aux"))
         if m is None:
             why.append(f"{name} not filtered yet")
         else:
             yield name, m
 
 
-def gather_class_counts(cfg: Config, ws: Path) -> dict[str, dict]:
+def gather_class_counts(cfg: Config, ws) -> dict[str, dict]:
     """Per web source: classes, ``before`` (per query class, + "no class") and ``after`` counts."""
     from ..select.filter import map_queries
 
@@ -159,10 +159,10 @@ def gather_class_counts(cfg: Config, ws: Path) -> dict[str, dict]:
     return out
 
 
-def gather_filter_quality(cfg: Config, ws: Path) -> list[dict]:
+def gather_filter_quality(cfg: Config, ws) -> list[dict]:
     rows, why = [], []
     for name in source_names(cfg, ws):
-        path = ws / "selection" / f"{name}.json"
+        path = Workspace.of(ws).selection(name)
         if not path.exists():
             why.append(f"{name}: not filtered yet")
             continue
@@ -177,23 +177,24 @@ def gather_filter_quality(cfg: Config, ws: Path) -> list[dict]:
     return rows
 
 
-def run_names(ws: Path) -> list[str]:
-    runs = ws / "runs"
-    return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+def run_names(ws) -> list[str]:
+    return Workspace.of(ws).run_names()
 
 
-def gather_curves(ws: Path) -> dict[str, list[dict]]:
-    out = {name: read_jsonl(ws / "runs" / name / "log.jsonl") for name in run_names(ws)
-           if (ws / "runs" / name / "log.jsonl").exists()}
+def gather_curves(ws) -> dict[str, list[dict]]:
+    ws = Workspace.of(ws)
+    out = {name: read_jsonl(ws.run(name) / "log.jsonl") for name in ws.run_names()
+           if (ws.run(name) / "log.jsonl").exists()}
     out = {k: v for k, v in out.items() if v}
     if not out:
         raise Unavailable("no training logs (runs/*/log.jsonl)")
     return out
 
 
-def gather_metrics(ws: Path) -> dict[str, dict]:
-    out = {name: read_json(ws / "runs" / name / "metrics.json", name) for name in run_names(ws)
-           if (ws / "runs" / name / "metrics.json").exists()}
+def gather_metrics(ws) -> dict[str, dict]:
+    ws = Workspace.of(ws)
+    out = {name: read_json(ws.run(name) / "metrics.json", name) for name in ws.run_names()
+           if (ws.run(name) / "metrics.json").exists()}
     if not out:
         raise Unavailable("no evaluated runs (runs/*/metrics.json); run `omnisource evaluate`")
     return out
@@ -209,7 +210,7 @@ def baseline_run(cfg: Config, metrics: dict[str, dict], requested: str | None = 
     raise Unavailable(f"no baseline run: {want} has no metrics.json")
 
 
-def gather_thumbnail_rows(cfg: Config, ws: Path, n: int = 4) -> dict[str, dict[str, list[dict]]]:
+def gather_thumbnail_rows(cfg: Config, ws, n: int = 4) -> dict[str, dict[str, list[dict]]]:
     """Per source: the n highest- and lowest-confidence kept and dropped samples (rows)."""
     out, why = {}, []
     for name, m in filtered_sources(cfg, ws, why):
@@ -225,14 +226,14 @@ def gather_thumbnail_rows(cfg: Config, ws: Path, n: int = 4) -> dict[str, dict[s
     return out
 
 
-def gather_attention(ws: Path) -> dict[str, dict]:
+def gather_attention(ws) -> dict[str, dict]:
     """Attention weights left by domain-adaptation runs: ``runs/<run>/attention.jsonl`` (one
     record per web sample, sorted by weight; see train.transfer), or ``attention*.json|npy``
     (a list of numbers, or a mapping holding one under ``weights``).
     Returns {"<run>/<file>": {"weights": array, "records": the jsonl records or []}}."""
-    out = {}
-    for name in run_names(ws):
-        for path in sorted((ws / "runs" / name).glob("attention*")):
+    ws, out = Workspace.of(ws), {}
+    for name in ws.run_names():
+        for path in sorted(ws.run(name).glob("attention*")):
             records = []
             try:
                 if path.suffix == ".npy":
@@ -255,18 +256,18 @@ def gather_attention(ws: Path) -> dict[str, dict]:
     return out
 
 
-def web_rows_by_id(cfg: Config, ws: Path) -> dict[str, dict]:
+def web_rows_by_id(cfg: Config, ws) -> dict[str, dict]:
     """Every row of the workspace's imported web manifests, by id."""
     rows = {}
     for name in source_names(cfg, ws):
-        m = _manifest(ws, f"manifests/web_{name}.parquet")
+        m = _manifest(Workspace.of(ws).web(name))
         rows.update({r["id"]: r for r in (m.rows if m else [])})
     return rows
 
 
-def gather_sweeps(ws: Path) -> dict[str, dict]:
+def gather_sweeps(ws) -> dict[str, dict]:
     out = {}
-    for path in sorted((ws / "sweeps").glob("sweep_*.json")):
+    for path in sorted(Workspace.of(ws).sweeps_dir.glob("sweep_*.json")):
         data = read_json(path, path.stem)
         if data.get("points"):
             out[path.stem[len("sweep_"):]] = data

@@ -19,13 +19,11 @@ import numpy as np
 
 from ..config import Config, load_config
 from ..data.manifest import ManifestError, atomic_write_bytes, atomic_write_text
+from ..workspace import Workspace
 from . import collect, figures
 from . import html as H
 from .collect import Unavailable
 from .confusion import pair_changes
-
-REPORT_DIR = "report"
-
 
 class _Writer:
     """Renders figures once: embedded in the page and saved under ``report/figures``."""
@@ -226,10 +224,10 @@ def _sweeps(cfg, ws, w: _Writer) -> str:
 def write_report(cfg: Config, workspace, baseline: str | None = None, self_check: bool = False,
                  out: str | Path | None = None) -> Path:
     """Write ``<workspace>/report/index.html`` (or ``out``) and its figures; returns the HTML path."""
-    ws = Path(workspace)
-    if not ws.is_dir():
+    ws = Workspace.of(workspace)
+    if not ws.exists():
         raise FileNotFoundError(f"{ws}: workspace folder not found")
-    html_path = Path(out) if out else ws / REPORT_DIR / "index.html"
+    html_path = Path(out) if out else ws.report_dir / "index.html"
     w = _Writer(html_path.parent)
     sections = [
         ("counts", "Samples per stage", lambda: _counts(cfg, ws, w)),
@@ -242,10 +240,10 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("thumbs", "Web samples by teacher confidence", lambda: _thumbnails(cfg, ws, w)),
         ("sweeps", "Sweeps", lambda: _sweeps(cfg, ws, w)),
     ]
-    if any((ws / "runs").glob("*/attention*")):
+    if any(ws.runs_dir.glob("*/attention*")):
         sections.insert(7, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
     built = [(a, t, _section(fn)) for a, t, fn in sections]
-    subtitle = f"workspace {ws.resolve()} · mode {cfg.mode} · written {time.strftime('%Y-%m-%d %H:%M')}"
+    subtitle = f"workspace {ws.root.resolve()} · mode {cfg.mode} · written {time.strftime('%Y-%m-%d %H:%M')}"
     atomic_write_text(html_path, H.page("OmniSource experiment report", subtitle, built, self_check))
     w.prune()
     return html_path
@@ -257,7 +255,7 @@ def report_stage(cfg: Config, workspace) -> Path:
 
 def workspace_config(workspace: Path, overrides: list[str] | None = None) -> Config:
     """The config a workspace was run with (its config.yaml), else the defaults."""
-    path = Path(workspace) / "config.yaml"
+    path = Workspace.of(workspace).config_file
     cfg = load_config(path if path.is_file() else None, list(overrides or []))
     cfg.workspace = str(workspace)
     return cfg
@@ -267,8 +265,8 @@ def register(app) -> None:
     """Add ``omnisource report`` to the CLI."""
     import typer
 
-    from ..cli import friendly
-    from ..pipeline import console
+    from ..cli.common import friendly
+    from ..console import console
 
     @app.command("report")
     @friendly

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
+from ..console import console
 from ..data.manifest import Manifest, atomic_write_text, read_manifest, write_manifest
-from ..pipeline import console, target_manifest_path
 from ..teacher.score import read_scores
-from ..web import scores_dir, web_path
+from ..workspace import Workspace
 from .filter import keep_mask, map_queries, precision_recall, pseudo_labels
 
 
@@ -78,14 +78,15 @@ def _stats(out, scored, keep, labels, classes) -> dict:
 
 
 def select_stage(cfg: Config, workspace) -> list[Path]:
-    classes = read_manifest(target_manifest_path(workspace)).classes
+    ws = Workspace.of(workspace)
+    classes = read_manifest(ws.target_manifest()).classes
     outs = []
     for src in cfg.web:
-        manifest = read_manifest(web_path(workspace, src.name))
-        scores = read_scores(scores_dir(workspace, src.name))
+        manifest = read_manifest(ws.web(src.name))
+        scores = read_scores(ws.scores(src.name))
         rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map)
-        out = write_manifest(Manifest(rows, classes), web_path(workspace, src.name, "aux"))
-        atomic_write_text(Path(workspace) / "selection" / f"{src.name}.json", json.dumps(stats, indent=2))
+        out = write_manifest(Manifest(rows, classes), ws.web(src.name, "aux"))
+        atomic_write_text(ws.selection(src.name), json.dumps(stats, indent=2))
         pr = stats.get("filter")
         console.print(f"select {src.name}: kept {stats['kept']} of {stats['scored']} ({cfg.omni.filter}, "
                       f"threshold {cfg.omni.threshold})"

@@ -22,6 +22,7 @@ from ..config import Config, from_dict
 from ..data.manifest import ManifestError, atomic_write_bytes
 from ..train.checkpoint import latest_checkpoint, load_weights
 from ..transform.untrimmed import clip_windows
+from ..workspace import Workspace
 
 
 @dataclass
@@ -32,11 +33,11 @@ class Teacher:
     run: Path
 
 
-def load_teacher(workspace: Path, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
+def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
     """The latest checkpoint of ``runs/<run_name>``, rebuilt from the config it was trained with."""
     from ..models import create_head, create_model
 
-    run = Path(workspace) / "runs" / run_name
+    run = Workspace.of(workspace).run(run_name)
     ckpt = latest_checkpoint(run)
     if ckpt is None or not (run / "config.yaml").exists():
         raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first")

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
+from ..console import console
 from ..data.manifest import read_manifest
-from ..pipeline import console, feature_cache, target_manifest_path
-from ..web import scores_dir, web_path
+from ..workspace import Workspace
 from .score import Teacher, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
 
 
@@ -25,7 +25,7 @@ def _feature_dim(cache: Path) -> int:
 def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
     from ..features.cache import load_features
 
-    cache = feature_cache(cfg, workspace, per_second=kind == "untrimmed")
+    cache = Workspace.of(workspace).feature_cache(cfg, per_second=kind == "untrimmed")
 
     def score(rows: list[dict]) -> list[dict]:
         feats = load_features(cache, [r["id"] for r in rows])
@@ -107,15 +107,16 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
 
 
 def score_stage(cfg: Config, workspace) -> list[Path]:
-    classes = read_manifest(target_manifest_path(workspace)).classes
-    dim = _feature_dim(feature_cache(cfg, workspace)) if cfg.mode == "features" else None
-    teachers = [load_teacher(Path(workspace), run, classes, dim) for run in cfg.omni.teacher_runs]
+    ws = Workspace.of(workspace)
+    classes = read_manifest(ws.target_manifest()).classes
+    dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None
+    teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
     outs = []
     for src in cfg.web:
-        rows = [r for r in read_manifest(web_path(workspace, src.name)).rows if r["status"] == "ok"]
-        fn = _feature_scorer(teachers, cfg, workspace, src.kind) if cfg.mode == "features" \
+        rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
+        fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
             else _pixel_scorer(teachers, cfg, src.kind)
-        out = score_in_shards(rows, fn, scores_dir(workspace, src.name), progress=console.is_terminal)
+        out = score_in_shards(rows, fn, ws.scores(src.name), progress=console.is_terminal)
         console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
         outs.append(out)
     return outs

@@ -22,7 +22,9 @@ import torch
 from safetensors.torch import load_file
 
 from ..config import Config, ConfigError, DAConfig, TrainConfig, dump_config
-from ..data.manifest import ManifestError, read_manifest
+from ..console import console
+from ..data.manifest import ManifestError, atomic_write_text, read_manifest
+from ..workspace import Workspace
 from .transfer import DANet, fit_da, stage_config
 
 
@@ -111,16 +113,13 @@ def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DACon
 
 
 def _sources(cfg: Config, workspace, classes: list[str]) -> dict[str, list[dict]]:
-    from ..pipeline import console
-    from ..web import web_path
-
     found: dict[str, list[dict]] = {"image": [], "video": []}
     for src in cfg.web:
         if src.kind == "untrimmed":
             console.print(f"[yellow]da: web source {src.name} is untrimmed; domain adaptation uses image and "
                           f"trimmed sources only, skipped[/]")
             continue
-        path = web_path(workspace, src.name)
+        path = Workspace.of(workspace).web(src.name)
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource import-web` first")
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok"]
@@ -134,10 +133,9 @@ def _sources(cfg: Config, workspace, classes: list[str]) -> dict[str, list[dict]
 
 
 def _feature_data(cfg: Config, workspace, manifest, web: dict[str, list[dict]]) -> dict:
-    from ..pipeline import feature_cache
     from ..features.cache import stack_features
 
-    cache, t = feature_cache(cfg, workspace), cfg.features.frames
+    cache, t = Workspace.of(workspace).feature_cache(cfg), cfg.features.frames
     data = {}
     for name, rows in web.items():
         x, kept = stack_features(cache, rows, t) if rows else (np.zeros((0, t, 0), np.float16), [])
@@ -158,9 +156,8 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
     from ..data.datasets import VideoClipDataset, make_loader
     from ..models import create_model
     from ..models.inflate2plus1 import inflate_2plus1
-    from ..pipeline import console
 
-    classes, t, da, out = manifest.classes, cfg.train, cfg.da, Path(workspace) / "runs"
+    classes, t, da, out = manifest.classes, cfg.train, cfg.da, Workspace.of(workspace).runs_dir
     rows = {s: [r for r in manifest.rows if r.get("split") == s and r.get("status") == "ok"] for s in ("train", "val")}
     if not rows["train"]:
         raise ManifestError("the target manifest has no training rows to use as unlabeled target frames")
@@ -202,18 +199,17 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
 
 def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Run the configured DA stages (``da.stages``); returns the last run folder."""
-    from ..pipeline import console, target_manifest_path
-
-    manifest = read_manifest(target_manifest_path(workspace))
-    web = _sources(cfg, workspace, manifest.classes)
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target_manifest())
+    web = _sources(cfg, ws, manifest.classes)
     stages = ("image", "video") if cfg.da.stages == "both" else (cfg.da.stages,)
     console.print(f"da: {cfg.mode} mode, stages {', '.join(stages)}; web images {len(web['image'])}, "
                   f"web videos {len(web['video'])}")
     if cfg.mode == "features":
-        data = _feature_data(cfg, workspace, manifest, web)
-        train_feature_da(data, manifest.classes, cfg.train, cfg.da, Path(workspace) / "runs", stages, resume, console)
+        data = _feature_data(cfg, ws, manifest, web)
+        train_feature_da(data, manifest.classes, cfg.train, cfg.da, ws.runs_dir, stages, resume, console)
     else:
-        _pixel_runs(cfg, workspace, manifest, web, stages, resume)
-    run = Path(workspace) / "runs" / (cfg.da.video_run if "video" in stages else cfg.da.image_run)
-    (run / "config.yaml").write_text(dump_config(cfg))
+        _pixel_runs(cfg, ws, manifest, web, stages, resume)
+    run = ws.run(cfg.da.video_run if "video" in stages else cfg.da.image_run)
+    atomic_write_text(run / "config.yaml", dump_config(cfg))
     return run

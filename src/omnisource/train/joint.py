@@ -12,11 +12,12 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from ..config import Config, WebSourceConfig, dump_config
+from ..console import console
 from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
-from ..data.manifest import ManifestError, read_manifest
+from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..data.resample import ResampledSampler, sample_weights
-from ..pipeline import build_model_and_loaders, console, feature_cache, target_manifest_path
-from ..web import web_path
+from ..workspace import Workspace
+from .build import build_model_and_loaders
 from .loop import Source, fit
 
 
@@ -25,16 +26,16 @@ def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict])
     gather their frames from the 1 fps cache of the parent video."""
     from ..features.cache import load_features, stack_features
 
-    f = cfg.features
+    f, ws = cfg.features, Workspace.of(workspace)
     snippets = [r for r in rows if r.get("frame_indices")]
     others = [r for r in rows if not r.get("frame_indices")]
     feats, labels = [], []
     if others:
-        x, kept = stack_features(feature_cache(cfg, workspace), others, f.frames)
+        x, kept = stack_features(ws.feature_cache(cfg), others, f.frames)
         feats += list(x)
         labels += [r["label"] for r in kept]
     if snippets:
-        per_second = load_features(feature_cache(cfg, workspace, per_second=True),
+        per_second = load_features(ws.feature_cache(cfg, per_second=True),
                                    sorted({r["parent_id"] for r in snippets}))
         from ..data.sampling import tsn_indices
 
@@ -62,21 +63,22 @@ def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps:
 
 def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[str] | None = None) -> Path:
     """Train ``omni.student_run`` on the target plus the transformed web sources."""
-    manifest = read_manifest(target_manifest_path(workspace))
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target_manifest())
     classes = manifest.classes
-    model, train, val = build_model_and_loaders(cfg, workspace, manifest)
+    model, train, val = build_model_and_loaders(cfg, ws, manifest)
     steps = len(train)
     aux = []
     for src in cfg.web:
         if sources is not None and src.name not in sources:
             continue
-        path = web_path(workspace, src.name, "train")
+        path = ws.web(src.name, "train")
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource transform` first")
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and r.get("label") is not None]
         batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
         if cfg.mode == "features":
-            x, y = aux_features(cfg, workspace, src, rows)
+            x, y = aux_features(cfg, ws, src, rows)
             dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
         else:
             dataset = VideoClipDataset(rows, cfg.media, True, cfg.train.seed)
@@ -88,8 +90,8 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
                                                cfg.train.num_workers if cfg.mode == "pixels" else 0), src.weight))
         console.print(f"student: {src.name}: {len(y)} samples, batch {batch} per iteration, "
                       f"resampling {cfg.omni.resample}")
-    out = Path(workspace) / "runs" / cfg.omni.student_run
+    out = ws.run(cfg.omni.student_run)
     fit(model, train, val, cfg.train, out, classes, dump_config(cfg), aux=aux, resume=resume, console=console,
         cross_mixup=cfg.omni.cross_mixup)
-    (out / "config.yaml").write_text(dump_config(cfg))
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out

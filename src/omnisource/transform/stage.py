@@ -16,14 +16,12 @@ import numpy as np
 from ..config import Config
 from ..data import media, transforms
 from ..data.datasets import frame_span
+from ..console import console
 from ..data.manifest import Manifest, make_id, read_manifest, write_manifest
-from ..pipeline import console, target_manifest_path
 from ..teacher.score import read_scores
-from ..web import scores_dir, web_path
+from ..workspace import Workspace
 from .image_to_clip import estimate_homographies, fit_gaussian, save_motion
 from .untrimmed import positive_frames, select_snippet
-
-MOTION = "motion.npz"
 
 
 def fit_motion(rows: list[dict], classes: list[str], max_pixels: int, frames_per_video: int = 16,
@@ -55,10 +53,11 @@ def fit_motion(rows: list[dict], classes: list[str], max_pixels: int, frames_per
 
 def fit_motion_stage(cfg: Config, workspace) -> Path:
     """Fit N(μ, Σ) on homographies between consecutive frames of target training videos."""
-    manifest = read_manifest(target_manifest_path(workspace))
+    ws = Workspace.of(workspace)
+    manifest = read_manifest(ws.target_manifest())
     rows = [r for r in manifest.rows if r["split"] == "train" and r["status"] == "ok" and r["kind"] != "image"]
     fits, counts = fit_motion(rows, manifest.classes, cfg.media.max_pixels)
-    out = Path(workspace) / MOTION
+    out = ws.motion
     save_motion(out, fits, counts)
     console.print(f"fit-motion: {counts['agnostic']} homographies from {len(rows)} videos, "
                   f"{len(fits) - 1} per-class fits -> {out}")
@@ -109,21 +108,22 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
 
 
 def transform_stage(cfg: Config, workspace) -> list[Path]:
-    classes = read_manifest(target_manifest_path(workspace)).classes
-    motion = Path(workspace) / MOTION
+    ws = Workspace.of(workspace)
+    classes = read_manifest(ws.target_manifest()).classes
+    motion = ws.motion
     if cfg.omni.image_to_clip.startswith("perspective") and any(s.kind == "image" for s in cfg.web) \
             and not motion.exists():
-        fit_motion_stage(cfg, workspace)
+        fit_motion_stage(cfg, ws)
     outs = []
     for src in cfg.web:
-        kept = [r for r in read_manifest(web_path(workspace, src.name, "aux")).rows if r["status"] == "ok"]
+        kept = [r for r in read_manifest(ws.web(src.name, "aux")).rows if r["status"] == "ok"]
         if src.kind == "image":
             rows = image_rows(kept, cfg.omni.image_to_clip, classes, motion, cfg.omni.warp_scale, cfg.omni.seed)
         elif src.kind == "trimmed":
             rows = kept
         else:
-            rows = untrimmed_rows(kept, read_scores(scores_dir(workspace, src.name)), cfg)
-        out = write_manifest(Manifest(rows, classes), web_path(workspace, src.name, "train"))
+            rows = untrimmed_rows(kept, read_scores(ws.scores(src.name)), cfg)
+        out = write_manifest(Manifest(rows, classes), ws.web(src.name, "train"))
         per_class = Counter(classes[r["label"]] for r in rows)
         console.print(f"transform {src.name}: {len(kept)} kept -> {len(rows)} training samples "
                       f"({src.kind}{', ' + cfg.omni.image_to_clip if src.kind == 'image' else ''}"

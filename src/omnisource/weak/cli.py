@@ -8,7 +8,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import ConfigOpt, OverridesArg, WorkspaceOpt, _cfg, friendly
+    from ..cli.common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
 
     def weak_labels(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
                     overrides: Optional[List[str]] = OverridesArg):
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         scores, teacher / agreement / SPL labels (spl_full, spl_m, spl_d, spl_b), with its label map."""
         from .stage import weak_labels_stage
 
-        weak_labels_stage(*_cfg(config, workspace, overrides))
+        weak_labels_stage(*load_cfg(config, workspace, overrides))
 
     def pretrain(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
                  resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         """Pre-train on manifests/weak.parquet (one tag drawn per epoch, square-root class resampling)."""
         from .stage import pretrain_stage
 
-        pretrain_stage(*_cfg(config, workspace, overrides), resume=resume)
+        pretrain_stage(*load_cfg(config, workspace, overrides), resume=resume)
 
     def make_transfer(how: str, doc: str):
         def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                     overrides: Optional[List[str]] = OverridesArg):
             from .stage import transfer_stage
 
-            transfer_stage(*_cfg(config, workspace, overrides), how, checkpoint, resume=resume)
+            transfer_stage(*load_cfg(config, workspace, overrides), how, checkpoint, resume=resume)
 
         command.__doc__ = doc
         return command

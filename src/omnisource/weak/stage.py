@@ -22,12 +22,10 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config, ConfigError, dump_config, from_dict
+from ..console import console
 from ..data.manifest import Manifest, ManifestError, atomic_write_text, make_id, read_manifest, write_manifest
-from ..pipeline import console, target_manifest_path
+from ..workspace import Workspace
 from . import labels as wl
-
-WEAK = "manifests/weak.parquet"
-LABEL_MAP = "manifests/weak.labelmap.json"
 
 
 def _duration(row: dict) -> float:
@@ -55,8 +53,8 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
     source has no teacher scores)."""
     from ..select.filter import map_queries
     from ..teacher.score import read_scores
-    from ..web import scores_dir, web_path
 
+    ws = Workspace.of(workspace)
     names = cfg.weak.sources or [s.name for s in cfg.web]
     known = {s.name: s for s in cfg.web}
     for n in names:
@@ -68,9 +66,9 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
     out, untrimmed = [], []
     for name in names:
         src = known[name]
-        rows = [r for r in read_manifest(web_path(workspace, name)).rows
+        rows = [r for r in read_manifest(ws.web(name)).rows
                 if r["status"] == "ok" and r.get("weak_labels")]
-        sdir = scores_dir(workspace, name)
+        sdir = ws.scores(name)
         scores = read_scores(sdir) if sdir.exists() else {}
         qmap = map_queries(sorted({r["weak_labels"][0] for r in rows}), classes, src.query_map)
         for r in rows:
@@ -94,8 +92,9 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
     """Write ``manifests/weak.parquet`` (one labelled row per pre-training sample) and its label map."""
     from ..select import spl
 
-    classes = read_manifest(target_manifest_path(workspace)).classes
-    rows = web_samples(cfg, workspace, classes)
+    ws = Workspace.of(workspace)
+    classes = read_manifest(ws.target_manifest()).classes
+    rows = web_samples(cfg, ws, classes)
     method = cfg.weak.labels
     if not rows:
         raise ManifestError("weak-labels: the web sources hold no usable sample (status ok, with a weak label)")
@@ -118,7 +117,7 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
         res = spl.make_labels(method, weak, teacher, len(classes), cfg.weak.k)
         labels = res.labels
         noise = spl.noise_ratio(spl.confusion(weak, teacher, len(classes)))
-        path = spl.save_label_map(Path(workspace) / LABEL_MAP, res, method, classes, {"noise_ratio": noise})
+        path = spl.save_label_map(ws.weak_label_map, res, method, classes, {"noise_ratio": noise})
         doc = json.loads(path.read_text())
     keep = np.flatnonzero(labels >= 0)
     if cfg.weak.budget_samples:
@@ -127,8 +126,8 @@ def weak_labels_stage(cfg: Config, workspace) -> Path:
     for r in out_rows:
         r.pop("query_class", None)
     doc.update(samples=len(out_rows), of=len(rows))
-    atomic_write_text(Path(workspace) / LABEL_MAP, json.dumps(doc, indent=2))
-    out = write_manifest(Manifest(out_rows, [c["name"] for c in doc["classes"]]), Path(workspace) / WEAK)
+    atomic_write_text(ws.weak_label_map, json.dumps(doc, indent=2))
+    out = write_manifest(Manifest(out_rows, [c["name"] for c in doc["classes"]]), ws.weak_manifest)
     console.print(f"weak-labels ({method}): {len(out_rows)} of {len(rows)} samples, {doc['num_classes']} classes"
                   + (f", noise ratio {doc['noise_ratio']:.3f}" if "noise_ratio" in doc else "") + f" -> {out}")
     return out
@@ -162,23 +161,24 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     from ..data.resample import ResampledSampler
     from ..features.cache import stack_features
     from ..models import create_head, create_model
-    from ..pipeline import feature_cache, features_stage
+    from ..features.embed import embed_manifest
     from ..train.loop import fit
 
-    path = Path(workspace) / WEAK
+    ws = Workspace.of(workspace)
+    path = ws.weak_manifest
     manifest = read_manifest(path)
     rows = [r for r in manifest.rows if r["status"] == "ok" and r.get("label") is not None]
     if not rows:
         raise ManifestError(f"{path}: no labelled rows; run `omnisource weak-labels` first")
     names = manifest.classes
-    doc = json.loads((Path(workspace) / LABEL_MAP).read_text())
+    doc = json.loads(ws.weak_label_map.read_text())
     multi = doc.get("method") == "weak"
     if cfg.mode == "features":
         if cfg.features.head != "temporal":
             console.print(f"[yellow]pretrain: features.head={cfg.features.head} has no trainable body; only the "
                           "classifier is learnt (use features.head=temporal to pre-train a body)[/]")
-        features_stage(cfg, workspace, [path])
-        x, rows = stack_features(feature_cache(cfg, workspace), rows, cfg.features.frames)
+        embed_manifest(cfg, ws, path)
+        x, rows = stack_features(ws.feature_cache(cfg), rows, cfg.features.frames)
         if not rows:
             raise ManifestError(f"{path}: no row has cached features (all failed to decode?)")
         y = np.array([r["label"] for r in rows], dtype=np.int64)
@@ -197,7 +197,7 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     sampler = ResampledSampler(weights, max(1, len(dataset) // batch) * batch, seed=cfg.train.seed + 23)
     loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.train.num_workers if cfg.mode == "pixels" else 0, worker_init_fn=_one_thread)
-    out = Path(workspace) / "runs" / cfg.weak.pretrain_run
+    out = ws.run(cfg.weak.pretrain_run)
     console.print(f"pretrain: {len(dataset)} samples, {len(names)} classes ({doc.get('method')}), "
                   f"resampling ∝ N^{cfg.weak.resample_power} -> {out}")
     fit(model, loader, None, cfg.train, out, names, dump_config(cfg), resume=resume, console=console)
@@ -232,21 +232,22 @@ def transfer_stage(cfg: Config, workspace, how: str, checkpoint: str | Path | No
     Writes ``runs/<weak.finetune_run | weak.probe_run>/metrics.json``."""
     from ..evaluate.metrics import metrics_table
     from ..models import load_pretrained
-    from ..pipeline import build_model_and_loaders
+    from ..train.build import build_model_and_loaders
     from ..train.probe import transfer
 
-    file, trained = resolve_checkpoint(checkpoint or Path(workspace) / "runs" / cfg.weak.pretrain_run)
+    ws = Workspace.of(workspace)
+    file, trained = resolve_checkpoint(checkpoint or ws.run(cfg.weak.pretrain_run))
     run_cfg = copy.deepcopy(cfg)
     if trained is not None:  # rebuild the architecture the checkpoint was trained with
         run_cfg.features.head, run_cfg.model.name = trained.features.head, trained.model.name
         run_cfg.model.width = trained.model.width
     if cfg.mode == "pixels":
         run_cfg.model.pretrained = str(file)
-    manifest = read_manifest(target_manifest_path(workspace))
-    model, train, val = build_model_and_loaders(run_cfg, workspace, manifest)
+    manifest = read_manifest(ws.target_manifest())
+    model, train, val = build_model_and_loaders(run_cfg, ws, manifest)
     if cfg.mode == "features":
         load_pretrained(model, file)
-    out = Path(workspace) / "runs" / (cfg.weak.finetune_run if how == "finetune" else cfg.weak.probe_run)
+    out = ws.run(cfg.weak.finetune_run if how == "finetune" else cfg.weak.probe_run)
     console.print(f"{how}: {file} -> {out}")
     metrics = transfer(model, how, train, val, cfg.train, out, manifest.classes, cfg.weak.body_lr_scale,
                        console=console, config_text=dump_config(run_cfg), resume=resume)

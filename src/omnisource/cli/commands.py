@@ -1,11 +1,6 @@
-"""The ``omnisource`` command: one sub-command per stage, plus ``run`` and ``demo``.
-
-Every command takes ``--config FILE`` and trailing ``section.field=value`` overrides. Expected
-failures (bad config, bad manifest, missing input) print one line and exit with status 2.
-"""
+"""The ``omnisource`` app: one sub-command per stage, plus ``run``, ``demo`` and ``config``."""
 from __future__ import annotations
 
-import functools
 import importlib
 import sys
 from pathlib import Path
@@ -13,53 +8,15 @@ from typing import List, Optional
 
 import typer
 
-from . import pipeline
-from .config import ConfigError, Config, dump_config, load_config
-from .data import media
-from .data.manifest import ManifestError
+from .. import pipeline
+from ..config import dump_config, load_config
+from ..console import console
+from .common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train video classifiers from a small labeled set plus noisy web data.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configurations.")
 app.add_typer(config_app, name="config")
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file.")
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (overrides `workspace`).")
-OverridesArg = typer.Argument(None, help="Overrides such as train.epochs=5.", show_default=False)
-
-
-def _expected_errors():
-    from .data.media import MediaError
-
-    return (ConfigError, ManifestError, MediaError, FileNotFoundError, RuntimeError, ValueError)
-
-
-def friendly(fn):
-    """Turn expected errors into one red line and exit code 2 (tracebacks stay for real bugs)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except _expected_errors() as err:
-            pipeline.console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]]) -> tuple[Config, Path]:
-    overrides = list(overrides or [])
-    if config is None and workspace is not None and (workspace / "config.yaml").is_file():
-        config = workspace / "config.yaml"  # a workspace remembers the config it was run with
-    cfg = load_config(config, overrides)
-    media.set_backend(cfg.media.backend)  # every decode of this run, loader workers included
-    if workspace is not None:
-        cfg.workspace = str(workspace)
-    ws = Path(cfg.workspace)
-    ws.mkdir(parents=True, exist_ok=True)
-    pipeline.atomic_write_text(ws / "config.yaml", dump_config(cfg))
-    return cfg, ws
 
 
 def _stage_command(name: str, target: str, doc: str) -> None:
@@ -68,8 +25,8 @@ def _stage_command(name: str, target: str, doc: str) -> None:
     def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
                 overrides: Optional[List[str]] = OverridesArg):
         module, function = target.split(":")
-        cfg, ws = _cfg(config, workspace, overrides)
-        getattr(importlib.import_module(module, __package__), function)(cfg, ws)
+        cfg, ws = load_cfg(config, workspace, overrides)
+        getattr(importlib.import_module(module, "omnisource"), function)(cfg, ws)
 
     command.__doc__ = doc
     app.command(name)(friendly(command))
@@ -106,7 +63,7 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
             workers: int = typer.Option(0, "--workers", min=0, help="Processes; 0 = all cores."),
             overrides: Optional[List[str]] = OverridesArg):
     """Re-encode (or frame-extract) the target media once into a training-friendly form (resumable)."""
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode", workers)
 
 
@@ -117,9 +74,9 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
                                                            help="Manifest(s) to embed (default: target)."),
              overrides: Optional[List[str]] = OverridesArg):
     """Embed frames with the frozen backbone into the workspace feature cache (resumable)."""
-    from .web import web_features
+    from ..web import web_features
 
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     pipeline.features_stage(cfg, ws, list(manifest) if manifest else None)
     if not manifest:
         web_features(cfg, ws)
@@ -133,9 +90,9 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
           overrides: Optional[List[str]] = OverridesArg):
     """Train on the target set (feature mode: a head on cached features; pixel mode: a whole network).
     With train.method=da: image-to-video domain adaptation on the web sources (the `da` section)."""
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     if cfg.train.method == "da":
-        from .train.da_stage import da_stage
+        from ..train.da_stage import da_stage
 
         da_stage(cfg, ws, resume=resume)
         return
@@ -149,7 +106,7 @@ def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
              run_name: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: train.run_name)."),
              overrides: Optional[List[str]] = OverridesArg):
     """Evaluate on the validation split: top-1, top-5, mean class accuracy, confusion matrix."""
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     if run_name:
         cfg.train.run_name = run_name
     pipeline.evaluate_stage(cfg, ws, checkpoint)
@@ -161,12 +118,12 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
         overrides: Optional[List[str]] = OverridesArg):
     """Chain the stages (target-only, or OmniSource when web sources are configured),
     skipping those whose outputs are complete; ends by writing the HTML report."""
-    from .report import write_report
-    from .runner import run_pipeline
+    from ..report import write_report
+    from ..runner import run_pipeline
 
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     run_pipeline(cfg, ws)
-    pipeline.console.print(f"report: {write_report(cfg, ws)}")
+    console.print(f"report: {write_report(cfg, ws)}")
 
 
 @app.command()
@@ -175,9 +132,9 @@ def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
             resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
             overrides: Optional[List[str]] = OverridesArg):
     """Jointly train the student on target + web batches (omni.student_run)."""
-    from .train.joint import student_stage
+    from ..train.joint import student_stage
 
-    cfg, ws = _cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides)
     student_stage(cfg, ws, resume=resume)
 
 
@@ -186,26 +143,24 @@ def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "-w"),
          overrides: Optional[List[str]] = OverridesArg):
     """Generate a small synthetic dataset and run the pipeline on it end to end."""
-    from .demo.run import run_demo
+    from ..demo.run import run_demo
 
     run_demo(workspace, list(overrides or []))
 
 
-from .collect.cli import register as _register_collect  # noqa: E402 - needs app, friendly, _cfg above
+def _register_packages() -> None:
+    from ..collect.cli import register as register_collect
+    from ..report.stage import register as register_report
+    from ..sweep import register as register_sweep
+    from ..weak.cli import register as register_weak
 
-_register_collect(app)  # queries, download, dedup, clean validate, clean dedup
+    register_collect(app)  # queries, download, dedup, clean validate, clean dedup
+    register_weak(app)  # weak-labels, pretrain, finetune, probe
+    register_report(app)  # report
+    register_sweep(app)  # sweep labels|teacher|ratio
 
-from .weak.cli import register as _register_weak  # noqa: E402
 
-_register_weak(app)  # weak-labels, pretrain, finetune, probe
-
-from .report.stage import register as _register_report  # noqa: E402
-
-_register_report(app)  # report
-
-from .sweep import register as _register_sweep  # noqa: E402
-
-_register_sweep(app)  # sweep labels|teacher|ratio
+_register_packages()
 
 
 def _log_to_stderr() -> None:

@@ -1,0 +1,4 @@
+"""``python -m omnisource ...`` (torchrun launches this too)."""
+from .cli.commands import main
+
+main()

@@ -1,0 +1,4 @@
+"""``python -m omnisource.cli ...``"""
+from .commands import main
+
+main()

@@ -1,0 +1,58 @@
+"""Options and helpers shared by every ``omnisource`` command (stage packages import them from here).
+
+Every command takes ``--config FILE`` and trailing ``section.field=value`` overrides. Expected
+failures (bad config, bad manifest, missing input) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..config import Config, ConfigError, dump_config, load_config
+from ..console import console
+from ..data.manifest import ManifestError, atomic_write_text
+from ..workspace import Workspace
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file.")
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (overrides `workspace`).")
+OverridesArg = typer.Argument(None, help="Overrides such as train.epochs=5.", show_default=False)
+
+
+def _expected_errors():
+    from ..data.media import MediaError
+
+    return (ConfigError, ManifestError, MediaError, FileNotFoundError, RuntimeError, ValueError)
+
+
+def friendly(fn):
+    """Turn expected errors into one red line and exit code 2 (tracebacks stay for real bugs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _expected_errors() as err:
+            console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]]) -> tuple[Config, Workspace]:
+    """The command's config and workspace."""
+    overrides = list(overrides or [])
+    if config is None and workspace is not None and Workspace(workspace).config_file.is_file():
+        config = Workspace(workspace).config_file  # a workspace remembers the config it was run with
+    cfg = load_config(config, overrides)
+    from ..data import media
+
+    media.set_backend(cfg.media.backend)  # every decode of this run, loader workers included
+    if workspace is not None:
+        cfg.workspace = str(workspace)
+    ws = Workspace(cfg.workspace)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ws.config_file, dump_config(cfg))
+    return cfg, ws
