@@ -129,7 +129,7 @@ def main(argv=None):
              "start_s": None, "end_s": None, "num_frames": media.probe(p).num_frames} for p in paths]
     n = len(rows)
     print(f"{n} videos, {sum(r['num_frames'] for r in rows) / n:.0f} frames each on average, "
-          f"{args.workers} workers, torchcodec {'available' if media.decode._TorchcodecDecoder else 'absent'}")
+          f"{args.workers} workers, torchcodec {'available' if media.decode.torchcodec_decoder() else 'absent'}")
     t = timed(rows, ["decode", "loader", "seek"], args.workers, args.repeats)
     frames = sum(r["num_frames"] for r in rows)
     table = [("decode-only (every frame)", t["decode"], frames),

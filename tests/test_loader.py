@@ -129,7 +129,7 @@ def test_torchcodec_that_does_not_import_is_a_one_line_error(monkeypatch, long_g
 
 def test_torchcodec_frames_match_pyav(long_gop):
     """Where torchcodec imports, it returns the same frames for the same indices."""
-    if decode._TorchcodecDecoder is None:
+    if decode.torchcodec_decoder() is None:
         with pytest.raises(ValueError):
             media.read_frames(long_gop, [0], backend="torchcodec")
         return

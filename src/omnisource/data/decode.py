@@ -28,13 +28,6 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-try:  # optional back-end; any failure at import time just means "not available"
-    from torchcodec.decoders import VideoDecoder as _TorchcodecDecoder
-    _TORCHCODEC_ERROR = ""
-except Exception as _err:  # noqa: BLE001 - ImportError, missing libav*, ABI mismatch with torch, ...
-    _TorchcodecDecoder = None
-    _TORCHCODEC_ERROR = f"{type(_err).__name__}: {str(_err).splitlines()[0] if str(_err) else ''}"[:200]
-
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "pyav", "torchcodec")
@@ -67,6 +60,24 @@ class MediaInfo:
 # ----------------------------------------------------------------------------- back-end choice
 _default_backend = "auto"  # this process's `media.backend`; forked loader workers inherit it
 _announced: set = set()
+# The optional torchcodec back-end, imported when first asked for: the import costs seconds (it
+# loads torch and FFmpeg's libraries), which every command that decodes with PyAV would pay.
+_TorchcodecDecoder = None
+_TORCHCODEC_ERROR: str | None = None  # None: not tried yet; "": imported
+
+
+def torchcodec_decoder():
+    """torchcodec's VideoDecoder class, or None where it does not import (the reason is then
+    in `_TORCHCODEC_ERROR`); any failure at import time just means "not available"."""
+    global _TorchcodecDecoder, _TORCHCODEC_ERROR
+    if _TORCHCODEC_ERROR is None:
+        try:
+            from torchcodec.decoders import VideoDecoder
+            _TorchcodecDecoder, _TORCHCODEC_ERROR = VideoDecoder, ""
+        except Exception as err:  # noqa: BLE001 - ImportError, missing libav*, ABI mismatch with torch, ...
+            msg = str(err).splitlines()[0] if str(err) else ""
+            _TorchcodecDecoder, _TORCHCODEC_ERROR = None, f"{type(err).__name__}: {msg}"[:200]
+    return _TorchcodecDecoder
 
 
 def set_backend(name: str) -> None:
@@ -80,7 +91,7 @@ def set_backend(name: str) -> None:
 def _check_backend(name: str) -> None:
     if name not in BACKENDS:
         raise ValueError(f"media.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if name == "torchcodec" and _TorchcodecDecoder is None:
+    if name == "torchcodec" and torchcodec_decoder() is None:
         raise ValueError(f"media.backend=torchcodec: torchcodec does not import here ({_TORCHCODEC_ERROR}); "
                          "install the torchcodec extra and system FFmpeg, or set media.backend=pyav")
 
@@ -97,8 +108,7 @@ def resolve_backend(requested: str | None = None) -> str:
     chosen = "torchcodec" if requested == "torchcodec" else "pyav"
     if requested not in _announced:
         _announced.add(requested)
-        tc = "available" if _TorchcodecDecoder is not None else f"not available: {_TORCHCODEC_ERROR}"
-        log.info("video decoding: %s (media.backend=%s; torchcodec %s)", chosen, requested, tc)
+        log.info("video decoding: %s (media.backend=%s)", chosen, requested)
     return chosen
 
 
@@ -333,20 +343,20 @@ class ForwardDecoder:
         return i if abs(x - i) < 0.25 else None
 
     def _can_skip(self) -> bool:
-        return (self.want is not None and not self.skip_failed and self.seek_target is None
-                and self.offset is not None and self.agree >= SKIP_VERIFY and not self.pts_bad)
+        return (self.agree >= SKIP_VERIFY and self.offset is not None and self.seek_target is None
+                and not self.pts_bad and not self.skip_failed and self.want is not None)
 
     def _demux(self):
-        cc = self.stream.codec_context
+        cc, want = self.stream.codec_context, self.want
         for packet in self.container.demux(self.stream):
             if self.first_dts is None and packet.size:
                 self.first_dts = (packet.dts,)
             skip = False
-            if self.want is not None and packet.pts is not None and not packet.is_discard:
+            if want is not None and packet.pts is not None and not packet.is_discard:
                 i = self._grid(packet.pts)
                 if i is not None:
                     self.seen.add(i)
-                    skip = self._can_skip() and i - self.offset not in self.want
+                    skip = i - (self.offset or 0) not in want and self._can_skip()
             if skip != self.skipping:
                 cc.skip_frame, self.skipping = ("NONREF" if skip else "DEFAULT"), skip
             self.skip_mode = self.skip_mode or skip
@@ -389,18 +399,20 @@ class ForwardDecoder:
             frame, self.error = None, e
         if frame is None:
             return None, None
-        pts_idx = None
-        if frame.pts is not None and self.tb_fps:
-            pts_idx = int(round((frame.pts - self.start) * self.tb_fps))
         if self.skip_mode and self.seek_target is None:  # frames may be skipped: only pts index
             grid = self._grid(frame.pts) if frame.pts is not None else None
             idx = None if grid is None else grid - self.offset
-            if idx is None or idx <= self.pos or not all(j + self.offset in self.seen
-                                                         for j in range(self.pos + 1, idx)):
+            if idx is None or idx <= self.pos or (idx > self.pos + 1 and not all(
+                    j + self.offset in self.seen for j in range(self.pos + 1, idx))):
                 self._fail_skip()  # off the grid, backwards, or a gap no packet fills
                 return -1, frame
             self.skipped += idx - self.pos - 1
-        elif self.seek_target is None:
+            self.pos = idx
+            return idx, frame
+        pts_idx = None
+        if frame.pts is not None and self.tb_fps:
+            pts_idx = int(round((frame.pts - self.start) * self.tb_fps))
+        if self.seek_target is None:
             idx = self.pos + 1
             if pts_idx is not None:  # pts may sit a constant offset from the count (AVI + B-frames)
                 self.offset = pts_idx - idx if self.offset is None else self.offset
@@ -449,7 +461,7 @@ def decode_torchcodec(path: Path, uniq: np.ndarray, max_pixels, short_side: int 
     """(len(uniq), H, W, 3) uint8 through torchcodec's exact-seek decoder, or None when it fails
     on this file and not `strict` (PyAV then decodes it)."""
     try:
-        dec = _TorchcodecDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=1)
+        dec = torchcodec_decoder()(str(path), dimension_order="NHWC", num_ffmpeg_threads=1)
         meta = dec.metadata
         check_size(MediaInfo("video", len(dec), 0.0, 0.0, meta.width, meta.height), max_pixels)
         if len(dec) == 0:  # PyAV says why
