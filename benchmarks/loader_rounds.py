@@ -16,7 +16,8 @@ CPU use: the harness's `cpu_busy_pct` counts the whole machine, neighbours inclu
 running or waiting in a run queue (from /proc/<pid>/task/*/schedstat, averaged over the workers):
 a loader whose workers never wait on anything but a CPU shows ~100 % however busy the neighbours
 keep the machine. `got` is the share of all cores that the loader's processes (main + workers)
-actually ran.
+actually ran, and `per CPU s` the clips (videos) delivered per CPU second they used: the figure
+that stays put when neighbours take the CPU, and that an idle machine multiplies by its cores.
 """
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-HARNESS = Path(__file__).resolve().parents[2] / "shared/tools/loader-bench/loader_bench.py"
+# ../shared beside the checkout (a worktree under wt/ has it one level further up)
+_SHARED = next((p / "shared" for p in Path(__file__).resolve().parents[2:4] if (p / "shared").is_dir()),
+               Path(__file__).resolve().parents[2] / "shared")
+HARNESS = _SHARED / "tools/loader-bench/loader_bench.py"
 
 
 def _load(path: Path, name: str):
@@ -67,25 +71,40 @@ def _family(pid: int) -> list[int]:
     return out
 
 
-def _sched() -> tuple[float, float, int]:
-    """(seconds running of this process family, seconds its workers ran or waited to run, workers)."""
-    run = demand = 0
-    me = os.getpid()
-    family = _family(me)
-    for p in family:
+def _sched() -> dict[int, tuple[float, float]]:
+    """{pid: (CPU seconds, seconds its threads ran or waited to run)} over this process family
+    (demand 0 for this process: the workers' demand is what is asked). CPU time is
+    /proc/<pid>/stat's utime + stime, which keeps the time of threads that have exited (decord's
+    and FFmpeg's per-file threads); run-queue waits exist per live thread only."""
+    out, me, tick = {}, os.getpid(), os.sysconf("SC_CLK_TCK")
+    for p in _family(me):
         try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            tasks = os.listdir(f"/proc/{p}/task") if p != me else []
+        except (OSError, ValueError, IndexError):
             continue
+        demand = 0.0
         for task in tasks:
             try:
                 with open(f"/proc/{p}/task/{task}/schedstat") as f:
                     r, w, _ = f.read().split()
             except (OSError, ValueError):
                 continue
-            run += int(r)
-            demand += (int(r) + int(w)) if p != me else 0
-    return run / 1e9, demand / 1e9, len(family) - 1
+            demand += (int(r) + int(w)) / 1e9
+        out[p] = (cpu, demand)
+    return out
+
+
+def _usage(before: dict, after: dict, seconds: float) -> tuple[float, float]:
+    """(CPU seconds the family used between two `_sched` snapshots, workers' demand in % of the
+    time). Only workers that ran in between count: the idle workers of an earlier configuration
+    that are not collected yet would halve the figure; a process gone by `after` is missed."""
+    cpu = sum(c - before.get(p, (0.0, 0.0))[0] for p, (c, _) in after.items())
+    ran = [d - before[p][1] for p, (_, d) in after.items()
+           if p in before and p != os.getpid() and d - before[p][1] > 0.01 * seconds]
+    return cpu, 100 * sum(ran) / (seconds * max(len(ran), 1))
 
 
 def _instrumented(builder, run_args, marks: list):
@@ -99,7 +118,7 @@ def _instrumented(builder, run_args, marks: list):
             res = finalize(batch)
             calls[0] += 1
             if calls[0] in edges:
-                marks.append((time.perf_counter(), *_sched()))
+                marks.append((time.perf_counter(), _sched()))
             return res
 
         cfg["finalize"] = timed
@@ -156,26 +175,32 @@ def main(argv=None) -> int:
             finally:
                 harness.CONFIGS[n] = (peer, mods, builder, desc)
             if len(marks) == 2:
-                (t0, run0, dem0, _), (t1, run1, dem1, workers) = marks
-                rec["demand_pct"] = round(100 * (dem1 - dem0) / ((t1 - t0) * max(workers, 1)), 1)
-                rec["got_pct"] = round(100 * (run1 - run0) / ((t1 - t0) * (os.cpu_count() or 1)), 1)
+                (t0, s0), (t1, s1) = marks
+                cpu, demand = _usage(s0, s1, t1 - t0)
+                rec["demand_pct"] = round(demand, 1)
+                rec["got_pct"] = round(100 * cpu / ((t1 - t0) * (os.cpu_count() or 1)), 1)
+                rec["per_cpu_s"] = round(rate(rec) * (t1 - t0) / max(cpu, 1e-9), 2)
             rec["round"] = r
             rates[n].append(rate(rec))
-            busy[n].append((rec.get("demand_pct", float("nan")), rec.get("got_pct", float("nan"))))
+            busy[n].append((rec.get("demand_pct", float("nan")), rec.get("got_pct", float("nan")),
+                            rec.get("per_cpu_s", float("nan"))))
             print(f"# round {r + 1}/{args.rounds} {n}: {rate(rec):.2f}, demand {rec.get('demand_pct')} %, "
-                  f"got {rec.get('got_pct')} %", file=sys.stderr, flush=True)
+                  f"got {rec.get('got_pct')} %, {rec.get('per_cpu_s')} per CPU s", file=sys.stderr, flush=True)
             if args.json_out:
                 with open(args.json_out, "a") as f:
                     f.write(json.dumps(rec) + "\n")
     print(f"{len(items)} videos, batch {args.batch_size}, {args.workers} workers, {args.rounds} rounds x "
           f"{args.batches} batches; ratios are per round to {ref}")
     print(f"{'config':<28} {'median':>8} {'min..max':>14} {'ratio':>6} {'ratio min..max':>15} "
-          f"{'demand %':>8} {'got %':>6}")
+          f"{'demand %':>8} {'got %':>6} {'per CPU s':>9} {'ratio':>6}")
+    ref_eff = statistics.median(b[2] for b in busy[ref])
     for n in names:
         ratios = [a / b for a, b in zip(rates[n], rates[ref])]
+        eff = statistics.median(b[2] for b in busy[n])
         print(f"{n:<28} {statistics.median(rates[n]):>8.2f} {min(rates[n]):>6.1f}..{max(rates[n]):<6.1f} "
               f"{statistics.median(ratios):>6.2f} {min(ratios):>7.2f}..{max(ratios):<6.2f} "
-              f"{statistics.median(b[0] for b in busy[n]):>8.1f} {statistics.median(b[1] for b in busy[n]):>6.1f}")
+              f"{statistics.median(b[0] for b in busy[n]):>8.1f} {statistics.median(b[1] for b in busy[n]):>6.1f} "
+              f"{eff:>9.2f} {eff / ref_eff:>6.2f}")
     return 0
 
 
