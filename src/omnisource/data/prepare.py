@@ -185,12 +185,16 @@ def _prepare_one(job: tuple) -> dict:
     return new
 
 
+def _single_threaded() -> None:
+    cv2.setNumThreads(1)  # a decoding process: the pool itself runs one per core
+
+
 def _run(fn: Callable, jobs: list, workers: int, progress: bool | None, label: str) -> Iterable:
     """fn over jobs in order, in a spawn pool when workers > 1. progress: a rich bar (True), a
     line per 10 % on stderr (None when stderr is not a terminal, e.g. a log file), nothing (False)."""
     def results():
         if workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_single_threaded) as pool:
                 yield from pool.imap(fn, jobs, chunksize=1)
         else:
             yield from map(fn, jobs)

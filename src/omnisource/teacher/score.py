@@ -20,7 +20,7 @@ import yaml
 
 from ..config import Config, from_dict
 from ..data.manifest import ManifestError, atomic_write_bytes
-from ..train.checkpoint import latest_checkpoint, load_weights
+from ..train.checkpoint import load_weights, select_checkpoint
 from ..transform.untrimmed import clip_windows
 from ..workspace import Workspace
 
@@ -34,13 +34,14 @@ class Teacher:
 
 
 def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
-    """The latest checkpoint of ``runs/<run_name>``, rebuilt from the config it was trained with."""
+    """The best checkpoint (validation top-1, as `evaluate` scores it) of ``runs/<run_name>``,
+    rebuilt from the config it was trained with."""
     from ..models import create_head, create_model
 
     run = Workspace.of(workspace).run(run_name)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None or not (run / "config.yaml").exists():
+    if not run.is_dir() or not (run / "config.yaml").exists():
         raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first")
+    ckpt = select_checkpoint(run, "best")
     tcfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if tcfg.mode == "features":
         if feature_dim is None:
@@ -109,9 +110,12 @@ def read_scores(path: Path) -> dict[str, dict]:
     return out
 
 
-def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False) -> Path:
+def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
+                    key: str = "") -> Path:
     """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. A shard's name encodes its rows, so a changed manifest re-scores."""
+    killed run resumes. A shard's name encodes its rows and ``key`` (the identity of the
+    teachers and of how they score), so a changed manifest or another teacher re-scores; shards
+    of neither are deleted."""
     import hashlib
 
     from rich.progress import Progress
@@ -123,7 +127,7 @@ def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int =
         task = bar.add_task(f"score {out_dir.name}", total=len(rows))
         for start in range(0, len(rows), shard_size):
             part = rows[start:start + shard_size]
-            digest = hashlib.sha1("\n".join(r["id"] for r in part).encode()).hexdigest()[:12]
+            digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
             path = out_dir / f"part-{start // shard_size:05d}-{digest}.parquet"
             wanted.add(path.name)
             if not path.exists():
