@@ -29,8 +29,8 @@ from . import decode, media
 
 MODES = ("reencode", "frames")
 JPEG_QUALITY = 90
-# CAVLC instead of CABAC: lossless entropy coding either way (the same pictures), ~5 % larger
-# files that decode ~1.4x faster at 128 px; deblocking stays on (docs/benchmarks.md).
+# CAVLC instead of CABAC: lossless entropy coding either way (the same pictures), ~4 % larger
+# files that decode ~1.3x faster at 128 px; deblocking stays on (docs/benchmarks.md).
 X264 = {"crf": "23", "preset": "veryfast", "x264-params": "cabac=0"}
 SETTINGS_FILE = "prepare.json"
 
