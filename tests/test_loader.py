@@ -153,3 +153,33 @@ def test_persistent_workers_see_each_epoch(long_gop):
         (x, _, _), = list(loader)
         seen.append([flat_number(x[0, :, t]) for t in range(8)])
     assert seen == [clip_indices(300, cfg, True, np.random.default_rng([1, e, 0])).tolist() for e in range(2)]
+
+
+def test_command_applies_backend_and_refuses_one_that_cannot_work(monkeypatch, tmp_path):
+    """load_cfg (every command) makes media.backend this process's default, and an unusable
+    choice stops the command before it creates a workspace."""
+    from omnisource.cli.common import load_cfg
+    from omnisource.console import detach_log
+
+    monkeypatch.setattr(decode, "_default_backend", "auto")
+    try:
+        load_cfg(None, tmp_path / "ws", ["media.backend=pyav"])
+        assert decode._default_backend == "pyav"
+        monkeypatch.setattr(decode, "_TorchcodecDecoder", None)
+        monkeypatch.setattr(decode, "_TORCHCODEC_ERROR", "ImportError: no module named torchcodec")
+        with pytest.raises(ValueError, match="torchcodec does not import here"):
+            load_cfg(None, tmp_path / "new", ["media.backend=torchcodec"])
+        assert not (tmp_path / "new").exists() and decode._default_backend == "pyav"
+    finally:
+        detach_log()  # load_cfg logs to the workspace until the command ends
+
+
+def test_torchcodec_is_imported_only_when_asked_for():
+    """Its import costs seconds (torch, FFmpeg's libraries): PyAV decoding never pays it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from omnisource.data import media; media.set_backend('auto'); "
+            "assert media.resolve_backend() == 'pyav'; print('torchcodec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "False"
