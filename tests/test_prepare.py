@@ -127,3 +127,28 @@ def test_default_uses_all_cores_in_parallel(rows, tmp_path, monkeypatch):
     assert seen == [prepare.default_workers()] and seen[0] >= 1
     with pytest.raises(ValueError, match="workers"):
         prepare.prepare_media(rows[:1], tmp_path / "o2", workers=-1, progress=False)
+
+
+def test_prepare_command_on_a_workspace(tmp_path):
+    """`omnisource prepare --workers N`: the stage takes the worker count (not an input of its
+    stamp: the output is the same) and records its settings beside the media."""
+    from typer.testing import CliRunner
+
+    from omnisource.cli import app
+    from omnisource.data.manifest import read_manifest
+    from omnisource.workspace import Workspace
+
+    for cls in ("a", "b"):
+        for k in range(2):
+            write_video(tmp_path / "videos" / cls / f"{cls}{k}.mp4", 30, size=(64, 48))
+    ws = tmp_path / "ws"
+    runner = CliRunner()
+    base = ["-w", str(ws), f"target.root={tmp_path / 'videos'}"]
+    result = runner.invoke(app, ["import", *base])
+    assert result.exit_code == 0, result.output
+    for _ in range(2):  # the second run is up to date
+        result = runner.invoke(app, ["prepare", *base[:2], "--workers", "1", "--short-side", "32"])
+        assert result.exit_code == 0, result.output
+    rows = read_manifest(Workspace(ws).target("prepared")).rows
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["height"] == 32 for r in rows)
+    assert '"short_side": 32' in (Workspace(ws).media_dir / prepare.SETTINGS_FILE).read_text()
