@@ -56,7 +56,7 @@ def seek_per_frame(path: str, indices) -> np.ndarray:
             for frame in frames:
                 if frame.pts is not None and frame.pts >= target:
                     break
-            frames.close()  # before the container closes (see media._ForwardDecoder.close)
+            frames.close()  # before the container closes (see decode.ForwardDecoder.close)
             out.append(frame.to_ndarray(format="rgb24"))
     return np.stack(out)
 
@@ -125,7 +125,7 @@ def main(argv=None):
              "start_s": None, "end_s": None, "num_frames": media.probe(p).num_frames} for p in paths]
     n = len(rows)
     print(f"{n} videos, {sum(r['num_frames'] for r in rows) / n:.0f} frames each on average, "
-          f"{args.workers} workers, torchcodec {'available' if media._TorchcodecDecoder else 'absent'}")
+          f"{args.workers} workers, torchcodec {'available' if media.decode.torchcodec_decoder() else 'absent'}")
     t = timed(rows, ["decode", "loader", "seek"], args.workers, args.repeats)
     frames = sum(r["num_frames"] for r in rows)
     table = [("decode-only (every frame)", t["decode"], frames),

@@ -17,6 +17,7 @@ import torch
 
 from omnisource.config import load_config
 from omnisource.data.datasets import VideoClipDataset, make_loader
+from omnisource.data import transforms
 from omnisource.data.manifest import new_row
 from omnisource.models import create_model
 from omnisource.teacher.score import Teacher
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     score = _pixel_scorer([teacher], cfg, "image")
 
     loader = make_loader(VideoClipDataset(rows, cfg.media, False), args.batch, False, 0)
-    batches = [x for x, *_ in loader]  # decoded once, kept in memory
+    batches = [transforms.to_float(x) for x, *_ in loader]  # decoded once, kept in memory
     with torch.no_grad():
         model(batches[0])  # warm-up
         t0 = time.perf_counter()

@@ -31,9 +31,9 @@ def frame_number(img: np.ndarray) -> int:
 
 def write_video(path, num_frames: int, size: tuple[int, int] = (32, 24), fps: int = 25,
                 gop: int = 12, codec: str = "libx264", bframes: int = 0,
-                faststart: bool = False, frame_fn=None, pix_fmt: str = "yuv420p") -> Path:
-    """A video whose frame i shows index_frame(i) (or ``frame_fn(i)``); gop = keyframe interval
-    (``pix_fmt="yuvj420p"`` for codec="mjpeg")."""
+                faststart: bool = False, frame_fn=None, pix_fmt: str = "yuv420p", pts_fn=None) -> Path:
+    """A video whose frame i shows index_frame(i) (or ``frame_fn(i)``) at pts i (or ``pts_fn(i)``,
+    in frame periods); gop = keyframe interval (``pix_fmt="yuvj420p"`` for codec="mjpeg")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if faststart else {}
@@ -49,7 +49,7 @@ def write_video(path, num_frames: int, size: tuple[int, int] = (32, 24), fps: in
         for i in range(num_frames):
             img = frame_fn(i) if frame_fn else index_frame(i, size)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
+            frame.pts = pts_fn(i) if pts_fn else i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path

@@ -76,7 +76,7 @@ def test_read_frames_arguments(videos):
         media.read_frames(videos["short_gop"], [-1])
     with pytest.raises(ValueError):
         media.read_frames(videos["short_gop"], [0], backend="nope")
-    if media._TorchcodecDecoder is None:
+    if media.decode.torchcodec_decoder() is None:
         with pytest.raises(ValueError):
             media.read_frames(videos["short_gop"], [0], backend="torchcodec")
     with pytest.raises(media.MediaError, match="max_pixels"):

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import av
@@ -33,7 +34,7 @@ def _keyframes(path) -> list[int]:
 
 
 def test_reencode(rows, tmp_path):
-    out = prepare.prepare_media(rows, tmp_path / "out", short_side=32, gop_seconds=1.0, progress=False)
+    out = prepare.prepare_media(rows, tmp_path / "out", short_side=32, gop_seconds=1.0, workers=1, progress=False)
     a, b, broken, image, dup, span = out
     assert a["path"] == str(tmp_path / "out" / "aa" / "aa11.mp4") and a["orig_path"] == rows[0]["path"]
     info = media.probe(a["path"])
@@ -52,18 +53,18 @@ def test_reencode(rows, tmp_path):
 
 
 def test_resumable_second_run_does_nothing(rows, tmp_path):
-    first = prepare.prepare_media(rows, tmp_path / "out", short_side=32, progress=False)
+    first = prepare.prepare_media(rows, tmp_path / "out", short_side=32, workers=1, progress=False)
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.mp4")}
     assert len(mtimes) == 3
-    second = prepare.prepare_media(rows, tmp_path / "out", short_side=32, progress=True)
+    second = prepare.prepare_media(rows, tmp_path / "out", short_side=32, workers=1, progress=True)
     assert second == first
-    assert prepare.prepare_media(second, tmp_path / "out", short_side=32, progress=False) == second
+    assert prepare.prepare_media(second, tmp_path / "out", short_side=32, workers=1, progress=False) == second
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.mp4")} == mtimes
 
 
 def test_frames_mode_and_fps(rows, tmp_path):
     out = prepare.prepare_media(rows[:3], tmp_path / "fr", short_side=24, mode="frames", fps=10,
-                                progress=False)
+                                workers=1, progress=False)
     a = out[0]
     assert a["kind"] == "frames" and Path(a["path"]) == tmp_path / "fr" / "aa11"
     files = sorted(Path(a["path"]).iterdir())
@@ -72,12 +73,12 @@ def test_frames_mode_and_fps(rows, tmp_path):
     assert [frame_number(f) for f in media.read_frames(a["path"], [0, 10, 29])] == [0, 25, 72]
     assert out[2]["status"] == "corrupt"
     again = prepare.prepare_media(rows[:3], tmp_path / "fr", short_side=24, mode="frames", fps=10,
-                                  progress=False)
+                                  workers=1, progress=False)
     assert again == out
 
 
 def test_workers_pool(rows, tmp_path):
-    serial = prepare.prepare_media(rows[:3], tmp_path / "s", short_side=32, progress=False)
+    serial = prepare.prepare_media(rows[:3], tmp_path / "s", short_side=32, workers=1, progress=False)
     pooled = prepare.prepare_media(rows[:3], tmp_path / "p", short_side=32, workers=2, progress=False)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "path"} for r in rs]  # noqa: E731
     assert strip(pooled) == strip(serial)
@@ -96,3 +97,58 @@ def test_validate_rows(rows, tmp_path):
 def test_bad_mode(rows, tmp_path):
     with pytest.raises(ValueError):
         prepare.prepare_media(rows, tmp_path, mode="gif")
+
+
+def test_settings_recorded_and_other_settings_refused(rows, tmp_path):
+    prepare.prepare_media(rows[:1], tmp_path / "out", short_side=32, workers=1, progress=False)
+    assert '"short_side": 32' in (tmp_path / "out" / "prepare.json").read_text()
+    with pytest.raises(ValueError, match="prepared with other settings"):
+        prepare.prepare_media(rows[:1], tmp_path / "out", short_side=48, workers=1, progress=False)
+
+
+def test_stale_tmp_of_a_killed_run_removed_and_progress_lines(rows, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "aa").mkdir(parents=True)
+    stale = out / "aa" / ".aa11.mp4.999999999.tmp"  # no such process
+    stale.write_bytes(b"partial")
+    live = out / "aa" / f".bb22.mp4.{os.getpid()}.tmp"
+    live.write_bytes(b"in progress")
+    prepare.prepare_media(rows, out, short_side=32, workers=1, progress=None)  # stderr is no terminal
+    assert not stale.exists() and live.exists()
+    err = capsys.readouterr().err
+    assert "prepare (reencode): 4/4 files" in err  # a, b, the broken file, the span
+
+
+def test_default_uses_all_cores_in_parallel(rows, tmp_path, monkeypatch):
+    seen = []
+    real = prepare._run
+    monkeypatch.setattr(prepare, "_run", lambda fn, jobs, workers, *a: seen.append(workers) or real(fn, jobs, 1, *a))
+    prepare.prepare_media(rows[:1], tmp_path / "out", short_side=32, progress=False)
+    assert seen == [prepare.default_workers()] and seen[0] >= 1
+    with pytest.raises(ValueError, match="workers"):
+        prepare.prepare_media(rows[:1], tmp_path / "o2", workers=-1, progress=False)
+
+
+def test_prepare_command_on_a_workspace(tmp_path):
+    """`omnisource prepare --workers N`: the stage takes the worker count (not an input of its
+    stamp: the output is the same) and records its settings beside the media."""
+    from typer.testing import CliRunner
+
+    from omnisource.cli import app
+    from omnisource.data.manifest import read_manifest
+    from omnisource.workspace import Workspace
+
+    for cls in ("a", "b"):
+        for k in range(2):
+            write_video(tmp_path / "videos" / cls / f"{cls}{k}.mp4", 30, size=(64, 48))
+    ws = tmp_path / "ws"
+    runner = CliRunner()
+    base = ["-w", str(ws), f"target.root={tmp_path / 'videos'}"]
+    result = runner.invoke(app, ["import", *base])
+    assert result.exit_code == 0, result.output
+    for _ in range(2):  # the second run is up to date
+        result = runner.invoke(app, ["prepare", *base[:2], "--workers", "1", "--short-side", "32"])
+        assert result.exit_code == 0, result.output
+    rows = read_manifest(Workspace(ws).target("prepared")).rows
+    assert len(rows) == 4 and all(r["status"] == "ok" and r["height"] == 32 for r in rows)
+    assert '"short_side": 32' in (Workspace(ws).media_dir / prepare.SETTINGS_FILE).read_text()

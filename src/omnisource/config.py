@@ -62,6 +62,8 @@ class MediaConfig:
     max_pixels: int = opt(4096 * 4096, "decompression-bomb guard for images and video frames")
     min_size: int = opt(32, "smallest accepted width and height (icons, tracking pixels, thumbnails)")
     animated: Literal["reject", "first-frame"] = opt("reject", "animated images: refuse, or keep the first frame")
+    backend: Literal["auto", "pyav", "torchcodec"] = opt(
+        "auto", "video decoder: auto = pyav, the faster here (docs/benchmarks.md); torchcodec: an error where it does not import")
 
 
 @dataclass

@@ -101,14 +101,15 @@ def _prepare_source(ws: Workspace) -> Path:
     return ws.target("validated") if ws.target("validated").exists() else ws.target("imported")
 
 
-@stage("prepare", lambda cfg, ws, short_side=128, gop_seconds=1.0, mode="reencode", all_rows=False: {
+@stage("prepare", lambda cfg, ws, short_side=128, gop_seconds=1.0, mode="reencode", workers=0, all_rows=False: {
     **config_inputs(cfg, "media.max_pixels"), **file_inputs(ws, [_prepare_source(ws)]),
     "options": value_digest([short_side, gop_seconds, mode] + (["all"] if all_rows else []))},
        lambda cfg, ws, *a, **k: [ws.target("prepared")])
 def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: float = 1.0,
-                   mode: str = "reencode", all_rows: bool = False) -> Path:
+                   mode: str = "reencode", workers: int = 0, all_rows: bool = False) -> Path:
     """Re-encode the target videos the experiment uses (every one with ``all_rows``) once (short
-    side, 1 s GOPs) or extract their frames (manifests/target.prepared.parquet)."""
+    side, 1 s GOPs) or extract their frames (manifests/target.prepared.parquet), on ``workers``
+    processes (0: all cores; not a recorded input: the output is the same)."""
     from .data.prepare import prepare_media
     from .data.scope import map_experiment_rows
 
@@ -116,7 +117,8 @@ def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: f
     src = _prepare_source(ws)
     manifest = read_manifest(src)
     rows, _ = map_experiment_rows(lambda part: prepare_media(part, ws.media_dir, short_side=short_side,
-                                                             gop_seconds=gop_seconds, mode=mode, progress=True),
+                                                             gop_seconds=gop_seconds, mode=mode, workers=workers,
+                                                             progress=True),
                                   manifest.rows, all_rows)
     return write_manifest(Manifest(rows, manifest.classes), ws.target("prepared"))
 

@@ -71,10 +71,11 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
             short_side: int = typer.Option(128, help="Short side of the re-encoded videos."),
             gop: float = typer.Option(1.0, help="Seconds between keyframes."),
             frames: bool = typer.Option(False, "--frames", help="Extract JPEG frames instead of re-encoding."),
+            workers: int = typer.Option(0, "--workers", min=0, help="Processes; 0 = all cores."),
             all_rows: bool = AllOpt, overrides: Optional[List[str]] = OverridesArg):
-    """Re-encode (or frame-extract) the target media once into a training-friendly form."""
+    """Re-encode (or frame-extract) the target media once into a training-friendly form (resumable)."""
     cfg, ws = load_cfg(config, workspace, overrides)
-    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode", all_rows=all_rows)
+    pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode", workers, all_rows=all_rows)
 
 
 @app.command(rich_help_panel=TARGET)
@@ -286,7 +287,20 @@ def config_set(workspace: Optional[Path] = WorkspaceOpt, overrides: List[str] = 
 app.add_typer(config_app, name="config", rich_help_panel=EXPERIMENT)
 
 
+def _log_to_stderr() -> None:
+    """omnisource's log records (the video decoder chosen, files skipped) as plain stderr lines."""
+    import logging
+
+    logger = logging.getLogger("omnisource")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    _log_to_stderr()
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args[1:]:  # accepted after the command too
         args = ["--debug", *[a for a in args if a != "--debug"]]

@@ -141,6 +141,9 @@ def load_cfg(config: Optional[Path], workspace: Optional[Path],
         open_workspace(ws)
     base = ws.config_file if ws.config_file.is_file() else None
     cfg = load_config([p for p in (base, config) if p], overrides)
+    from ..data import media
+
+    media.set_backend(cfg.media.backend)  # every decode of this run, loader workers included
     cfg.workspace = str(ws.root)
     if not existed:
         open_workspace(ws)

@@ -70,21 +70,37 @@ def snippet_frames(row: dict) -> np.ndarray:
     return np.minimum(((np.asarray(row["frame_indices"]) + 0.5) * fps).astype(np.int64), num - 1)
 
 
-class VideoClipDataset(Dataset):
-    """Clips of ``ok`` rows: (3, T, H, W) for training, (V*crops, 3, T, H, W) for multi-view testing.
+class EpochDataset(Dataset):
+    """A dataset whose samples depend on the epoch. The counter lives in shared memory, so loader
+    workers that outlive an epoch (persistent workers) see `set_epoch` too; a copy would not."""
+
+    def __init__(self) -> None:
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+
+class VideoClipDataset(EpochDataset):
+    """Clips of ``ok`` rows as uint8: (3, T, H, W) for training, (V*crops, 3, T, H, W) for
+    multi-view testing; `transforms.to_float` scales a batch on the device (a quarter of the
+    bytes through the worker queues). Videos are resized to the short side inside the decoder.
 
     A file that fails to decode at this point (validation missed it) is logged and replaced by
     the next row, so one bad file cannot stop an epoch.
     """
 
     def __init__(self, rows: list[dict], cfg: MediaConfig, train: bool, seed: int = 0):
+        super().__init__()
         self.rows = [r for r in rows if r.get("status", "ok") == "ok"]
-        self.cfg, self.train, self.seed, self.epoch = cfg, train, seed, 0
+        self.cfg, self.train, self.seed = cfg, train, seed
+        self.backend = media.resolve_backend(cfg.backend)  # an unusable choice fails here, not in a worker
         self.multi_view = not train and (cfg.test_views > 1 or cfg.test_crops > 1)
         self._motion: dict = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -102,25 +118,27 @@ class VideoClipDataset(Dataset):
             first, num, _ = frame_span(row)
             idx = clip_indices(num, self.cfg, self.train, rng) + first
         views = idx.reshape(-1, idx.shape[-1])
-        return media.read_frames(row["path"], views.ravel(), kind=row["kind"], max_pixels=self.cfg.max_pixels), views
+        frames = media.read_frames(row["path"], views.ravel(), kind=row["kind"], max_pixels=self.cfg.max_pixels,
+                                   backend=self.backend, short_side=self.cfg.resize_short)
+        return frames, views
 
     def load(self, i: int) -> torch.Tensor:
         row = self.rows[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
         frames, views = self._frames(row, rng)
-        frames = transforms.resize_short(frames, self.cfg.resize_short)
+        frames = transforms.resize_short(frames, self.cfg.resize_short)  # videos: already, in the decoder
         size = self.cfg.input_size
         if self.train:
             clip = transforms.random_crop(frames, size, rng)
             if rng.random() < 0.5:
                 clip = transforms.hflip(clip)
-            return transforms.to_tensor(clip)
+            return transforms.to_uint8_tensor(clip)
         t = views.shape[1]
         clips = []
         for v in range(views.shape[0]):
             part = frames[v * t:(v + 1) * t]
             crops = transforms.three_crops(part, size) if self.cfg.test_crops >= 3 else [transforms.center_crop(part, size)]
-            clips.extend(transforms.to_tensor(c) for c in crops)
+            clips.extend(transforms.to_uint8_tensor(c) for c in crops)
         return torch.stack(clips) if self.multi_view else clips[0]
 
     def __getitem__(self, i: int):
@@ -136,19 +154,17 @@ class VideoClipDataset(Dataset):
         raise media.MediaError(f"5 consecutive rows failed to decode near row {i}")
 
 
-class FeatureDataset(Dataset):
+class FeatureDataset(EpochDataset):
     """Cached per-frame features (N, T, D) with labels (N,) (int) or soft labels (N, C);
     ``ids``: the manifest ids of the N rows, so predictions can be matched to clips."""
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, num_frames: int | None = None,
                  train: bool = False, seed: int = 0, ids: list[str] | None = None):
+        super().__init__()
         self.features, self.labels = features, labels
         self.ids = list(ids) if ids is not None else None
         self.num_frames = num_frames or features.shape[1]
-        self.train, self.seed, self.epoch = train, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.train, self.seed = train, seed
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -165,11 +181,17 @@ class FeatureDataset(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
-                drop_last: bool | None = None) -> DataLoader:
-    """Shuffling draws from the global torch RNG, which the training loop reseeds every epoch."""
+                drop_last: bool | None = None, persistent: bool | None = None) -> DataLoader:
+    """Shuffling draws from the global torch RNG, which the training loop reseeds every epoch.
+
+    persistent (default: training loaders with workers over an EpochDataset): workers outlive
+    the epoch, so a new epoch starts without forking and refilling them. Batches are pinned when
+    CUDA is available, so `x.to(device, non_blocking=True)` overlaps the copy."""
+    if persistent is None:
+        persistent = train and num_workers > 0 and isinstance(dataset, EpochDataset)
     loader = worker_loader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
                            drop_last=train and len(dataset) > batch_size if drop_last is None else drop_last,
-                           persistent_workers=False)
+                           persistent_workers=persistent and num_workers > 0, pin_memory=torch.cuda.is_available())
     loader.multi_view = getattr(dataset, "multi_view", False)
     return loader
 

@@ -1,11 +1,14 @@
 """Spatial transforms on uint8 clips (T, H, W, 3); one crop box for all frames of a clip, so motion
 between frames is preserved. cv2 resizes (fast, releases the GIL). Normalisation is left to the
-models, so `to_tensor` only scales to [0, 1]."""
+models, so `to_tensor` only scales to [0, 1]. Training loaders ship uint8 (`to_uint8_tensor`, a
+quarter of the bytes through the worker queues) and `to_float` scales on the device, as
+mmaction2's data preprocessor does."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
+
+from .decode import resize_frame
 
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)  # MultiScaleCrop of TSN / mmaction2
 
@@ -19,15 +22,13 @@ def _rng(rng) -> np.random.Generator:
 
 
 def resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Every frame to (height, width): bilinear, or the area filter when shrinking more than 2x
-    (bilinear would alias there; INTER_AREA costs ~4x more at non-integer ratios, so only then)."""
+    """Every frame to (height, width) with `decode.resize_frame` (bilinear; area when shrinking >2x)."""
     t, h, w = clip.shape[:3]
     if (h, w) == (height, width):
         return clip
-    interp = cv2.INTER_AREA if 2 * height < h or 2 * width < w else cv2.INTER_LINEAR
     out = np.empty((t, height, width, clip.shape[3]), clip.dtype)
     for i in range(t):
-        out[i] = cv2.resize(clip[i], (width, height), interpolation=interp).reshape(out.shape[1:])
+        out[i] = resize_frame(clip[i], width, height)
     return out
 
 
@@ -129,3 +130,14 @@ def to_tensor(clip: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T, H, W) in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(clip))
     return t.permute(3, 0, 1, 2).float().div_(255.0)
+
+
+def to_uint8_tensor(clip: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (3, T, H, W), one copy (crop and flip views resolve here)."""
+    return torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """A batch as the models take it: uint8 -> float32 in [0, 1] (where x lives, e.g. on the
+    GPU after the copy); float batches (features, already scaled clips) pass unchanged."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x

@@ -35,6 +35,7 @@ class _FrameDataset(Dataset):
     def __init__(self, rows: list[dict], size: int, frames: int, max_pixels: int, per_second: bool = False):
         self.rows, self.size, self.frames, self.max_pixels = rows, size, frames, max_pixels
         self.per_second = per_second
+        media.resolve_backend()  # chosen (and logged) once here, not in every worker
         self._motion: dict[str, dict] = {}
 
     def __len__(self):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+from ..data.transforms import to_float
 from ..evaluate.metrics import classification_metrics
 from .card import card_from_text
 from .checkpoint import (after_epoch, latest_checkpoint, load_training_state, load_weights, save_checkpoint,
@@ -120,7 +121,8 @@ def train_step(model, batches: list[tuple], optimizer, cfg: TrainConfig, num_cla
     optimizer.zero_grad(set_to_none=True)
     prepared = []
     for source, x, y, weight, *rest in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # uint8 clips cross to the device and become floats there (features pass as they are)
+        x, y = to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
         off = torch.zeros(num_classes, device=device) if not rest or rest[0] is None else rest[0].to(device)
         prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight,
                          off.float().expand(len(x), num_classes)))
@@ -166,7 +168,7 @@ def predict(model, loader, device: torch.device, amp: bool = False, label: str =
     model.eval()
     scores, labels = [], []
     for x, y, *_ in track(loader, label, unit="batches", enabled=progress):
-        x = x.to(device)
+        x = to_float(x.to(device, non_blocking=True))
         multi_view = getattr(loader, "multi_view", False)
         if multi_view:
             b, v = x.shape[:2]

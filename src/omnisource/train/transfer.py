@@ -39,6 +39,7 @@ from torch import nn
 
 from ..config import DAConfig, TrainConfig
 from ..data.manifest import atomic_write_text
+from ..data.transforms import to_float
 from ..evaluate.metrics import classification_metrics
 from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator, beta_at, domain_loss, grad_reverse
 from .checkpoint import after_epoch, save_checkpoint
@@ -79,7 +80,8 @@ def da_step(net: DANet, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], o
     net.train()
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device, cfg.amp):
-        stages = {name: net.model.forward_stages(x.to(device, non_blocking=True)) for name, (x, _) in batches.items()}
+        stages = {name: net.model.forward_stages(to_float(x.to(device, non_blocking=True)))
+                  for name, (x, _) in batches.items()}
         logits = {name: net.model.fc(net.model.dropout(stages[name][-1])) for name in WEB if name in batches}
     target = stages.get("target")
     losses, alphas = {}, {}
