@@ -14,6 +14,7 @@ from .config import Config, dump_config
 from .console import console
 from .data import importers
 from .data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
+from .distributed import ddp
 from .train.build import build_model_and_loaders
 from .workspace import Workspace
 
@@ -92,7 +93,8 @@ def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     console.print(f"train: {cfg.mode} mode, {len(train.dataset)} training / "
                   f"{len(val.dataset) if val else 0} validation samples, {len(manifest.classes)} classes -> {out}")
     fit(model, train, val, cfg.train, out, manifest.classes, dump_config(cfg), resume=resume, console=console)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if ddp.context().is_main:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out
 
 

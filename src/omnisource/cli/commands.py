@@ -88,8 +88,9 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
           resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
           overrides: Optional[List[str]] = OverridesArg):
     """Train on the target set (feature mode: a head on cached features; pixel mode: a whole network).
-    With train.method=da: image-to-video domain adaptation on the web sources (the `da` section)."""
-    cfg, ws = load_cfg(config, workspace, overrides)
+    With train.method=da: image-to-video domain adaptation on the web sources (the `da` section).
+    Under torchrun: DistributedDataParallel over the launched processes (train.batch_size is global)."""
+    cfg, ws = load_cfg(config, workspace, overrides, distributed=True)
     if cfg.train.method == "da":
         from ..train.da_stage import da_stage
 
@@ -130,10 +131,10 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
             resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
             overrides: Optional[List[str]] = OverridesArg):
-    """Jointly train the student on target + web batches (omni.student_run)."""
+    """Jointly train the student on target + web batches (omni.student_run); runs under torchrun too."""
     from ..train.joint import student_stage
 
-    cfg, ws = load_cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides, distributed=True)
     student_stage(cfg, ws, resume=resume)
 
 

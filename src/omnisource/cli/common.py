@@ -35,14 +35,29 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except _expected_errors() as err:
-            console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+            from ..distributed import ddp
+
+            ctx = ddp.context()
+            if console.quiet:  # a torchrun rank other than 0: still say what went wrong, on stderr
+                from rich.console import Console
+
+                Console(stderr=True).print(f"[red]error (rank {ctx.rank}):[/] {err}", highlight=False, soft_wrap=True)
+            else:
+                console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
-def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]]) -> tuple[Config, Workspace]:
-    """The command's config and workspace."""
+TORCHRUN_COMMANDS = "train, student, pretrain, finetune, probe"
+
+
+def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]],
+             distributed: bool = False) -> tuple[Config, Workspace]:
+    """The command's config and workspace. A ``distributed`` (training) command launched by
+    torchrun joins its process group here; only rank 0 writes the workspace's config."""
+    from ..distributed import ddp
+
     overrides = list(overrides or [])
     if config is None and workspace is not None and Workspace(workspace).config_file.is_file():
         config = Workspace(workspace).config_file  # a workspace remembers the config it was run with
@@ -50,6 +65,12 @@ def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optio
     if workspace is not None:
         cfg.workspace = str(workspace)
     ws = Workspace(cfg.workspace)
-    ws.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(ws.config_file, dump_config(cfg))
+    if distributed:
+        ddp.setup(cfg.train.device)
+    elif ddp.launched_by_torchrun():
+        raise ConfigError(f"only the training commands ({TORCHRUN_COMMANDS}) run under torchrun; run this one as "
+                          "one process (score, features and clean validate scale with --engine ray)")
+    if ddp.context().is_main:
+        ws.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(ws.config_file, dump_config(cfg))
     return cfg, ws

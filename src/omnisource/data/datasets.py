@@ -162,11 +162,20 @@ class FeatureDataset(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
-                drop_last: bool | None = None) -> DataLoader:
-    """Shuffling draws from the global torch RNG, which the training loop reseeds every epoch."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                        drop_last=train and len(dataset) > batch_size if drop_last is None else drop_last,
-                        worker_init_fn=_one_thread, persistent_workers=False)
+                drop_last: bool | None = None, seed: int = 0) -> DataLoader:
+    """A training loader shuffles with a permutation seeded by (seed, epoch) and, under torchrun,
+    yields this rank's share of each global batch of ``batch_size`` (distributed.ddp)."""
+    from ..distributed import ddp
+
+    drop = train and len(dataset) > batch_size if drop_last is None else drop_last
+    if train:
+        ctx = ddp.context()
+        ddp.local_batch(batch_size, ctx)
+        sampler = ddp.ShardedBatchSampler(len(dataset), batch_size, True, drop, seed, ctx.rank, ctx.world_size)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, worker_init_fn=_one_thread)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=drop,
+                            worker_init_fn=_one_thread, persistent_workers=False)
     loader.multi_view = getattr(dataset, "multi_view", False)
     return loader
 

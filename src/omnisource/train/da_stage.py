@@ -63,7 +63,7 @@ def load_image_model(model: torch.nn.Module, run_dir: Path) -> None:
 def _feature_loader(x, y, frames, batch, train, seed):
     from ..data.datasets import FeatureDataset, make_loader
 
-    return make_loader(FeatureDataset(x, y, frames, train, seed), batch, train)
+    return make_loader(FeatureDataset(x, y, frames, train, seed), batch, train, seed=seed)
 
 
 def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DAConfig, out: Path,
@@ -174,7 +174,7 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
         raise ManifestError("stage 2 needs a trimmed web video source (da.stages=image trains the image model only)")
 
     def loader(rs, media):
-        return make_loader(VideoClipDataset(rs, media, True, t.seed), t.batch_size, True, t.num_workers)
+        return make_loader(VideoClipDataset(rs, media, True, t.seed), t.batch_size, True, t.num_workers, seed=t.seed)
 
     results = {}
     if "image" in stages:
@@ -199,6 +199,13 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
 
 def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Run the configured DA stages (``da.stages``); returns the last run folder."""
+    from ..distributed import ddp
+
+    if ddp.context().enabled:
+        # The attention weights each web sample against the whole target batch (top-T of its
+        # similarities) and da_step bypasses the module's forward: both need work before a
+        # sharded batch trains the same model.
+        raise ConfigError("train.method=da does not run under torchrun yet: run it as one process")
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target_manifest())
     web = _sources(cfg, ws, manifest.classes)

@@ -16,6 +16,7 @@ from ..console import console
 from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..data.resample import ResampledSampler, sample_weights
+from ..distributed import ddp
 from ..workspace import Workspace
 from .build import build_model_and_loaders
 from .loop import Source, fit
@@ -52,12 +53,17 @@ def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict])
 
 
 def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps: int, cfg: Config,
-               num_workers: int = 0) -> DataLoader:
+               num_workers: int = 0, name: str = "web") -> DataLoader:
+    """``steps`` batches of ``batch`` resampled draws per epoch; under torchrun this rank's share of
+    each (``batch`` is the global auxiliary batch, like train.batch_size)."""
     o = cfg.omni
     weights = None if o.resample == "none" else sample_weights(labels, num_classes, o.resample, o.resample_clip,
                                                                o.resample_power)
-    sampler = ResampledSampler(weights, steps * batch, seed=cfg.train.seed + 17, size=len(labels))
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers,
+    ctx = ddp.context()
+    local = ddp.local_batch(batch, ctx, f"the {name} batch (batch_ratio x train.batch_size)")
+    sampler = ResampledSampler(weights, steps * local, seed=cfg.train.seed + 17, rank=ctx.rank,
+                               world_size=ctx.world_size, size=len(labels))
+    return DataLoader(dataset, batch_size=local, sampler=sampler, drop_last=True, num_workers=num_workers,
                       worker_init_fn=_one_thread)
 
 
@@ -87,11 +93,13 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
             console.print(f"[yellow]student: web source {src.name} has no training samples; skipped[/]")
             continue
         aux.append(Source(src.name, aux_loader(dataset, y, len(classes), batch, steps, cfg,
-                                               cfg.train.num_workers if cfg.mode == "pixels" else 0), src.weight))
+                                               cfg.train.num_workers if cfg.mode == "pixels" else 0, src.name),
+                          src.weight))
         console.print(f"student: {src.name}: {len(y)} samples, batch {batch} per iteration, "
                       f"resampling {cfg.omni.resample}")
     out = ws.run(cfg.omni.student_run)
     fit(model, train, val, cfg.train, out, classes, dump_config(cfg), aux=aux, resume=resume, console=console,
         cross_mixup=cfg.omni.cross_mixup)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if ddp.context().is_main:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out

@@ -43,7 +43,7 @@ from ..evaluate.metrics import classification_metrics
 from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator, beta_at, domain_loss, grad_reverse
 from .checkpoint import save_checkpoint
 from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
-                   resolve_device, soft_targets, start_or_resume)
+                   resolve_device, set_epoch, soft_targets, start_or_resume)
 
 WEB = ("image", "frame")
 
@@ -164,6 +164,7 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
+        set_epoch(loaders.values(), epoch)
         others = {n: _cycle(l) for n, l in loaders.items() if n != main}
         items, weights, t0 = [], [], time.time()
         for i, (x, y, idx) in enumerate(loaders[main]):

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         """Pre-train on manifests/weak.parquet (one tag drawn per epoch, square-root class resampling)."""
         from .stage import pretrain_stage
 
-        pretrain_stage(*load_cfg(config, workspace, overrides), resume=resume)
+        pretrain_stage(*load_cfg(config, workspace, overrides, distributed=True), resume=resume)
 
     def make_transfer(how: str, doc: str):
         def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                     overrides: Optional[List[str]] = OverridesArg):
             from .stage import transfer_stage
 
-            transfer_stage(*load_cfg(config, workspace, overrides), how, checkpoint, resume=resume)
+            transfer_stage(*load_cfg(config, workspace, overrides, distributed=True), how, checkpoint, resume=resume)
 
         command.__doc__ = doc
         return command
