@@ -70,16 +70,17 @@ def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: f
     return write_manifest(Manifest(rows, manifest.classes), ws.target("prepared"))
 
 
-def features_stage(cfg: Config, workspace, manifests: list[Path] | None = None) -> Path:
-    """Embed every ok row of the given manifests (default: the target) into the feature cache."""
+def features_stage(cfg: Config, workspace, manifests: list[Path] | None = None, engine=None) -> Path:
+    """Embed every ok row of the given manifests (default: the target) into the feature cache
+    (``engine``: distributed.ray.RayOptions to embed on a Ray cluster)."""
     from .features.embed import embed_manifest
     from .models import create_backbone
 
     ws = Workspace.of(workspace)
     f = cfg.features
-    backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
+    backbone = None if engine else create_backbone(f.backbone, pretrained=f.pretrained or None)
     for path in manifests or [ws.target_manifest()]:
-        embed_manifest(cfg, ws, path, backbone=backbone)
+        embed_manifest(cfg, ws, path, backbone=backbone, engine=engine)
     return ws.feature_cache(cfg)
 
 

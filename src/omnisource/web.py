@@ -61,7 +61,7 @@ def import_web(cfg: Config, workspace) -> list[Path]:
     return outs
 
 
-def web_features(cfg: Config, workspace, stage: str = "web") -> None:
+def web_features(cfg: Config, workspace, stage: str = "web", engine=None) -> None:
     """Embed the rows of every web source: untrimmed videos one frame per second (own cache),
     the rest like target videos (T segment centres; images: one frame or their pseudo-clip)."""
     from .features.embed import embed_manifest
@@ -69,11 +69,11 @@ def web_features(cfg: Config, workspace, stage: str = "web") -> None:
 
     ws = Workspace.of(workspace)
     f = cfg.features
-    backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
+    backbone = None if engine else create_backbone(f.backbone, pretrained=f.pretrained or None)
     for src in cfg.web:
         path = ws.web(src.name, stage)
         if not path.exists():
             continue
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and not r.get("frame_indices")]
         embed_manifest(cfg, ws, path, per_second=src.kind == "untrimmed" and stage == "web", backbone=backbone,
-                       rows=rows)
+                       rows=rows, engine=engine)

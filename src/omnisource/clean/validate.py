@@ -96,8 +96,9 @@ def _validate_job(job: tuple) -> dict:
 
 def validate_web_rows(rows: list[dict], min_size: int = 32, max_pixels: int | None = media.MAX_PIXELS,
                       animated: str = "reject", normalized_dir: str | Path | None = None, workers: int = 1,
-                      progress: bool = True, force: bool = False) -> list[dict]:
-    """validate_row over every ok row not validated before (all ok rows with ``force``)."""
+                      progress: bool = True, force: bool = False, engine=None) -> list[dict]:
+    """validate_row over every ok row not validated before (all ok rows with ``force``); ``engine``
+    (distributed.ray.RayOptions) runs the checks on a Ray cluster."""
     if animated not in ANIMATED:
         raise ValueError(f"animated must be one of {ANIMATED}, got {animated!r}")
     if min_size < 0:
@@ -105,7 +106,7 @@ def validate_web_rows(rows: list[dict], min_size: int = 32, max_pixels: int | No
     todo = [i for i, r in enumerate(rows) if r.get("status", "ok") == "ok" and (force or not r.get("validated"))]
     out = [dict(r) for r in rows]
     jobs = [(rows[i], min_size, max_pixels, animated, normalized_dir) for i in todo]
-    for i, new in zip(todo, _run(_validate_job, jobs, workers, progress, "validate (web)")):
+    for i, new in zip(todo, _run(_validate_job, jobs, workers, progress, "validate (web)", engine)):
         out[i] = new
     return out
 
@@ -130,7 +131,7 @@ def web_manifests(workspace: str | Path, sources: Sequence[str] | None = None) -
 
 def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, min_size: int = 32,
                  max_pixels: int | None = media.MAX_PIXELS, animated: str = "reject", normalize: bool = True,
-                 workers: int = 1, progress: bool = True, force: bool = False) -> list[Path]:
+                 workers: int = 1, progress: bool = True, force: bool = False, engine=None) -> list[Path]:
     """Validate the web manifests in place (atomically); returns their paths."""
     from ..workspace import Workspace
 
@@ -141,7 +142,7 @@ def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, mi
         source = path.stem[len("web_"):]
         norm_dir = ws.web_files(source) / "rgb" if normalize else None
         manifest.rows = validate_web_rows(manifest.rows, min_size, max_pixels, animated, norm_dir, workers,
-                                          progress, force)
+                                          progress, force, engine)
         write_manifest(manifest, path)
         done.append(path)
     return done

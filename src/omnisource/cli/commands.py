@@ -11,7 +11,8 @@ import typer
 from .. import pipeline
 from ..config import dump_config, load_config
 from ..console import console
-from .common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
+from .common import (ConfigOpt, EngineOpt, OverridesArg, RayAddressOpt, WorkspaceOpt, engine_options, friendly,
+                     load_cfg)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train video classifiers from a small labeled set plus noisy web data.")
@@ -37,8 +38,6 @@ for _name, _target, _doc in [
      "Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it."),
     ("validate", ".pipeline:validate_target", "Decode every target file; corrupt ones get status=corrupt and a reason."),
     ("import-web", ".web:import_web", "Import the configured web sources (query folders or manifests) and validate them."),
-    ("score", ".teacher.stage:score_stage",
-     "Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard."),
     ("select", ".select.stage:select_stage", "Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."),
     ("fit-motion", ".transform.stage:fit_motion_stage",
      "Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."),
@@ -71,15 +70,32 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
              manifest: Optional[List[Path]] = typer.Option(None, "--manifest", "-m",
                                                            help="Manifest(s) to embed (default: target)."),
+             engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
              overrides: Optional[List[str]] = OverridesArg):
-    """Embed frames with the frozen backbone into the workspace feature cache (resumable)."""
+    """Embed frames with the frozen backbone into the workspace feature cache (resumable);
+    --engine ray embeds on a Ray cluster into the same shards."""
     from ..web import web_features
 
+    opts = engine_options(engine, ray_address)
     cfg, ws = load_cfg(config, workspace, overrides)
-    pipeline.features_stage(cfg, ws, list(manifest) if manifest else None)
+    pipeline.features_stage(cfg, ws, list(manifest) if manifest else None, engine=opts)
     if not manifest:
-        web_features(cfg, ws)
-        web_features(cfg, ws, stage="train")
+        web_features(cfg, ws, engine=opts)
+        web_features(cfg, ws, stage="train", engine=opts)
+
+
+@app.command()
+@friendly
+def score(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+          engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
+          overrides: Optional[List[str]] = OverridesArg):
+    """Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard;
+    --engine ray scores on a Ray cluster into the same shards."""
+    from ..teacher.stage import score_stage
+
+    opts = engine_options(engine, ray_address)
+    cfg, ws = load_cfg(config, workspace, overrides)
+    score_stage(cfg, ws, engine=opts)
 
 
 @app.command()

@@ -19,12 +19,22 @@ from ..workspace import Workspace
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file.")
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (overrides `workspace`).")
 OverridesArg = typer.Argument(None, help="Overrides such as train.epochs=5.", show_default=False)
+EngineOpt = typer.Option("local", "--engine", help="local (this process) or ray (a Ray Data pipeline).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); "
+                             "default: start a local Ray sized to this machine.")
+
+
+def engine_options(engine: str, address: Optional[str]):
+    """None (local engine) or the distributed.ray.RayOptions of --engine ray."""
+    from ..distributed.ray import check_engine
+
+    return check_engine(engine, address)
 
 
 def _expected_errors():
     from ..data.media import MediaError
 
-    return (ConfigError, ManifestError, MediaError, FileNotFoundError, RuntimeError, ValueError)
+    return (ConfigError, ManifestError, MediaError, FileNotFoundError, RuntimeError, ValueError)  # EngineError too
 
 
 def friendly(fn):

@@ -15,6 +15,8 @@ from typing import List, Optional
 
 import typer
 
+from ..cli.common import EngineOpt, RayAddressOpt
+
 WorkspaceOpt = typer.Option(Path("workspace"), "--workspace", "-w", help="Workspace folder.")
 SourceOpt = typer.Option(None, "--source", "-s", help="Web source name(s) (default: every web_<source> manifest).")
 
@@ -116,17 +118,21 @@ def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = S
                  normalize: bool = typer.Option(True, "--normalize/--no-normalize",
                                                 help="Write RGB copies of CMYK/alpha/gray/palette/16-bit/rotated images."),
                  workers: int = typer.Option(1, help="Decoding processes."),
-                 force: bool = typer.Option(False, "--force", help="Check rows validated before again.")):
+                 force: bool = typer.Option(False, "--force", help="Check rows validated before again."),
+                 engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt):
     """Decode every web file (images fully; videos first and last frame); bad ones get a status
     (corrupt | rejected) and a reason."""
+    from ..cli.common import engine_options
+
     from ..data.manifest import read_manifest
     from ..clean.validate import ANIMATED, validate_web
 
     if animated not in ANIMATED:
         raise ValueError(f"--animated must be one of {', '.join(ANIMATED)}, got {animated!r}")
     console = _console()
+    opts = engine_options(engine, ray_address)
     for path in validate_web(workspace, source, min_size, max_pixels, animated, normalize, workers,
-                             console.is_terminal, force):
+                             console.is_terminal, force, opts):
         rows = read_manifest(path).rows
         counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "corrupt", "rejected", "duplicate")}
         console.print(f"validate: {path.name}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))

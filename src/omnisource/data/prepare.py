@@ -163,10 +163,15 @@ def _prepare_one(job: tuple) -> dict:
     return new
 
 
-def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str) -> Iterable:
-    """fn over jobs in order, in a spawn pool when workers > 1, behind a rich progress bar."""
+def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str, engine=None) -> Iterable:
+    """fn over jobs in order, in a spawn pool when workers > 1 (or as a Ray Data pipeline with
+    ``engine``, distributed.ray.RayOptions), behind a rich progress bar."""
     def results():
-        if workers > 1 and len(jobs) > 1:
+        if engine is not None:
+            from ..distributed.ray import map_jobs
+
+            yield from map_jobs(fn, jobs, engine)
+        elif workers > 1 and len(jobs) > 1:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 yield from pool.imap(fn, jobs, chunksize=1)
         else:

@@ -109,26 +109,38 @@ def read_scores(path: Path) -> dict[str, dict]:
     return out
 
 
-def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False) -> Path:
-    """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. A shard's name encodes its rows, so a changed manifest re-scores."""
+def shard_plan(rows: list[dict], out_dir: Path, shard_size: int = 2048) -> list[tuple[Path, list[dict]]]:
+    """(shard file, its rows): consecutive runs of ``shard_size`` rows, each file named by its
+    position and a digest of its ids, so a changed manifest re-scores."""
     import hashlib
 
+    plan = []
+    for start in range(0, len(rows), shard_size):
+        part = rows[start:start + shard_size]
+        digest = hashlib.sha1("\n".join(r["id"] for r in part).encode()).hexdigest()[:12]
+        plan.append((Path(out_dir) / f"part-{start // shard_size:05d}-{digest}.parquet", part))
+    return plan
+
+
+def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
+                    run_shards=None) -> Path:
+    """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
+    killed run resumes. ``run_shards(todo)`` (the ray engine) may compute the missing shards
+    instead: given [(path, rows)], it yields (path, records) per shard."""
     from rich.progress import Progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wanted = set()
+    plan = shard_plan(rows, out_dir, shard_size)
+    todo = [(path, part) for path, part in plan if not path.exists()]
+    run_shards = run_shards or (lambda shards: ((path, score_fn(part)) for path, part in shards))
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"score {out_dir.name}", total=len(rows))
-        for start in range(0, len(rows), shard_size):
-            part = rows[start:start + shard_size]
-            digest = hashlib.sha1("\n".join(r["id"] for r in part).encode()).hexdigest()[:12]
-            path = out_dir / f"part-{start // shard_size:05d}-{digest}.parquet"
-            wanted.add(path.name)
-            if not path.exists():
-                write_scores(score_fn(part), path)
-            bar.advance(task, len(part))
+        task = bar.add_task(f"score {out_dir.name}", total=len(rows), completed=len(rows) - sum(len(p) for _, p in todo))
+        sizes = {path: len(part) for path, part in todo}
+        for path, records in run_shards(todo):
+            write_scores(records, path)
+            bar.advance(task, sizes[path])
+    wanted = {path.name for path, _ in plan}
     for stale in out_dir.glob("part-*.parquet"):
         if stale.name not in wanted:
             stale.unlink()

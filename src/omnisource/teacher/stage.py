@@ -1,6 +1,8 @@
 """``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2)."""
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -106,17 +108,51 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     return score
 
 
-def score_stage(cfg: Config, workspace) -> list[Path]:
+def _scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
+    return _feature_scorer(teachers, cfg, workspace, kind) if cfg.mode == "features" \
+        else _pixel_scorer(teachers, cfg, kind)
+
+
+class ScorerFactory:
+    """What a Ray actor of ``score --engine ray`` builds once: the teachers, loaded, and the local
+    engine's scoring function over them, giving one record (or None: unscored) per row."""
+
+    def __init__(self, cfg: Config, workspace, kind: str, classes: list[str], dim: int | None):
+        self.cfg = copy.deepcopy(cfg)
+        self.cfg.train.num_workers = 0  # Ray's actors are the parallelism; no loader processes inside them
+        self.workspace, self.kind, self.classes, self.dim = Workspace.of(workspace), kind, classes, dim
+
+    def __call__(self):
+        teachers = [load_teacher(self.workspace, run, self.classes, self.dim) for run in self.cfg.omni.teacher_runs]
+        fn = _scorer(teachers, self.cfg, self.workspace, self.kind)
+
+        def one_per_row(rows: list[dict]) -> list[dict | None]:
+            by_id = {rec["id"]: rec for rec in fn(rows)}
+            return [by_id.get(r["id"]) for r in rows]
+
+        return one_per_row
+
+
+def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
+    """Score the ok rows of every web source into ``scores/<source>/`` shards; ``engine``
+    (distributed.ray.RayOptions) runs the missing shards as a Ray Data pipeline instead."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None
+    # Loaded here with either engine, so a missing teacher fails before any cluster work starts.
     teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
     outs = []
     for src in cfg.web:
         rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
-        fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
-            else _pixel_scorer(teachers, cfg, src.kind)
-        out = score_in_shards(rows, fn, ws.scores(src.name), progress=console.is_terminal)
-        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
+        run_shards = None
+        if engine is not None:
+            from ..distributed import ray as ray_engine
+
+            factory = ScorerFactory(cfg, ws, src.kind, classes, dim)
+            run_shards = functools.partial(ray_engine.map_shards, factory=factory, opts=engine)
+        out = score_in_shards(rows, _scorer(teachers, cfg, ws, src.kind), ws.scores(src.name),
+                              progress=console.is_terminal, run_shards=run_shards)
+        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)}"
+                      f"{' (ray)' if engine else ''} -> {out}")
         outs.append(out)
     return outs
