@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,14 +31,20 @@ def invoke(*args):
     return result.output
 
 
-def torchrun(*args, nproc=2, timeout=300):
+def run(cmd, check=True, timeout=300):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "omnisource", *map(str, args)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    proc = subprocess.run([sys.executable, *map(str, cmd)], env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def torchrun(*args, nproc=2, check=True):
+    """``torchrun --standalone --nproc_per_node=N -m omnisource ARGS`` (or a script: args[0] ending in .py)."""
+    target = [] if str(args[0]).endswith(".py") else ["-m", "omnisource"]
+    proc = run(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target, *args], check)
+    return proc.stdout if check else proc
 
 
 def log_of(ws, run):
@@ -90,15 +97,47 @@ def test_pixel_mode_network_under_torchrun(workspace):
     assert (ws / "runs" / "pixels" / "checkpoints" / "epoch_001" / "model.safetensors").is_file()
 
 
-def test_uneven_global_batch_is_refused(workspace):
-    _, ws = workspace
-    env = {k: v for k, v in os.environ.items()}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "omnisource", "train", "-w", str(ws), "train.batch_size=7", "train.run_name=odd"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "train.batch_size=7 does not split over 2 processes" in proc.stdout + proc.stderr
+def test_uneven_global_batch_is_refused(monkeypatch):
+    from omnisource.data.datasets import FeatureDataset, make_loader
+    from omnisource.distributed import ddp
+
+    monkeypatch.setattr(ddp, "_current", ddp.Dist(rank=1, world_size=2, backend="gloo"))
+    data = FeatureDataset(np.zeros((20, 2, 4), np.float32), np.zeros(20, np.int64))
+    with pytest.raises(ValueError, match="train.batch_size=7 does not split over 2 processes"):
+        make_loader(data, 7, True)
+    assert [len(b) for b in make_loader(data, 8, True).batch_sampler] == [4, 4]  # rank 1's half of each batch
+
+
+def test_joint_training_with_a_resampled_web_source_matches_one_process(tmp_path):
+    """Target + auxiliary batch (two forwards, one backward) through DDP, against one process."""
+    worker = Path(__file__).with_name("ddp_joint_worker.py")
+    run([worker, tmp_path / "one"])
+    torchrun(worker, tmp_path / "two")
+    one, two = ([json.loads(x) for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in ("one", "two"))
+    assert [r["steps"] for r in one] == [r["steps"] for r in two] == [5, 10, 15]
+    assert [r["world_size"] for r in two] == [2, 2, 2]
+    for a, b in zip(one, two):
+        for src in ("target", "web"):
+            assert abs(a["train"][src]["loss"] - b["train"][src]["loss"]) < TOLERANCE
+    w1, w2 = torch.load(tmp_path / "one" / "final.pt"), torch.load(tmp_path / "two" / "final.pt")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=TOLERANCE, rtol=TOLERANCE)
+
+
+def test_commands_other_than_training_refuse_torchrun(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, ["score", "-w", str(tmp_path)])
+    assert result.exit_code == 2 and "only the training commands" in result.output
+
+
+def test_domain_adaptation_refuses_torchrun_with_a_reason(monkeypatch, tmp_path):
+    from omnisource.config import ConfigError, load_config
+    from omnisource.distributed import ddp
+    from omnisource.train.da_stage import da_stage
+
+    monkeypatch.setattr(ddp, "_current", ddp.Dist(rank=0, world_size=2, backend="gloo"))
+    with pytest.raises(ConfigError, match="does not run under torchrun yet"):
+        da_stage(load_config(None, ["train.method=da"]), tmp_path)
 
 
 def test_sharded_batches_are_disjoint_and_make_the_single_process_batches():

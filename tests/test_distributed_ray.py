@@ -176,8 +176,7 @@ def test_clean_validate_on_ray_equals_local(ws, tmp_path):
     from omnisource.clean.validate import validate_web_rows
 
     rows = read_manifest(ws.web("images")).rows
-    local = validate_web_rows([dict(r, validated=False, status="ok", reason="") for r in rows],
-                              normalized_dir=ws.web_files("images") / "rgb", progress=False, force=True)
+    local = validate_web_rows(rows, normalized_dir=ws.web_files("images") / "rgb", progress=False, force=True)
     invoke("clean", "validate", "-w", ws.root, "--engine", "ray", "--force")  # in place, on the cluster
     ray = read_manifest(ws.web("images")).rows
     assert [r["id"] for r in ray] == [r["id"] for r in local]  # the same rows, in order

@@ -18,6 +18,7 @@ only here, and only when the ray engine is asked for.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -68,12 +69,13 @@ def init(opts: RayOptions):
     ray = _ray()
     if ray.is_initialized():
         return ray
+    logging.getLogger("ray").setLevel(logging.WARNING)  # the stage prints its own line
     kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
     try:
         if opts.address:
             ray.init(address=opts.address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # a new one, not a running cluster
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise EngineError(f"could not start or reach Ray at {opts.address or 'a local instance'}: "
                           f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
