@@ -173,10 +173,11 @@ def test_a_stopped_run_resumes_from_its_finished_shards(ws, tmp_path):
 
 
 def test_clean_validate_on_ray_equals_local(ws, tmp_path):
-    from omnisource.clean.validate import validate_web_rows
+    from omnisource.clean.validate import Rules, normalized_dir, validate_rows
 
     rows = read_manifest(ws.web("images")).rows
-    local = validate_web_rows(rows, normalized_dir=ws.web_files("images") / "rgb", progress=False, force=True)
+    local = validate_rows(rows, Rules.from_config(_cfg(ws).media), normalized_dir(ws, "images"), progress=False,
+                          force=True)
     invoke("clean", "validate", "-w", ws.root, "--engine", "ray", "--force")  # in place, on the cluster
     ray = read_manifest(ws.web("images")).rows
     assert [r["id"] for r in ray] == [r["id"] for r in local]  # the same rows, in order
