@@ -28,7 +28,10 @@ def engine_options(engine: str, address: Optional[str]):
     """None (local engine) or the distributed.ray.RayOptions of --engine ray."""
     from ..distributed.ray import check_engine
 
-    return check_engine(engine, address)
+    opts = check_engine(engine, address)
+    if opts is not None:
+        opts.progress = console.is_terminal  # Ray Data's progress bars where someone watches
+    return opts
 
 
 def _expected_errors():

@@ -69,7 +69,10 @@ def init(opts: RayOptions):
     ray = _ray()
     if ray.is_initialized():
         return ray
-    logging.getLogger("ray").setLevel(logging.WARNING)  # the stage prints its own line
+    # The stage prints its own line; Ray Data's per-dataset INFO lines stay in its session log file.
+    for handler in logging.getLogger("ray.data").handlers:
+        if not type(handler).__name__.endswith("FileHandler"):
+            handler.setLevel(logging.WARNING)
     kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
     try:
         if opts.address:
