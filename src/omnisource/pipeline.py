@@ -14,7 +14,6 @@ from .config import Config, dump_config
 from .console import console
 from .data import importers
 from .data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
-from .distributed import ddp
 from .train.build import build_model_and_loaders
 from .workspace import Workspace
 
@@ -87,6 +86,7 @@ def features_stage(cfg: Config, workspace, manifests: list[Path] | None = None, 
 
 
 def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
+    from .distributed import ddp
     from .train.loop import fit
 
     ws = Workspace.of(workspace)
@@ -97,7 +97,7 @@ def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     console.print(f"train: {cfg.mode} mode, {len(train.dataset)} training / "
                   f"{len(val.dataset) if val else 0} validation samples, {len(manifest.classes)} classes -> {out}")
     fit(model, train, val, cfg.train, out, manifest.classes, dump_config(cfg), resume=resume, console=console)
-    if ddp.context().is_main:
+    if ddp.context().is_main:  # under torchrun only rank 0 writes
         atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out
 
