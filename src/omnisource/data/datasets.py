@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -172,14 +173,25 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int
         ctx = ddp.context()
         ddp.local_batch(batch_size, ctx)
         sampler = ddp.ShardedBatchSampler(len(dataset), batch_size, True, drop, seed, ctx.rank, ctx.world_size)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, worker_init_fn=_one_thread)
+        loader = worker_loader(dataset, batch_sampler=sampler, num_workers=num_workers)
     else:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=drop,
-                            worker_init_fn=_one_thread, persistent_workers=False)
+        loader = worker_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=drop,
+                               persistent_workers=False)
     loader.multi_view = getattr(dataset, "multi_view", False)
     return loader
 
 
+def worker_loader(dataset: Dataset, **kwargs) -> DataLoader:
+    """A DataLoader whose worker processes decode with one thread each (DESIGN.md §3: more gave
+    nothing on 2 cores).
+
+    Forked workers inherit OpenCV's thread pool without its threads: using or even resizing it
+    there hangs (in pthread_cond_destroy). So the process that starts workers makes OpenCV serial
+    before it forks them, and only then: importing omnisource leaves OpenCV alone."""
+    if kwargs.get("num_workers", 0) > 0:
+        cv2.setNumThreads(1)
+    return DataLoader(dataset, worker_init_fn=_one_thread, **kwargs)
+
+
 def _one_thread(_worker_id: int) -> None:
-    # One decoder/compute thread per worker: more gave nothing on 2 cores (DESIGN.md §3).
     torch.set_num_threads(1)

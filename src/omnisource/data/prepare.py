@@ -163,6 +163,10 @@ def _prepare_one(job: tuple) -> dict:
     return new
 
 
+def _single_threaded() -> None:
+    cv2.setNumThreads(1)  # a decoding process: the pool itself runs one per core
+
+
 def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str, engine=None) -> Iterable:
     """fn over jobs in order, in a spawn pool when workers > 1 (or as a Ray Data pipeline with
     ``engine``, distributed.ray.RayOptions), behind a rich progress bar."""
@@ -172,7 +176,7 @@ def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str, eng
 
             yield from map_jobs(fn, jobs, engine)
         elif workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_threaded) as pool:
                 yield from pool.imap(fn, jobs, chunksize=1)
         else:
             yield from map(fn, jobs)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..data import media, sampling, transforms
-from ..data.datasets import _one_thread, frame_span, image_clip
+from ..data.datasets import frame_span, image_clip, worker_loader
 from ..data.manifest import atomic_write_bytes
 
 
@@ -90,6 +90,12 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
                        lambda tmp: save_file({"features": tensor}, tmp, metadata=meta))
 
 
+def missing_rows(rows: list[dict], cache_dir: Path) -> list[dict]:
+    """The ``ok`` rows that the cache neither holds nor records as failed to decode."""
+    done = set(cached_ids(cache_dir)) | set(load_failures(cache_dir)) if Path(cache_dir).is_dir() else set()
+    return [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
+
+
 @torch.no_grad()
 def embed_rows(rows: list[dict], backbone: torch.nn.Module, size: int = 128, frames: int = 8, batch_size: int = 64,
                workers: int = 1, max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
@@ -97,8 +103,8 @@ def embed_rows(rows: list[dict], backbone: torch.nn.Module, size: int = 128, fra
     """(index in ``rows``, features (T, D) or None, failure reason) for every row, in row order:
     frames decoded in ``workers`` loader processes, the backbone run on ``batch_size`` frames at a time."""
     backbone = backbone.to(device).eval()
-    loader = DataLoader(_FrameDataset(rows, size, frames, max_pixels, per_second), batch_size=1, num_workers=workers,
-                        collate_fn=_collate, worker_init_fn=_one_thread)
+    loader = worker_loader(_FrameDataset(rows, size, frames, max_pixels, per_second), batch_size=1,
+                           num_workers=workers, collate_fn=_collate)
     waiting: list[tuple[int, torch.Tensor | None, str]] = []  # rows in order, their clips not embedded yet
 
     def flush():
@@ -135,8 +141,7 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    done = set(cached_ids(cache_dir)) | set(load_failures(cache_dir))
-    todo = [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
+    todo = missing_rows(rows, cache_dir)
     if not todo:
         return load_failures(cache_dir)
     if embed is None:

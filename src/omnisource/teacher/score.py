@@ -20,7 +20,7 @@ import yaml
 
 from ..config import Config, from_dict
 from ..data.manifest import ManifestError, atomic_write_bytes
-from ..train.checkpoint import latest_checkpoint, load_weights
+from ..train.checkpoint import load_weights, select_checkpoint
 from ..transform.untrimmed import clip_windows
 from ..workspace import Workspace
 
@@ -34,13 +34,14 @@ class Teacher:
 
 
 def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
-    """The latest checkpoint of ``runs/<run_name>``, rebuilt from the config it was trained with."""
+    """The best checkpoint (validation top-1, as `evaluate` scores it) of ``runs/<run_name>``,
+    rebuilt from the config it was trained with."""
     from ..models import create_head, create_model
 
     run = Workspace.of(workspace).run(run_name)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None or not (run / "config.yaml").exists():
+    if not run.is_dir() or not (run / "config.yaml").exists():
         raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first")
+    ckpt = select_checkpoint(run, "best")
     tcfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if tcfg.mode == "features":
         if feature_dim is None:
@@ -109,29 +110,31 @@ def read_scores(path: Path) -> dict[str, dict]:
     return out
 
 
-def shard_plan(rows: list[dict], out_dir: Path, shard_size: int = 2048) -> list[tuple[Path, list[dict]]]:
+def shard_plan(rows: list[dict], out_dir: Path, shard_size: int = 2048, key: str = "") -> list[tuple[Path, list[dict]]]:
     """(shard file, its rows): consecutive runs of ``shard_size`` rows, each file named by its
-    position and a digest of its ids, so a changed manifest re-scores."""
+    position and a digest of its ids and ``key`` (the identity of the teachers and of how they
+    score), so a changed manifest or another teacher re-scores."""
     import hashlib
 
     plan = []
     for start in range(0, len(rows), shard_size):
         part = rows[start:start + shard_size]
-        digest = hashlib.sha1("\n".join(r["id"] for r in part).encode()).hexdigest()[:12]
+        digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
         plan.append((Path(out_dir) / f"part-{start // shard_size:05d}-{digest}.parquet", part))
     return plan
 
 
 def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
-                    run_shards=None) -> Path:
-    """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. ``run_shards(todo)`` (the ray engine) may compute the missing shards
-    instead: given [(path, rows)], it yields (path, records) per shard."""
+                    key: str = "", run_shards=None) -> Path:
+    """Apply ``score_fn(rows) -> list[record]`` shard by shard (:func:`shard_plan`); existing
+    shards are kept, so a killed run resumes, and shards of another plan are deleted.
+    ``run_shards(todo)`` (the ray engine) may compute the missing shards instead: given
+    [(path, rows)], it yields (path, records) per shard."""
     from rich.progress import Progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plan = shard_plan(rows, out_dir, shard_size)
+    plan = shard_plan(rows, out_dir, shard_size, key)
     todo = [(path, part) for path, part in plan if not path.exists()]
     run_shards = run_shards or (lambda shards: ((path, score_fn(part)) for path, part in shards))
     with Progress(disable=not progress, transient=True) as bar:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
 
 from ..config import Config
 from ..console import console
-from ..data.manifest import read_manifest
+from ..data.manifest import atomic_write_text, read_manifest
+from ..stamps import config_inputs, file_inputs, stage, teacher_inputs, value_digest
 from ..workspace import Workspace
 from .score import Teacher, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
 
@@ -79,9 +81,7 @@ class _SecondFrames:
 
 def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     import torch
-    from torch.utils.data import DataLoader
-
-    from ..data.datasets import VideoClipDataset, _one_thread, make_loader
+    from ..data.datasets import VideoClipDataset, make_loader, worker_loader
     from ..train.loop import predict, resolve_device
 
     device = resolve_device(cfg.train.device)
@@ -93,8 +93,7 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
             probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
             return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
         out = []
-        loader = DataLoader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers,
-                            worker_init_fn=_one_thread)
+        loader = worker_loader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers)
         for i, x, reason in loader:
             if x is None:
                 console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")
@@ -133,14 +132,29 @@ class ScorerFactory:
         return one_per_row
 
 
+def teacher_identity(cfg: Config, ws: Workspace) -> dict:
+    """What scores depend on besides the rows: the teachers' weights and configs, and how they score."""
+    keys = ["mode", "omni.teacher_runs", "omni.clip_seconds"] + (
+        ["features.backbone", "features.pretrained", "features.size", "features.frames"] if cfg.mode == "features"
+        else ["media", "train.device", "train.amp"])
+    return {**config_inputs(cfg, *keys), **teacher_inputs(ws, cfg.omni.teacher_runs),
+            "web kinds": value_digest([(s.name, s.kind) for s in cfg.web])}
+
+
+@stage("score", lambda cfg, ws, engine=None: {  # the engine changes no score
+    **teacher_identity(cfg, ws), **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
+       lambda cfg, ws, engine=None: [ws.scores(s.name) for s in cfg.web])
 def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
-    """Score the ok rows of every web source into ``scores/<source>/`` shards; ``engine``
-    (distributed.ray.RayOptions) runs the missing shards as a Ray Data pipeline instead."""
+    """Score every web sample with the teacher run(s) of ``omni.teacher_runs`` into ``scores/<source>/``
+    (resumable by shard); ``engine`` (distributed.ray.RayOptions) runs the missing shards as a Ray
+    Data pipeline instead, into the same shards."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None
     # Loaded here with either engine, so a missing teacher fails before any cluster work starts.
     teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
+    identity = teacher_identity(cfg, ws)
+    key = value_digest(identity)
     outs = []
     for src in cfg.web:
         rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
@@ -151,7 +165,8 @@ def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
             factory = ScorerFactory(cfg, ws, src.kind, classes, dim)
             run_shards = functools.partial(ray_engine.map_shards, factory=factory, opts=engine)
         out = score_in_shards(rows, _scorer(teachers, cfg, ws, src.kind), ws.scores(src.name),
-                              progress=console.is_terminal, run_shards=run_shards)
+                              progress=console.is_terminal, key=key, run_shards=run_shards)
+        atomic_write_text(out / "teacher.json", json.dumps({"key": key, **identity}, indent=1))
         console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)}"
                       f"{' (ray)' if engine else ''} -> {out}")
         outs.append(out)

@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from ..config import Config, ConfigError, DAConfig, TrainConfig, dump_config
 from ..console import console
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
-from ..workspace import Workspace
+from ..stamps import config_inputs, file_inputs, teacher_inputs, training_stage
+from ..workspace import Workspace, latest_checkpoint
 from .transfer import DANet, fit_da, stage_config
 
 
@@ -51,8 +52,6 @@ def frames_of(clips: np.ndarray, labels: np.ndarray, ids: list[str]):
 
 def load_image_model(model: torch.nn.Module, run_dir: Path) -> None:
     """Load the classifier of a stage-1 run's latest checkpoint into ``model``."""
-    from .checkpoint import latest_checkpoint
-
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir}: no stage-1 checkpoint; run with da.stages=image or both first")
@@ -197,19 +196,40 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
     return results
 
 
-def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
-    """Run the configured DA stages (``da.stages``); returns the last run folder."""
+def _da_stages(cfg: Config) -> tuple[str, ...]:
+    return ("image", "video") if cfg.da.stages == "both" else (cfg.da.stages,)
+
+
+def _da_inputs(cfg: Config, ws: Workspace, **_) -> dict:
+    from .build import model_inputs
+
+    loaded = [cfg.da.image_run] if _da_stages(cfg) == ("video",) else []  # stage 2 alone starts from stage 1
+    for name in loaded:
+        if latest_checkpoint(ws.run(name)) is None:
+            raise FileNotFoundError(f"{ws.run(name)}: no stage-1 checkpoint; run with da.stages=image or both first")
+    return {**model_inputs(cfg, ws), **config_inputs(cfg, "da", "web"), **teacher_inputs(ws, loaded),
+            **file_inputs(ws, [ws.web(s.name) for s in cfg.web if s.kind != "untrimmed"])}
+
+
+def single_process() -> None:
+    """Refuse torchrun (before the stage touches its run folders): the attention weights each web
+    sample against the whole target batch (top-T of its similarities) and da_step bypasses the
+    module's forward, so both need work before a sharded batch trains the same model."""
     from ..distributed import ddp
 
     if ddp.context().enabled:
-        # The attention weights each web sample against the whole target batch (top-T of its
-        # similarities) and da_step bypasses the module's forward: both need work before a
-        # sharded batch trains the same model.
         raise ConfigError("train.method=da does not run under torchrun yet: run it as one process")
+
+
+@training_stage("da", _da_inputs, lambda cfg, ws, **k: [ws.run(cfg.da.image_run if s == "image" else cfg.da.video_run)
+                                                        for s in _da_stages(cfg)])
+def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
+    """Run the configured DA stages (``da.stages``); returns the last run folder."""
+    single_process()
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target_manifest())
     web = _sources(cfg, ws, manifest.classes)
-    stages = ("image", "video") if cfg.da.stages == "both" else (cfg.da.stages,)
+    stages = _da_stages(cfg)
     console.print(f"da: {cfg.mode} mode, stages {', '.join(stages)}; web images {len(web['image'])}, "
                   f"web videos {len(web['video'])}")
     if cfg.mode == "features":

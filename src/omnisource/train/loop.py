@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..distributed import ddp
 from ..evaluate.metrics import classification_metrics
-from .checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint, set_rng_state
+from .card import card_from_text
+from .checkpoint import (after_epoch, latest_checkpoint, load_training_state, load_weights, save_checkpoint,
+                         set_rng_state)
+from .loggers import open_loggers
 
 
 @dataclass
@@ -229,6 +232,10 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
         console.print(f"DistributedDataParallel: world size {dist.world_size} ({dist.backend}), "
                       f"{steps_per_epoch} steps per epoch")
     log_path = run_dir / "log.jsonl"
+    card = card_from_text(config_text, classes, model)
+    loggers = open_loggers(cfg.log if dist.is_main else [], run_dir, start_epoch)  # rank 0 writes the run folder
+    if dist.is_main:
+        after_epoch(run_dir, history, cfg.keep_checkpoints)  # what a kill left: debris, an unpruned epoch
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(ddp.rank_seed(cfg.seed, dist.rank), epoch)
@@ -261,11 +268,14 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
         if dist.is_main:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            save_checkpoint(run_dir, epoch + 1, model, optimizer, {"history": history}, config_text)
+            save_checkpoint(run_dir, epoch + 1, model, optimizer, {"history": history}, config_text, card)
+            after_epoch(run_dir, history, cfg.keep_checkpoints)  # best.json, retention
+            loggers.log(record)
         parts = [f"{src} loss {v['loss']:.3f} acc {v['acc']:.3f}" for src, v in record["train"].items()]
         if "val" in record:
             parts.append(f"val top1 {record['val']['top1']:.3f} mca {record['val']['mean_class_accuracy']:.3f}")
         console.print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(parts))
+    loggers.close()
     ddp.barrier(dist)  # the run folder is complete before any rank goes on
     return {"history": history, "last": history[-1] if history else None}
 
