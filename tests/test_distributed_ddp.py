@@ -16,6 +16,7 @@ from omnisource.cli import app
 from omnisource.data.resample import ResampledSampler, class_weights, sample_weights
 from omnisource.demo.synthetic import generate
 from omnisource.distributed.ddp import ShardedBatchSampler, rank_seed
+from omnisource.workspace import Workspace
 
 runner = CliRunner()
 # No dropout: with it the ranks draw their own masks and the runs differ by more than arithmetic.
@@ -76,8 +77,14 @@ def test_two_process_ddp_matches_one_process_and_resumes(workspace):
         assert abs(a["train"]["target"]["loss"] - b["train"]["target"]["loss"]) < TOLERANCE
         assert a["val"]["top1"] == b["val"]["top1"]
     assert one[-1]["train"]["target"]["loss"] < 0.5 * one[0]["train"]["target"]["loss"]  # it learnt
-    ckpts = sorted(p.name for p in (ws / "runs" / "two" / "checkpoints").iterdir())
-    assert ckpts == ["epoch_001", "epoch_002", "epoch_003", "epoch_004"]
+    # Rank 0 alone keeps the run folder: the same best epoch, retention and model card as one process.
+    listing = {run: sorted(p.name for p in (ws / "runs" / run / "checkpoints").iterdir()) for run in ("one", "two")}
+    assert listing["two"] == listing["one"] and {"best.json", "epoch_004"} <= set(listing["two"])
+    best = {run: json.loads((ws / "runs" / run / "checkpoints" / "best.json").read_text()) for run in ("one", "two")}
+    assert best["two"] == best["one"]
+    card_one, card_two = (json.loads((ws / "runs" / run / "model.json").read_text()) for run in ("one", "two"))
+    for key in ("classes", "mode", "model"):
+        assert card_two[key] == card_one[key]
     w1 = load_file(str(ws / "runs" / "one" / "checkpoints" / "epoch_004" / "model.safetensors"))
     w2 = load_file(str(ws / "runs" / "two" / "checkpoints" / "epoch_004" / "model.safetensors"))
     assert set(w1) == set(w2)  # saved from the unwrapped model: no "module." prefix
@@ -93,8 +100,14 @@ def test_pixel_mode_network_under_torchrun(workspace):
     torchrun("train", "-w", ws, *pixel)
     log = log_of(ws, "pixels")
     assert len(log) == 1 and log[0]["world_size"] == 2 and log[0]["steps"] == 4
-    assert log[0]["val"]["top1"] >= 0  # evaluated over both ranks' shares
     assert (ws / "runs" / "pixels" / "checkpoints" / "epoch_001" / "model.safetensors").is_file()
+    # The validation of the DDP run (each rank predicts its stride, rank 0 gathers) is the
+    # evaluation of the same weights by one process over the whole validation split.
+    invoke("evaluate", "-w", ws, "--epoch", "last", *pixel)
+    metrics = json.loads((ws / "runs" / "pixels" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 12  # group 01: two clips of each of the six classes
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert log[0]["val"][key] == pytest.approx(metrics[key], abs=1e-9)
 
 
 def test_uneven_global_batch_is_refused(monkeypatch):
@@ -130,14 +143,14 @@ def test_commands_other_than_training_refuse_torchrun(monkeypatch, tmp_path):
     assert result.exit_code == 2 and "only the training commands" in result.output
 
 
-def test_domain_adaptation_refuses_torchrun_with_a_reason(monkeypatch, tmp_path):
-    from omnisource.config import ConfigError, load_config
+def test_domain_adaptation_refuses_torchrun_with_a_reason(monkeypatch, workspace):
     from omnisource.distributed import ddp
-    from omnisource.train.da_stage import da_stage
 
+    _, ws = workspace
     monkeypatch.setattr(ddp, "_current", ddp.Dist(rank=0, world_size=2, backend="gloo"))
-    with pytest.raises(ConfigError, match="does not run under torchrun yet"):
-        da_stage(load_config(None, ["train.method=da"]), tmp_path)
+    result = runner.invoke(app, ["train", "-w", str(ws), "train.method=da"])
+    assert result.exit_code == 2 and "train.method=da does not run under torchrun yet" in result.output
+    assert not Workspace(ws).stamp_file("da").exists()  # refused before the stage touched anything
 
 
 def test_sharded_batches_are_disjoint_and_make_the_single_process_batches():
