@@ -70,7 +70,7 @@ def test_pixel_mode_train_resume_and_multiview_eval(data, tmp_path):
     invoke("train", "-w", ws, "train.epochs=1")
     out = invoke("train", "-w", ws, "--resume", "train.epochs=2")
     assert "resumed from" in out and "epoch 2/2" in out
-    invoke("evaluate", "-w", ws, "media.test_views=2", "media.test_crops=3")
+    invoke("evaluate", "-w", ws, "--epoch", "last", "media.test_views=2", "media.test_crops=3")  # the resumed epoch
     metrics = json.loads((ws / "runs" / "target_only" / "metrics.json").read_text())
     assert metrics["num_samples"] == 12 and metrics["checkpoint"].endswith("epoch_002")
 

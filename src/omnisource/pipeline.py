@@ -128,6 +128,7 @@ def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: f
 def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Train ``runs/<train.run_name>`` on the target set: a head on cached features, or a whole network in
     pixel mode."""
+    from .distributed import ddp
     from .train.loop import fit
 
     ws = Workspace.of(workspace)
@@ -138,7 +139,8 @@ def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     console.print(f"train: {cfg.mode} mode, {len(train.dataset)} training / "
                   f"{len(val.dataset) if val else 0} validation samples, {len(manifest.classes)} classes -> {out}")
     fit(model, train, val, cfg.train, out, manifest.classes, dump_config(cfg), resume=resume, console=console)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if ddp.context().is_main:  # under torchrun only rank 0 writes
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -182,8 +183,9 @@ class TrainingStage(Stage):
         stamp = ws.read_stamp(name)
         diff = changed(stamp, inputs) if stamp else ["no stamp"]
         trained = [r for r in runs if latest_checkpoint(r) is not None]
+        main = _main_process()
         if overwrite:
-            for r in runs:
+            for r in runs if main else ():
                 shutil.rmtree(r, ignore_errors=True)
         elif resume or not trained:
             pass
@@ -194,7 +196,7 @@ class TrainingStage(Stage):
             console.print(f"{name}: resuming the interrupted run {label}")
             resume = True
         elif auto:
-            for r in trained:
+            for r in trained if main else ():
                 dest = ws.runs_dir / ".previous" / f"{r.name}-{time.strftime('%Y%m%d-%H%M%S')}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 r.rename(dest)
@@ -204,12 +206,19 @@ class TrainingStage(Stage):
             why = "was trained from other inputs" if stamp else "already holds a run"
             raise WorkspaceError(f"{label} {why} ({_describe(diff)}): pass --resume to continue it, --overwrite "
                                  "to replace it, or train.run_name=NAME for a new run")
-        for r in runs:  # metrics of earlier weights must not pass for this run's
-            (r / "metrics.json").unlink(missing_ok=True)
-        ws.write_stamp(name, inputs, "running")
+        if main:
+            for r in runs:  # metrics of earlier weights must not pass for this run's
+                (r / "metrics.json").unlink(missing_ok=True)
+            ws.write_stamp(name, inputs, "running")
         out = self.fn(cfg, ws, *args, resume=resume, **kwargs)
-        ws.write_stamp(name, inputs, "done")
+        if main:
+            ws.write_stamp(name, inputs, "done")
         return out
+
+
+def _main_process() -> bool:
+    """Under torchrun only rank 0 writes stamps and moves or deletes runs; the others only read."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def training_stage(name, inputs: Callable, runs: Callable):

@@ -88,7 +88,6 @@ def import_web(cfg: Config, workspace) -> list[Path]:
     return outs
 
 
-
 def query_classes(ws: Workspace, src: WebSourceConfig, classes: list[str], queries: list[str],
                   stage: str, quiet: bool = False) -> dict[str, int]:
     """Query -> target class index (-1: none) of web source ``src``; ``queries`` holds one entry per

@@ -171,13 +171,14 @@ def _validate_job(job: tuple) -> dict:
 
 def validate_rows(rows: list[dict], rules: Rules = Rules(), normalized_dir: str | Path | None = None,
                   expected: str | None = None, workers: int = 1, progress: bool = True, force: bool = False,
-                  label: str = "validate") -> list[dict]:
-    """validate_row over every row that needs it (see needs_check); the others are copied."""
+                  label: str = "validate", engine=None) -> list[dict]:
+    """validate_row over every row that needs it (see needs_check); the others are copied. ``engine``
+    (distributed.ray.RayOptions) runs the checks on a Ray cluster instead of ``workers`` processes."""
     out = [dict(r) for r in rows]
     todo = [i for i, r in enumerate(rows)
             if needs_check(r, rules.digest(expected or r.get("kind"), normalized_dir is not None), force)]
     jobs = [(rows[i], rules, normalized_dir, expected) for i in todo]
-    for i, new in zip(todo, _run(_validate_job, jobs, workers, progress, label)):
+    for i, new in zip(todo, _run(_validate_job, jobs, workers, progress, label, engine=engine)):
         out[i] = new
     return out
 
@@ -220,7 +221,8 @@ def normalized_dir(workspace, source: str) -> Path:
 
 
 def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, rules: Rules = Rules(),
-                 normalize: bool = True, workers: int = 1, progress: bool = True, force: bool = False) -> list[Path]:
+                 normalize: bool = True, workers: int = 1, progress: bool = True, force: bool = False,
+                 engine=None) -> list[Path]:
     """Validate the web manifests in place (atomically); returns their paths."""
     from ..workspace import Workspace
 
@@ -231,7 +233,7 @@ def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, ru
         source = path.stem[len("web_"):]
         norm_dir = normalized_dir(ws, source) if normalize else None
         manifest.rows = validate_rows(manifest.rows, rules, norm_dir, None, workers, progress, force,
-                                      f"validate ({source})")
+                                      f"validate ({source})", engine)
         write_manifest(manifest, path)
         done.append(path)
     return done

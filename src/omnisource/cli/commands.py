@@ -12,8 +12,9 @@ import typer
 from .. import pipeline
 from ..config import dump_config, load_config
 from ..console import console
-from .common import (EXPERIMENT, OMNI, TARGET, WEB, ConfigOpt, OverridesArg, OverwriteOpt, ResumeOpt, WorkspaceOpt,
-                     friendly, load_cfg, open_workspace, set_debug, workspace_root)
+from .common import (EXPERIMENT, OMNI, TARGET, WEB, ConfigOpt, EngineOpt, OverridesArg, OverwriteOpt, RayAddressOpt,
+                     ResumeOpt, WorkspaceOpt, engine_options, friendly, load_cfg, open_workspace, set_debug,
+                     workspace_root)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train video classifiers from a small labeled set plus noisy web data.")
@@ -86,20 +87,23 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
              all_rows: bool = AllOpt,
              retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode again the files that failed "
                                                "before (by default only those whose file changed since)."),
+             engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
              overrides: Optional[List[str]] = OverridesArg):
     """Embed frames with the frozen backbone into the feature cache (resumable).
 
     The rows the experiment uses: the labeled training and validation videos, and the web samples
-    the teacher filter can keep (--all: every row); then the transformed web samples, if any."""
+    the teacher filter can keep (--all: every row); then the transformed web samples, if any.
+    --engine ray embeds on a Ray cluster into the same shards."""
     from ..features.embed import embed_manifest, embed_stage, embed_web
 
+    opts = engine_options(engine, ray_address)
     cfg, ws = load_cfg(config, workspace, overrides)
     if manifest:
         for path in manifest:
-            embed_manifest(cfg, ws, path, retry_failed=retry_failed)
+            embed_manifest(cfg, ws, path, retry_failed=retry_failed, engine=opts)
         return
-    embed_stage(cfg, ws, all_rows=all_rows, retry_failed=retry_failed)
-    embed_web(cfg, ws, stage="train", retry_failed=retry_failed)
+    embed_stage(cfg, ws, all_rows=all_rows, retry_failed=retry_failed, engine=opts)
+    embed_web(cfg, ws, stage="train", retry_failed=retry_failed, engine=opts)
 
 
 # --------------------------------------------------------------------------- web data (collect, clean)
@@ -124,11 +128,13 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
     the other methods name what `run` chains after this run).
 
     Feature mode trains a head on cached features, pixel mode a whole network. A run folder trained
-    from other inputs is refused unless --resume or --overwrite."""
-    cfg, ws = load_cfg(config, workspace, overrides)
+    from other inputs is refused unless --resume or --overwrite. Under torchrun:
+    DistributedDataParallel over the launched processes (train.batch_size is global)."""
+    cfg, ws = load_cfg(config, workspace, overrides, distributed=True)
     if cfg.train.method == "da":
-        from ..train.da_stage import da_stage
+        from ..train.da_stage import da_stage, single_process
 
+        single_process()
         da_stage(cfg, ws, resume=resume, overwrite=overwrite)
         return
     pipeline.train_stage(cfg, ws, resume=resume, overwrite=overwrite)
@@ -148,9 +154,22 @@ def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
     pipeline.evaluate_stage(cfg, ws, checkpoint, epoch)
 
 
+@app.command(rich_help_panel=OMNI)
+@friendly
+def score(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+          engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
+          overrides: Optional[List[str]] = OverridesArg):
+    """Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard.
+
+    --engine ray scores on a Ray cluster into the same shards."""
+    from ..teacher.stage import score_stage
+
+    opts = engine_options(engine, ray_address)
+    cfg, ws = load_cfg(config, workspace, overrides)
+    score_stage(cfg, ws, engine=opts)
+
+
 for _name, _target, _doc in [
-    ("score", ".teacher.stage:score_stage",
-     "Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard."),
     ("select", ".select.stage:select_stage", "Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."),
     ("fit-motion", ".transform.stage:fit_motion_stage",
      "Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."),
@@ -163,12 +182,12 @@ for _name, _target, _doc in [
 @friendly
 def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
             resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt, overrides: Optional[List[str]] = OverridesArg):
-    """Jointly train the student on target + web batches (omni.student_run).
+    """Jointly train the student on target + web batches (omni.student_run); runs under torchrun too.
 
     Embeds the training samples the transform made that the feature cache lacks."""
     from ..train.joint import student_stage
 
-    cfg, ws = load_cfg(config, workspace, overrides)
+    cfg, ws = load_cfg(config, workspace, overrides, distributed=True)
     student_stage(cfg, ws, resume=resume, overwrite=overwrite)
 
 

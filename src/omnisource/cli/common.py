@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -31,6 +32,9 @@ OverridesArg = typer.Argument(None, help="Overrides such as train.epochs=5 or we
                               show_default=False)
 ResumeOpt = typer.Option(False, "--resume", help="Continue the run from its latest checkpoint.")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Delete the run's earlier checkpoints and train it again.")
+EngineOpt = typer.Option("local", "--engine", help="local (this process) or ray (a Ray Data pipeline).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); "
+                             "default: start a local Ray sized to this machine.")
 
 # Help panels, in pipeline order.
 TARGET, WEB, OMNI, WEAK, EXPERIMENT = ("Target set", "Web data", "Teacher, selection and student",
@@ -39,6 +43,16 @@ TARGET, WEB, OMNI, WEAK, EXPERIMENT = ("Target set", "Web data", "Teacher, selec
 _PACKAGE = Path(__file__).resolve().parent.parent
 _state = {"debug": False}
 _new_bases: list[tuple[Workspace, str]] = []  # base configs of new workspaces, written on success
+
+
+def engine_options(engine: str, address: Optional[str]):
+    """None (local engine) or the distributed.ray.RayOptions of --engine ray."""
+    from ..distributed.ray import check_engine
+
+    opts = check_engine(engine, address)
+    if opts is not None:
+        opts.progress = console.is_terminal  # Ray Data's progress bars where someone watches
+    return opts
 
 
 def set_debug(flag: bool) -> None:
@@ -65,6 +79,20 @@ def expected(err: BaseException) -> bool:
     return isinstance(err, (ValueError, RuntimeError)) and _raised_here(err)
 
 
+def _rank() -> str:
+    return f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
+
+def _say(text: str) -> None:
+    """An error line; a torchrun rank other than 0 (whose console is quiet) says it on stderr."""
+    if console.quiet:
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(text, highlight=False)
+    else:
+        console.print(text, highlight=False)
+
+
 def friendly(fn):
     """Expected errors -> one red line and exit status 2; other exceptions -> one line saying it is
     an internal error (status 1); with --debug, the traceback instead."""
@@ -87,10 +115,10 @@ def friendly(fn):
                 raise
             text = (str(err).strip().splitlines() or [type(err).__name__])[0]
             if expected(err):
-                console.print(f"[red]error:[/] {text}", highlight=False, markup=True)
+                _say(f"[red]error{_rank()}:[/] {text}")
                 raise typer.Exit(2) from None
-            console.print(f"[red]internal error:[/] {type(err).__name__}: {text} (a bug in omnisource, not in "
-                          "your input; `omnisource --debug ...` shows the traceback)", highlight=False)
+            _say(f"[red]internal error{_rank()}:[/] {type(err).__name__}: {text} (a bug in omnisource, not in "
+                 "your input; `omnisource --debug ...` shows the traceback)")
             raise typer.Exit(1) from None
         finally:
             _new_bases.clear()
@@ -130,12 +158,37 @@ def workspace_root(workspace: Optional[Path], config: Optional[Path] = None, ove
     return Workspace(workspace)
 
 
-def load_cfg(config: Optional[Path], workspace: Optional[Path],
-             overrides: Optional[List[str]]) -> tuple[Config, Workspace]:
+TORCHRUN_COMMANDS = "train, student, pretrain, finetune, probe"
+
+
+def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optional[List[str]],
+             distributed: bool = False) -> tuple[Config, Workspace]:
     """The command's config (base config of the workspace, then --config, then the overrides) and
-    its workspace, created if need be."""
+    its workspace, created if need be. A ``distributed`` (training) command launched by torchrun
+    joins its process group here, and only rank 0 creates, logs to and writes the workspace; the
+    other commands refuse torchrun."""
     overrides = list(overrides or [])
     ws = workspace_root(workspace, config, overrides)
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # checked without importing torch.distributed
+    if torchrun and not distributed:
+        raise ConfigError(f"only the training commands ({TORCHRUN_COMMANDS}) run under torchrun; run this one as "
+                          "one process (score, features and clean validate scale with --engine ray)")
+    existed = ws.exists()
+    if existed and not torchrun:  # log a bad config too; a new workspace is made only for a good one
+        open_workspace(ws)
+    base = ws.config_file if ws.config_file.is_file() else None
+    cfg = load_config([p for p in (base, config) if p], overrides)
+    cfg.workspace = str(ws.root)
+    if torchrun:
+        from ..distributed import ddp
+
+        if not ddp.setup(cfg.train.device).is_main:
+            return cfg, ws
+    if not existed or torchrun:
+        open_workspace(ws)
+    if base is None:
+        _new_bases.append((ws, dump_config(cfg)))
+    return cfg, ws
     existed = ws.exists()
     if existed:  # log a bad config too; a new workspace is made only for a good one
         open_workspace(ws)

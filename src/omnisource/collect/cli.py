@@ -16,8 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from ..cli.common import (WEB, ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg, open_workspace,
-                          workspace_root)
+from ..cli.common import (WEB, ConfigOpt, EngineOpt, OverridesArg, RayAddressOpt, WorkspaceOpt, engine_options,
+                          friendly, load_cfg, open_workspace, workspace_root)
 from ..console import console
 
 SourceOpt = typer.Option(None, "--source", "-s", help="Web source name(s) (default: every web_<source> manifest).")
@@ -144,11 +144,13 @@ def validate_cmd(workspace: Optional[Path] = WorkspaceOpt, source: Optional[List
                                                 help="Write RGB copies of CMYK/alpha/gray/palette/16-bit/rotated images."),
                  workers: int = typer.Option(1, help="Decoding processes."),
                  force: bool = typer.Option(False, "--force", help="Check rows validated before again."),
+                 engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
                  overrides: Optional[List[str]] = OverridesArg):
     """Check every web file with the one validator; bad ones get a status and a reason.
 
     The rules of the config's `media` section, as `import-web` and the target `validate` use them:
-    typed by content, decoded (images fully; videos first and last frame); corrupt | rejected."""
+    typed by content, decoded (images fully; videos first and last frame); corrupt | rejected.
+    --engine ray validates on a Ray cluster."""
     from ..clean.validate import Rules, counts, validate_web
     from ..config import load_config
     from ..data.manifest import read_manifest
@@ -158,7 +160,8 @@ def validate_cmd(workspace: Optional[Path] = WorkspaceOpt, source: Optional[List
     ws = _workspace(workspace, "`clean validate`")
     config = ws.config_file  # the rules the workspace's other stages use
     rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
-    for path in validate_web(ws, source, rules, normalize, workers, True, force):
+    opts = engine_options(engine, ray_address)
+    for path in validate_web(ws, source, rules, normalize, workers, True, force, opts):
         console.print(f"validate: {path.name}: {counts(read_manifest(path).rows)}")
 
 

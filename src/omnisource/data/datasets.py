@@ -181,17 +181,28 @@ class FeatureDataset(EpochDataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
-                drop_last: bool | None = None, persistent: bool | None = None) -> DataLoader:
-    """Shuffling draws from the global torch RNG, which the training loop reseeds every epoch.
+                drop_last: bool | None = None, seed: int = 0, persistent: bool | None = None) -> DataLoader:
+    """A training loader shuffles with a permutation seeded by (seed, epoch) and, under torchrun,
+    yields this rank's share of each global batch of ``batch_size`` (distributed.ddp).
 
     persistent (default: training loaders with workers over an EpochDataset): workers outlive
     the epoch, so a new epoch starts without forking and refilling them. Batches are pinned when
     CUDA is available, so `x.to(device, non_blocking=True)` overlaps the copy."""
+    from ..distributed import ddp
+
     if persistent is None:
         persistent = train and num_workers > 0 and isinstance(dataset, EpochDataset)
-    loader = worker_loader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                           drop_last=train and len(dataset) > batch_size if drop_last is None else drop_last,
-                           persistent_workers=persistent and num_workers > 0, pin_memory=torch.cuda.is_available())
+    pin = torch.cuda.is_available()
+    drop = train and len(dataset) > batch_size if drop_last is None else drop_last
+    if train:
+        ctx = ddp.context()
+        ddp.local_batch(batch_size, ctx)
+        sampler = ddp.ShardedBatchSampler(len(dataset), batch_size, True, drop, seed, ctx.rank, ctx.world_size)
+        loader = worker_loader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                               persistent_workers=persistent and num_workers > 0, pin_memory=pin)
+    else:
+        loader = worker_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=drop,
+                               persistent_workers=persistent and num_workers > 0, pin_memory=pin)
     loader.multi_view = getattr(dataset, "multi_view", False)
     return loader
 

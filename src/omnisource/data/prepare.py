@@ -189,12 +189,18 @@ def _single_threaded() -> None:
     cv2.setNumThreads(1)  # a decoding process: the pool itself runs one per core
 
 
-def _run(fn: Callable, jobs: list, workers: int, progress: bool | None, label: str, unit: str = "files") -> Iterable:
-    """fn over jobs in order, in a spawn pool when workers > 1, reporting progress (None: as True)."""
+def _run(fn: Callable, jobs: list, workers: int, progress: bool | None, label: str, unit: str = "files",
+         engine=None) -> Iterable:
+    """fn over jobs in order, in a spawn pool when workers > 1 (or as a Ray Data pipeline with
+    ``engine``, distributed.ray.RayOptions), reporting progress (None: as True)."""
     from ..progress import Progress
 
     def results():
-        if workers > 1 and len(jobs) > 1:
+        if engine is not None:
+            from ..distributed.ray import map_jobs
+
+            yield from map_jobs(fn, jobs, engine)
+        elif workers > 1 and len(jobs) > 1:
             with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_single_threaded) as pool:
                 yield from pool.imap(fn, jobs, chunksize=1)
         else:

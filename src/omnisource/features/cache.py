@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -142,14 +143,49 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
 
 
 @torch.no_grad()
+def embed_rows(rows: list[dict], backbone: torch.nn.Module, size: int = 128, frames: int = 8, batch_size: int = 64,
+               workers: int = 1, max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
+               per_second: bool = False) -> Iterator[tuple[int, np.ndarray | None, str]]:
+    """(index in ``rows``, features (T, D) or None, failure reason) for every row, in row order:
+    frames decoded in ``workers`` loader processes, the backbone run on ``batch_size`` frames at a time."""
+    backbone = backbone.to(device).eval()
+    loader = worker_loader(_FrameDataset(rows, size, frames, max_pixels, per_second), batch_size=1,
+                           num_workers=workers, collate_fn=_collate)
+    waiting: list[tuple[int, torch.Tensor | None, str]] = []  # rows in order, their clips not embedded yet
+
+    def flush():
+        clips = [c for _, c, _ in waiting if c is not None]
+        feats = []
+        if clips:
+            x = torch.cat([c.permute(1, 0, 2, 3) for c in clips]).to(device)  # (sum T, 3, H, W)
+            f = backbone(x).float().cpu().numpy()
+            offsets = np.cumsum([0] + [c.shape[1] for c in clips])
+            feats = [f[offsets[k]:offsets[k + 1]] for k in range(len(clips))]
+        it = iter(feats)
+        out = [(i, next(it) if c is not None else None, reason) for i, c, reason in waiting]
+        waiting.clear()
+        return out
+
+    for items in loader:
+        clip, i, reason = items[0]
+        waiting.append((i, None if reason else clip, reason))
+        if sum(c.shape[1] for _, c, _ in waiting if c is not None) >= batch_size:
+            yield from flush()
+    yield from flush()
+
+
 def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
                      frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 0,
                      max_pixels: int = 4096 * 4096, device: str | torch.device = "cpu",
                      progress: bool = True, per_second: bool = False, label: str = "",
-                     retry_failed: bool = False) -> dict[str, str]:
+                     retry_failed: bool = False, embed=None) -> dict[str, str]:
     """Embed the ``ok`` rows the cache lacks (see missing_rows); returns {id: reason} of the rows
     that failed to decode. ``workers``: decoding processes (0: see decode_workers); ``label``
-    names the task in progress output (default: the cache folder)."""
+    names the task in progress output (default: the cache folder).
+
+    Shards hold exactly ``shard_size`` rows (the last one fewer), in row order, so they are the
+    same whichever engine computed them: ``embed(todo)`` (the ray engine) may replace
+    :func:`embed_rows` and yield the same (index, features | None, reason) triples in order."""
     from ..progress import Progress
 
     cache_dir = Path(cache_dir)
@@ -158,53 +194,36 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
     failures: dict[str, str] = {}
     if not todo:
         return load_failures(cache_dir)
-    backbone = backbone.to(device).eval()
-    loader = worker_loader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1,
-                           num_workers=decode_workers(workers, len(todo)), collate_fn=_collate)
+    if embed is None:
+        results = embed_rows(todo, backbone, size, frames, batch_size, decode_workers(workers, len(todo)), max_pixels,
+                             device, per_second)
+    else:
+        results = embed(todo)
     pending_ids, pending_feats = [], []
-    batch_clips, batch_ids = [], []
-
-    def flush_model():
-        if not batch_clips:
-            return
-        lengths = [c.shape[1] for c in batch_clips]
-        x = torch.cat([c.permute(1, 0, 2, 3) for c in batch_clips]).to(device)  # (sum T, 3, H, W)
-        f = backbone(x).float().cpu().numpy()
-        offsets = np.cumsum([0] + lengths)
-        for k, rid in enumerate(batch_ids):
-            pending_ids.append(rid)
-            pending_feats.append(f[offsets[k]:offsets[k + 1]])
-        batch_clips.clear()
-        batch_ids.clear()
 
     def flush_shard():
-        if pending_ids:
-            _write_shard(cache_dir, list(pending_ids), list(pending_feats))
-            pending_ids.clear()
-            pending_feats.clear()
+        _write_shard(cache_dir, pending_ids[:shard_size], pending_feats[:shard_size])
+        del pending_ids[:shard_size], pending_feats[:shard_size]
 
     unit = "videos" if per_second else "files"
     with Progress(label or f"features ({cache_dir.name})", len(todo), unit, progress) as bar, \
             open(cache_dir / "failures.jsonl", "a") as flog:
-        for items in loader:
-            clip, i, reason = items[0]
+        for i, feats, reason in results:
             row = todo[i]
-            if reason:
+            if feats is None:
                 failures[row["id"]] = reason
                 flog.write(json.dumps({"id": row["id"], "path": row["path"], "reason": reason,
                                        "file": file_state(row["path"])}) + "\n")
                 flog.flush()
             bar.advance(note=f"{len(failures)} failed to decode" if failures else None)
-            if reason:
+            if feats is None:
                 continue
-            batch_clips.append(clip)
-            batch_ids.append(row["id"])
-            if sum(c.shape[1] for c in batch_clips) >= batch_size:
-                flush_model()
+            pending_ids.append(row["id"])
+            pending_feats.append(feats)
             if len(pending_ids) >= shard_size:
                 flush_shard()
-        flush_model()
-        flush_shard()
+        while pending_ids:
+            flush_shard()
     return load_failures(cache_dir)
 
 

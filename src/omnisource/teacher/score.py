@@ -129,28 +129,39 @@ def read_scores(path: Path) -> dict[str, dict]:
     return out
 
 
-def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
-                    key: str = "") -> Path:
-    """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. A shard's name encodes its rows and ``key`` (the identity of the
-    teachers and of how they score), so a changed manifest or another teacher re-scores; shards
-    of neither are deleted."""
+def shard_plan(rows: list[dict], out_dir: Path, shard_size: int = 2048, key: str = "") -> list[tuple[Path, list[dict]]]:
+    """(shard file, its rows): consecutive runs of ``shard_size`` rows, each file named by its
+    position and a digest of its ids and ``key`` (the identity of the teachers and of how they
+    score), so a changed manifest or another teacher re-scores."""
     import hashlib
 
+    plan = []
+    for start in range(0, len(rows), shard_size):
+        part = rows[start:start + shard_size]
+        digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
+        plan.append((Path(out_dir) / f"part-{start // shard_size:05d}-{digest}.parquet", part))
+    return plan
+
+
+def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
+                    key: str = "", run_shards=None) -> Path:
+    """Apply ``score_fn(rows) -> list[record]`` shard by shard (:func:`shard_plan`); existing
+    shards are kept, so a killed run resumes, and shards of another plan are deleted.
+    ``run_shards(todo)`` (the ray engine) may compute the missing shards instead: given
+    [(path, rows)], it yields (path, records) per shard."""
     from ..progress import Progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wanted = set()
-    with Progress(f"score {out_dir.name}", len(rows), "rows", progress) as bar:
-        for start in range(0, len(rows), shard_size):
-            part = rows[start:start + shard_size]
-            digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
-            path = out_dir / f"part-{start // shard_size:05d}-{digest}.parquet"
-            wanted.add(path.name)
-            if not path.exists():
-                write_scores(score_fn(part), path)
-            bar.advance(len(part))
+    plan = shard_plan(rows, out_dir, shard_size, key)
+    todo = [(path, part) for path, part in plan if not path.exists()]
+    run_shards = run_shards or (lambda shards: ((path, score_fn(part)) for path, part in shards))
+    sizes = {path: len(part) for path, part in todo}
+    with Progress(f"score {out_dir.name}", sum(sizes.values()), "rows", progress) as bar:
+        for path, records in run_shards(todo):
+            write_scores(records, path)
+            bar.advance(sizes[path])
+    wanted = {path.name for path, _ in plan}
     for stale in out_dir.glob("part-*.parquet"):
         if stale.name not in wanted:
             stale.unlink()

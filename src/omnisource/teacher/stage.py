@@ -1,6 +1,8 @@
 """``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2)."""
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -98,6 +100,31 @@ def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
     return score
 
 
+def _scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
+    return _feature_scorer(teachers, cfg, workspace, kind) if cfg.mode == "features" \
+        else _pixel_scorer(teachers, cfg, kind)
+
+
+class ScorerFactory:
+    """What a Ray actor of ``score --engine ray`` builds once: the teachers, loaded, and the local
+    engine's scoring function over them, giving one record (or None: unscored) per row."""
+
+    def __init__(self, cfg: Config, workspace, kind: str, classes: list[str], dim: int | None):
+        self.cfg = copy.deepcopy(cfg)
+        self.cfg.train.num_workers = 0  # Ray's actors are the parallelism; no loader processes inside them
+        self.workspace, self.kind, self.classes, self.dim = Workspace.of(workspace), kind, classes, dim
+
+    def __call__(self):
+        teachers = [load_teacher(self.workspace, run, self.classes, self.dim) for run in self.cfg.omni.teacher_runs]
+        fn = _scorer(teachers, self.cfg, self.workspace, self.kind)
+
+        def one_per_row(rows: list[dict]) -> list[dict | None]:
+            by_id = {rec["id"]: rec for rec in fn(rows)}
+            return [by_id.get(r["id"]) for r in rows]
+
+        return one_per_row
+
+
 def teacher_identity(cfg: Config, ws: Workspace) -> dict:
     """What scores depend on besides the rows: the teachers' weights and configs, and how they score."""
     keys = ["mode", "omni.teacher_runs", "omni.clip_seconds"] + (
@@ -107,15 +134,17 @@ def teacher_identity(cfg: Config, ws: Workspace) -> dict:
             "web kinds": value_digest([(s.name, s.kind) for s in cfg.web])}
 
 
-@stage("score", lambda cfg, ws: {**teacher_identity(cfg, ws),
-                                 **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
-       lambda cfg, ws: [ws.scores(s.name) for s in cfg.web])
-def score_stage(cfg: Config, workspace) -> list[Path]:
+@stage("score", lambda cfg, ws, engine=None: {  # the engine changes no score
+    **teacher_identity(cfg, ws), **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
+       lambda cfg, ws, engine=None: [ws.scores(s.name) for s in cfg.web])
+def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
     """Score every web sample with the teacher run(s) of ``omni.teacher_runs`` into ``scores/<source>/``
-    (resumable by shard)."""
+    (resumable by shard); ``engine`` (distributed.ray.RayOptions) runs the missing shards as a Ray
+    Data pipeline instead, into the same shards."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None
+    # Loaded here with either engine, so a missing teacher fails before any cluster work starts.
     teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
     identity = teacher_identity(cfg, ws)
     key = value_digest(identity)
@@ -126,10 +155,16 @@ def score_stage(cfg: Config, workspace) -> list[Path]:
         if len(rows) < len(ok):
             console.print(f"score {src.name}: {len(ok) - len(rows)} samples of queries that name no class left out "
                           f"(omni.filter={cfg.omni.filter} drops them anyway)")
-        fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
-            else _pixel_scorer(teachers, cfg, src.kind)
-        out = score_in_shards(rows, fn, ws.scores(src.name), progress=True, key=key)
+        run_shards = None
+        if engine is not None:
+            from ..distributed import ray as ray_engine
+
+            factory = ScorerFactory(cfg, ws, src.kind, classes, dim)
+            run_shards = functools.partial(ray_engine.map_shards, factory=factory, opts=engine)
+        out = score_in_shards(rows, _scorer(teachers, cfg, ws, src.kind), ws.scores(src.name),
+                              progress=True, key=key, run_shards=run_shards)
         atomic_write_text(out / "teacher.json", json.dumps({"key": key, **identity}, indent=1))
-        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
+        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)}"
+                      f"{' (ray)' if engine else ''} -> {out}")
         outs.append(out)
     return outs

@@ -40,7 +40,8 @@ def feature_model_and_loaders(cfg: Config, xtr, ytr, xva, yva, num_classes: int,
 
     torch.manual_seed(cfg.train.seed)  # the initial weights depend on the seed alone
     model = create_head(cfg.features.head, xtr.shape[-1], num_classes, cfg.features.frames, cfg.model.dropout)
-    train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed), cfg.train.batch_size, True)
+    train = make_loader(FeatureDataset(xtr, ytr, cfg.features.frames, True, cfg.train.seed), cfg.train.batch_size, True,
+                        seed=cfg.train.seed)
     val = make_loader(FeatureDataset(xva, yva, cfg.features.frames, ids=val_ids), 256, False) if len(xva) else None
     return model, train, val
 
@@ -69,7 +70,7 @@ def build_model_and_loaders(cfg: Config, workspace, manifest: Manifest):
     model = create_model(cfg.model.name, num_classes, pretrained=cfg.model.pretrained or None,
                          dropout=cfg.model.dropout, width=cfg.model.width)
     train = make_loader(VideoClipDataset(rows["train"], cfg.media, True, cfg.train.seed), cfg.train.batch_size,
-                        True, cfg.train.num_workers)
+                        True, cfg.train.num_workers, seed=cfg.train.seed)
     val = make_loader(VideoClipDataset(rows["val"], cfg.media, False, cfg.train.seed), cfg.train.batch_size,
                       False, cfg.train.num_workers) if rows["val"] else None
     return model, train, val

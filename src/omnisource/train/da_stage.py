@@ -65,7 +65,7 @@ def load_image_model(model: torch.nn.Module, run_dir: Path) -> None:
 def _feature_loader(x, y, frames, batch, train, seed):
     from ..data.datasets import FeatureDataset, make_loader
 
-    return make_loader(FeatureDataset(x, y, frames, train, seed), batch, train)
+    return make_loader(FeatureDataset(x, y, frames, train, seed), batch, train, seed=seed)
 
 
 def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DAConfig, out: Path,
@@ -178,7 +178,7 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
         raise ManifestError("stage 2 needs a trimmed web video source (da.stages=image trains the image model only)")
 
     def loader(rs, media):
-        return make_loader(VideoClipDataset(rs, media, True, t.seed), t.batch_size, True, t.num_workers)
+        return make_loader(VideoClipDataset(rs, media, True, t.seed), t.batch_size, True, t.num_workers, seed=t.seed)
 
     results = {}
     if "image" in stages:
@@ -216,10 +216,21 @@ def _da_inputs(cfg: Config, ws: Workspace, **_) -> dict:
             **file_inputs(ws, [ws.web(s.name) for s in cfg.web if s.kind != "untrimmed"] + [ws.queries])}
 
 
+def single_process() -> None:
+    """Refuse torchrun (before the stage touches its run folders): the attention weights each web
+    sample against the whole target batch (top-T of its similarities) and da_step bypasses the
+    module's forward, so both need work before a sharded batch trains the same model."""
+    from ..distributed import ddp
+
+    if ddp.context().enabled:
+        raise ConfigError("train.method=da does not run under torchrun yet: run it as one process")
+
+
 @training_stage("da", _da_inputs, lambda cfg, ws, **k: [ws.run(cfg.da.image_run if s == "image" else cfg.da.video_run)
                                                         for s in _da_stages(cfg)])
 def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Run the configured DA stages (``da.stages``); returns the last run folder."""
+    single_process()
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target_manifest())
     web = _sources(cfg, ws, manifest.classes)

@@ -17,6 +17,7 @@ from ..console import console
 from ..data.datasets import FeatureDataset, VideoClipDataset, worker_loader
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..data.resample import ResampledSampler, class_weights, sample_weights
+from ..distributed import ddp
 from ..stamps import config_inputs, file_inputs, training_stage
 from ..workspace import Workspace
 from .build import build_model_and_loaders, model_inputs
@@ -60,12 +61,17 @@ def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict])
 
 
 def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps: int, cfg: Config,
-               num_workers: int = 0) -> DataLoader:
+               num_workers: int = 0, name: str = "web") -> DataLoader:
+    """``steps`` batches of ``batch`` resampled draws per epoch; under torchrun this rank's share of
+    each (``batch`` is the global auxiliary batch, like train.batch_size)."""
     o = cfg.omni
     weights = None if o.resample == "none" else sample_weights(labels, num_classes, o.resample, o.resample_clip,
                                                                o.resample_power)
-    sampler = ResampledSampler(weights, steps * batch, seed=cfg.train.seed + 17, size=len(labels))
-    return worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers)
+    ctx = ddp.context()
+    local = ddp.local_batch(batch, ctx, f"the {name} batch (batch_ratio x train.batch_size)")
+    sampler = ResampledSampler(weights, steps * local, seed=cfg.train.seed + 17, rank=ctx.rank,
+                               world_size=ctx.world_size, size=len(labels))
+    return worker_loader(dataset, batch_size=local, sampler=sampler, drop_last=True, num_workers=num_workers)
 
 
 def prior_offset(labels: np.ndarray, num_classes: int, target_labels: np.ndarray, cfg: Config) -> np.ndarray:
@@ -96,8 +102,8 @@ def aux_source(cfg: Config, src: WebSourceConfig, dataset, labels: np.ndarray, n
     offset = None
     if cfg.omni.prior_correction and target_labels is not None:
         offset = torch.as_tensor(prior_offset(labels, num_classes, target_labels, cfg), dtype=torch.float32)
-    return Source(src.name, aux_loader(dataset, labels, num_classes, batch, steps, cfg, num_workers), src.weight,
-                  offset)
+    return Source(src.name, aux_loader(dataset, labels, num_classes, batch, steps, cfg, num_workers, src.name),
+                  src.weight, offset)
 
 
 def align_offset(x: np.ndarray, y: np.ndarray, target_x: np.ndarray, target_y: np.ndarray,
@@ -162,10 +168,13 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
         if cfg.mode == "features":
             from ..features.embed import embed_web
 
-            # Rows the transform derived (pseudo-clips) are new to the cache; embed what is missing.
-            embed_web(cfg, ws, "train", sources=[src.name])
-            if src.kind == "untrimmed":
-                embed_web(cfg, ws, "web", sources=[src.name])  # the 1 fps frames snippets are cut from
+            # Rows the transform derived (pseudo-clips) are new to the cache; embed what is missing
+            # (under torchrun one process fills the cache, the others wait for it).
+            if ddp.context().is_main:
+                embed_web(cfg, ws, "train", sources=[src.name])
+                if src.kind == "untrimmed":
+                    embed_web(cfg, ws, "web", sources=[src.name])  # the 1 fps frames snippets are cut from
+            ddp.barrier()
             x, y = aux_features(cfg, ws, src, rows)
             if len(y) < len(rows):
                 console.print(f"[yellow]student: {len(rows) - len(y)} of {len(rows)} training samples of {src.name} "
@@ -189,5 +198,6 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
     out = ws.run(cfg.omni.student_run)
     fit(model, train, val, cfg.train, out, classes, dump_config(cfg), aux=aux, resume=resume, console=console,
         cross_mixup=cfg.omni.cross_mixup)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if ddp.context().is_main:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out

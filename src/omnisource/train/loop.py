@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..data.transforms import to_float
+from ..distributed import ddp
 from ..evaluate.metrics import classification_metrics
 from .card import card_from_text
 from .checkpoint import (after_epoch, latest_checkpoint, load_training_state, load_weights, save_checkpoint,
@@ -194,33 +195,48 @@ def _cycle(loader: Iterable) -> Iterator:
             raise RuntimeError("an auxiliary source yielded no batch (is it empty?)")
 
 
-def _mean_stats(items: list[dict]) -> dict:
-    out = {}
-    for source in {k for it in items for k, v in it.items() if isinstance(v, dict)}:
+def _mean_stats(items: list[dict], dist: ddp.Dist | None = None) -> dict:
+    """Per-source loss and accuracy, weighted by batch size and summed over ranks under torchrun."""
+    sources = sorted({k for it in items for k, v in it.items() if isinstance(v, dict)})
+    sums = []
+    for source in sources:
         rows = [it[source] for it in items if source in it]
-        n = sum(r["n"] for r in rows)
-        out[source] = {"loss": sum(r["loss"] * r["n"] for r in rows) / n, "acc": sum(r["acc"] * r["n"] for r in rows) / n}
-    return out
+        sums += [sum(r["loss"] * r["n"] for r in rows), sum(r["acc"] * r["n"] for r in rows), sum(r["n"] for r in rows)]
+    sums = ddp.sum_across(sums, dist)
+    return {src: {"loss": sums[3 * k] / sums[3 * k + 2], "acc": sums[3 * k + 1] / sums[3 * k + 2]}
+            for k, src in enumerate(sources)}
+
+
+def set_epoch(loaders: Iterable, epoch: int) -> None:
+    """Tell each loader's dataset and samplers the epoch (their draws are seeded by it)."""
+    for loader in loaders:
+        for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None),
+                     getattr(loader, "batch_sampler", None)):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
 
 
 def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, classes: list[str],
         config_text: str = "", aux: list[Source] = (), resume: bool = False, console=None,
-        param_groups=None, cross_mixup: bool = False) -> dict:
+        param_groups=None, cross_mixup: bool = False, dist: ddp.Dist | None = None) -> dict:
     """Train for cfg.epochs with a checkpoint per epoch; ``resume`` continues from the latest one.
 
     An epoch is one pass over the target set, or several when ``cfg.min_steps`` asks for more
     iterations than ``cfg.epochs`` passes give (a few labeled videos per class make passes of one
     or two batches), so checkpoints and validations stay one per epoch whatever the set's size.
     Every epoch reseeds the global RNGs from (seed, epoch), so a resumed run draws the same
-    shuffles, augmentations and mixup coefficients as an uninterrupted one.
+    shuffles, augmentations and mixup coefficients as an uninterrupted one. Under torchrun
+    (``dist``, default: this process's) the model is wrapped in DistributedDataParallel, the
+    loaders already yield this rank's share (distributed.ddp), statistics and validation
+    predictions are combined over ranks, and only rank 0 writes the log and checkpoints.
     """
     from ..console import console as default_console
     from ..progress import Progress
 
     console = console or default_console
+    dist = dist or ddp.context()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = ddp.rank_device(resolve_device(cfg.device), dist)
     model.to(device)
     optimizer = build_optimizer(model, cfg, param_groups)
     steps_per_pass = len(train_loader)
@@ -228,16 +244,21 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
         raise RuntimeError("the target training set yields no batch: check the split and batch size")
     passes = passes_per_epoch(cfg, steps_per_pass)
     steps_per_epoch = passes * steps_per_pass
-    state = start_or_resume(model, optimizer, run_dir, resume, device, console)
+    state = start_or_resume(model, optimizer, run_dir, resume, device, console, main=dist.is_main)
     start_epoch, history = state["epoch"], state.get("history", [])
+    net = ddp.wrap(model, device, dist)
+    if dist.enabled:
+        console.print(f"DistributedDataParallel: world size {dist.world_size} ({dist.backend}), "
+                      f"{steps_per_epoch} steps per epoch")
     log_path = run_dir / "log.jsonl"
-    card, loggers = card_from_text(config_text, classes, model), open_loggers(cfg.log, run_dir, start_epoch)
-    after_epoch(run_dir, history, cfg.keep_checkpoints)  # what a kill left: debris, an unpruned epoch
+    card = card_from_text(config_text, classes, model)
+    loggers = open_loggers(cfg.log if dist.is_main else [], run_dir, start_epoch)  # rank 0 writes the run folder
+    if dist.is_main:
+        after_epoch(run_dir, history, cfg.keep_checkpoints)  # what a kill left: debris, an unpruned epoch
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
-        _seed_epoch(cfg.seed, epoch)
-        for loader in [s.loader for s in aux]:
-            _set_epoch(loader, epoch)
+        _seed_epoch(ddp.rank_seed(cfg.seed, dist.rank), epoch)
+        set_epoch([s.loader for s in aux], epoch)  # the target loader's epochs are set per pass (_passes)
         items, t0 = [], time.time()
         with Progress(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, "steps",
                       console=console) as bar:
@@ -250,24 +271,30 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                 for source, it in aux_iters:
                     ax, ay, *_ = next(it)
                     batches.append((source.name, ax, ay, source.weight, source.logit_offset))
-                items.append(train_step(model, batches, optimizer, cfg, len(classes), device, cross_mixup))
+                items.append(train_step(net, batches, optimizer, cfg, len(classes), device, cross_mixup))
                 bar.advance(note=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
-        record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2), "train": _mean_stats(items)}
+        record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2),
+                  "steps": (epoch + 1) * steps_per_epoch, "world_size": dist.world_size,
+                  "train": _mean_stats(items, dist)}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            scores, labels = predict(model, val_loader, device, cfg.amp, f"{run_dir.name} validation")
+            scores, labels = ddp.gather_predictions(
+                *predict(model, ddp.shard_eval_loader(val_loader, dist), device, cfg.amp, f"{run_dir.name} validation"),
+                dist)
             m = classification_metrics(scores, labels, classes)
             record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
         history.append(record)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint(run_dir, epoch + 1, model, optimizer, {"history": history}, config_text, card)
-        after_epoch(run_dir, history, cfg.keep_checkpoints)  # best.json, retention
-        loggers.log(record)
+        if dist.is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint(run_dir, epoch + 1, model, optimizer, {"history": history}, config_text, card)
+            after_epoch(run_dir, history, cfg.keep_checkpoints)  # best.json, retention
+            loggers.log(record)
         parts = [f"{src} loss {v['loss']:.3f} acc {v['acc']:.3f}" for src, v in record["train"].items()]
         if "val" in record:
             parts.append(f"val top1 {record['val']['top1']:.3f} mca {record['val']['mean_class_accuracy']:.3f}")
         console.print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(parts))
     loggers.close()
+    ddp.barrier(dist)  # the run folder is complete before any rank goes on
     return {"history": history, "last": history[-1] if history else None}
 
 
@@ -278,27 +305,25 @@ def passes_per_epoch(cfg: TrainConfig, steps_per_pass: int) -> int:
     return max(1, math.ceil(cfg.min_steps / (cfg.epochs * steps_per_pass)))
 
 
-def _set_epoch(loader, epoch: int) -> None:
-    for part in (getattr(loader, "dataset", None), getattr(loader, "sampler", None)):
-        if hasattr(part, "set_epoch"):
-            part.set_epoch(epoch)
-
-
 def _passes(loader, epoch: int, passes: int) -> Iterator:
     """``passes`` passes over ``loader``; each draws its own augmentations (set_epoch)."""
     for p in range(passes):
-        _set_epoch(loader, epoch * passes + p)
+        set_epoch([loader], epoch * passes + p)
         yield from loader
 
 
-def start_or_resume(model, optimizer, run_dir: Path, resume: bool, device: torch.device, console) -> dict:
+def start_or_resume(model, optimizer, run_dir: Path, resume: bool, device: torch.device, console,
+                    main: bool = True) -> dict:
     """With ``resume``, load the latest checkpoint's weights, optimizer and RNG state and return
     its state dict; otherwise (or with no checkpoint) return {"epoch": 0} after removing the run's
-    old log and checkpoints, so stale later epochs cannot pass for the new run's result."""
+    old log and checkpoints, so stale later epochs cannot pass for the new run's result (only
+    the ``main`` process removes or creates anything)."""
     ckpt = latest_checkpoint(run_dir) if resume else None
     if ckpt is None:
-        (run_dir / "log.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "log.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         return {"epoch": 0}
     state = load_training_state(ckpt)
     load_weights(model, ckpt)

@@ -45,7 +45,7 @@ from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator
 from .checkpoint import after_epoch, save_checkpoint
 from .loggers import open_loggers
 from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
-                   resolve_device, soft_targets, start_or_resume)
+                   resolve_device, set_epoch, soft_targets, start_or_resume)
 
 WEB = ("image", "frame")
 
@@ -169,6 +169,7 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     loggers = open_loggers(cfg.log, run_dir, start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
+        set_epoch(loaders.values(), epoch)
         others = {n: _cycle(l) for n, l in loaders.items() if n != main}
         items, weights, t0 = [], [], time.time()
         with Progress(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, "steps",

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Pre-train on manifests/weak.parquet (one tag drawn per epoch, square-root class resampling)."""
         from .stage import pretrain_stage
 
-        pretrain_stage(*load_cfg(config, workspace, overrides), resume=resume, overwrite=overwrite)
+        pretrain_stage(*load_cfg(config, workspace, overrides, distributed=True), resume=resume, overwrite=overwrite)
 
     def make_transfer(how: str, doc: str):
         def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                     overrides: Optional[List[str]] = OverridesArg):
             from .stage import transfer_stage
 
-            transfer_stage(*load_cfg(config, workspace, overrides), how, checkpoint, resume=resume,
+            transfer_stage(*load_cfg(config, workspace, overrides, distributed=True), how, checkpoint, resume=resume,
                            overwrite=overwrite)
 
         command.__doc__ = doc

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from ..config import Config, ConfigError, dump_config, from_dict
 from ..console import console
 from ..data.manifest import Manifest, ManifestError, atomic_write_text, make_id, read_manifest, write_manifest
+from ..distributed import ddp
 from ..stamps import config_inputs, file_digest, file_inputs, stage, training_stage
 from ..train.build import model_inputs
 from ..workspace import Workspace
@@ -196,7 +197,9 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
         if cfg.features.head != "temporal":
             console.print(f"[yellow]pretrain: features.head={cfg.features.head} has no trainable body; only the "
                           "classifier is learnt (use features.head=temporal to pre-train a body)[/]")
-        embed_manifest(cfg, ws, path)
+        if ddp.context().is_main:  # one process fills the cache, the others wait for it
+            embed_manifest(cfg, ws, path)
+        ddp.barrier()
         x, rows = stack_features(ws.feature_cache(cfg), rows, cfg.features.frames)
         if not rows:
             raise ManifestError(f"{path}: no row has cached features (all failed to decode?)")
@@ -212,15 +215,19 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
                              names) if multi else [[int(r["label"])] for r in rows]
     dataset = TagDrawDataset(base, tag_ids, cfg.weak.seed)
     weights = wl.tag_sample_weights(tag_ids, len(names), cfg.weak.resample_power)
-    batch = min(cfg.train.batch_size, len(dataset))
-    sampler = ResampledSampler(weights, max(1, len(dataset) // batch) * batch, seed=cfg.train.seed + 23)
-    loader = worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+    ctx = ddp.context()
+    batch = min(cfg.train.batch_size, max(ctx.world_size, len(dataset) // ctx.world_size * ctx.world_size))
+    local = ddp.local_batch(batch, ctx)  # this rank's share of each global batch
+    sampler = ResampledSampler(weights, max(1, len(dataset) // batch) * local, seed=cfg.train.seed + 23,
+                               rank=ctx.rank, world_size=ctx.world_size)
+    loader = worker_loader(dataset, batch_size=local, sampler=sampler, drop_last=True,
                            num_workers=cfg.train.num_workers if cfg.mode == "pixels" else 0)
     out = ws.run(cfg.weak.pretrain_run)
     console.print(f"pretrain: {len(dataset)} samples, {len(names)} classes ({doc.get('method')}), "
                   f"resampling ∝ N^{cfg.weak.resample_power} -> {out}")
     fit(model, loader, None, cfg.train, out, names, dump_config(cfg), resume=resume, console=console)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    if ctx.is_main:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
     return out
 
 
@@ -273,6 +280,8 @@ def transfer_stage(cfg: Config, workspace, how: str, checkpoint: str | Path | No
     console.print(f"{how}: {file} -> {out}")
     metrics = transfer(model, how, train, val, cfg.train, out, manifest.classes, cfg.weak.body_lr_scale,
                        console=console, config_text=dump_config(run_cfg), resume=resume)
+    if not ddp.context().is_main:
+        return out
     atomic_write_text(out / "config.yaml", dump_config(run_cfg))
     if metrics:
         metrics["checkpoint"] = str(file)

@@ -1,0 +1,200 @@
+"""Training under torchrun: 2-process gloo DDP on CPU against one process with the same global batch,
+resume under DDP, pixel mode, and the per-rank shares of the samplers."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from omnisource.cli import app
+from omnisource.data.resample import ResampledSampler, class_weights, sample_weights
+from omnisource.demo.synthetic import generate
+from omnisource.distributed.ddp import ShardedBatchSampler, rank_seed
+from omnisource.workspace import Workspace
+
+runner = CliRunner()
+# No dropout: with it the ranks draw their own masks and the runs differ by more than arithmetic.
+FEATURES = ["features.size=64", "features.frames=4", "train.optimizer=adamw", "train.lr=0.003",
+            "train.schedule=constant", "train.batch_size=8", "model.dropout=0", "target.val_groups=['01']"]
+# Two runs that see the same global batches differ only in the order of floating-point sums.
+TOLERANCE = 1e-4
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def run(cmd, check=True, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, *map(str, cmd)], env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def torchrun(*args, nproc=2, check=True):
+    """``torchrun --standalone --nproc_per_node=N -m omnisource ARGS`` (or a script: args[0] ending in .py)."""
+    target = [] if str(args[0]).endswith(".py") else ["-m", "omnisource"]
+    proc = run(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target, *args], check)
+    return proc.stdout if check else proc
+
+
+def log_of(ws, run):
+    return [json.loads(line) for line in (ws / "runs" / run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    generate(root, groups=4, clips_per_group=2, web_per_class=1, size=64, frames=12, untrimmed_per_class=0)
+    ws = root / "ws"
+    invoke("import", "-w", ws, f"target.root={root / 'videos'}", *FEATURES)
+    invoke("features", "-w", ws, "--manifest", ws / "manifests" / "target.parquet")
+    return root, ws
+
+
+def test_two_process_ddp_matches_one_process_and_resumes(workspace):
+    _, ws = workspace
+    invoke("train", "-w", ws, "train.epochs=4", "train.run_name=one")
+    first = torchrun("train", "-w", ws, "train.epochs=2", "train.run_name=two")
+    assert "world size 2 (gloo)" in first
+    out = torchrun("train", "-w", ws, "--resume", "train.epochs=4", "train.run_name=two")
+    assert "resumed from" in out and out.count("epoch 4/4") == 1  # rank 0 alone prints
+    one, two = log_of(ws, "one"), log_of(ws, "two")
+    assert len(two) == 4  # one line per epoch: rank 1 wrote nothing
+    assert [r["world_size"] for r in one] == [1] * 4 and [r["world_size"] for r in two] == [2] * 4
+    assert [r["steps"] for r in one] == [r["steps"] for r in two] == [4, 8, 12, 16]  # 36 samples, batch 8
+    for a, b in zip(one, two):
+        assert abs(a["train"]["target"]["loss"] - b["train"]["target"]["loss"]) < TOLERANCE
+        assert a["val"]["top1"] == b["val"]["top1"]
+    assert one[-1]["train"]["target"]["loss"] < 0.5 * one[0]["train"]["target"]["loss"]  # it learnt
+    # Rank 0 alone keeps the run folder: the same best epoch, retention and model card as one process.
+    listing = {run: sorted(p.name for p in (ws / "runs" / run / "checkpoints").iterdir()) for run in ("one", "two")}
+    assert listing["two"] == listing["one"] and {"best.json", "epoch_004"} <= set(listing["two"])
+    best = {run: json.loads((ws / "runs" / run / "checkpoints" / "best.json").read_text()) for run in ("one", "two")}
+    assert best["two"] == best["one"]
+    card_one, card_two = (json.loads((ws / "runs" / run / "model.json").read_text()) for run in ("one", "two"))
+    for key in ("classes", "mode", "model"):
+        assert card_two[key] == card_one[key]
+    w1 = load_file(str(ws / "runs" / "one" / "checkpoints" / "epoch_004" / "model.safetensors"))
+    w2 = load_file(str(ws / "runs" / "two" / "checkpoints" / "epoch_004" / "model.safetensors"))
+    assert set(w1) == set(w2)  # saved from the unwrapped model: no "module." prefix
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=TOLERANCE, rtol=TOLERANCE)
+
+
+def test_pixel_mode_network_under_torchrun(workspace):
+    root, ws = workspace
+    pixel = ["mode=pixels", "model.name=tsn_resnet18", "model.pretrained=", "model.width=0.125",
+             "media.num_segments=2", "media.input_size=32", "media.resize_short=36", "train.epochs=1",
+             "train.run_name=pixels", "train.lr=0.01"]
+    torchrun("train", "-w", ws, *pixel)
+    log = log_of(ws, "pixels")
+    assert len(log) == 1 and log[0]["world_size"] == 2 and log[0]["steps"] == 4
+    assert (ws / "runs" / "pixels" / "checkpoints" / "epoch_001" / "model.safetensors").is_file()
+    # The validation of the DDP run (each rank predicts its stride, rank 0 gathers) is the
+    # evaluation of the same weights by one process over the whole validation split.
+    invoke("evaluate", "-w", ws, "--epoch", "last", *pixel)
+    metrics = json.loads((ws / "runs" / "pixels" / "metrics.json").read_text())
+    assert metrics["num_samples"] == 12  # group 01: two clips of each of the six classes
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert log[0]["val"][key] == pytest.approx(metrics[key], abs=1e-9)
+
+
+def test_uneven_global_batch_is_refused(monkeypatch):
+    from omnisource.data.datasets import FeatureDataset, make_loader
+    from omnisource.distributed import ddp
+
+    monkeypatch.setattr(ddp, "_current", ddp.Dist(rank=1, world_size=2, backend="gloo"))
+    data = FeatureDataset(np.zeros((20, 2, 4), np.float32), np.zeros(20, np.int64))
+    with pytest.raises(ValueError, match="train.batch_size=7 does not split over 2 processes"):
+        make_loader(data, 7, True)
+    assert [len(b) for b in make_loader(data, 8, True).batch_sampler] == [4, 4]  # rank 1's half of each batch
+
+
+def test_joint_training_with_a_resampled_web_source_matches_one_process(tmp_path):
+    """Target + auxiliary batch (two forwards, one backward) through DDP, against one process."""
+    worker = Path(__file__).with_name("ddp_joint_worker.py")
+    run([worker, tmp_path / "one"])
+    torchrun(worker, tmp_path / "two")
+    one, two = ([json.loads(x) for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in ("one", "two"))
+    assert [r["steps"] for r in one] == [r["steps"] for r in two] == [5, 10, 15]
+    assert [r["world_size"] for r in two] == [2, 2, 2]
+    for a, b in zip(one, two):
+        for src in ("target", "web"):
+            assert abs(a["train"][src]["loss"] - b["train"][src]["loss"]) < TOLERANCE
+    w1, w2 = torch.load(tmp_path / "one" / "final.pt"), torch.load(tmp_path / "two" / "final.pt")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=TOLERANCE, rtol=TOLERANCE)
+
+
+def test_commands_other_than_training_refuse_torchrun(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, ["score", "-w", str(tmp_path)])
+    assert result.exit_code == 2 and "only the training commands" in result.output
+
+
+def test_domain_adaptation_refuses_torchrun_with_a_reason(monkeypatch, workspace):
+    from omnisource.distributed import ddp
+
+    _, ws = workspace
+    monkeypatch.setattr(ddp, "_current", ddp.Dist(rank=0, world_size=2, backend="gloo"))
+    result = runner.invoke(app, ["train", "-w", str(ws), "train.method=da"])
+    assert result.exit_code == 2 and "train.method=da does not run under torchrun yet" in result.output
+    assert not Workspace(ws).stamp_file("da").exists()  # refused before the stage touched anything
+
+
+def test_sharded_batches_are_disjoint_and_make_the_single_process_batches():
+    one = ShardedBatchSampler(37, 8, shuffle=True, drop_last=True, seed=3)
+    ranks = [ShardedBatchSampler(37, 8, shuffle=True, drop_last=True, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for s in (one, *ranks):
+        s.set_epoch(5)
+    single = list(one)
+    shares = [list(s) for s in ranks]
+    assert len(single) == len(shares[0]) == len(shares[1]) == 4
+    for step, batch in enumerate(single):
+        a, b = shares[0][step], shares[1][step]
+        assert len(a) == len(b) == 4 and not set(a) & set(b)
+        assert sorted(a + b) == sorted(batch)
+    one.set_epoch(6)
+    assert list(one) != single  # a new permutation every epoch
+
+
+def test_resampled_shares_are_disjoint_and_follow_the_target_distribution():
+    labels = np.repeat(np.arange(4), [400, 100, 25, 5])  # unbalanced web classes
+    weights = sample_weights(labels, 4, "power", power=0.2)
+    per_rank = 6000
+    draws = []
+    for rank in (0, 1):
+        s = ResampledSampler(weights, per_rank, seed=11, rank=rank, world_size=2)
+        s.set_epoch(2)
+        draws.append(list(s))
+    single = ResampledSampler(weights, 2 * per_rank, seed=11)
+    single.set_epoch(2)
+    positions = single.all_indices()
+    # Rank r takes draws r, r + 2, ...: disjoint positions of one global sequence, which together
+    # are exactly the single process's draws.
+    assert draws[0] == positions[0::2] and draws[1] == positions[1::2]
+    merged = np.bincount(labels[np.array(draws[0] + draws[1])], minlength=4) / (2 * per_rank)
+    np.testing.assert_allclose(merged, class_weights(np.bincount(labels), "power", power=0.2), atol=0.015)
+    for d in draws:  # each share follows the distribution too
+        share = np.bincount(labels[np.array(d)], minlength=4) / per_rank
+        np.testing.assert_allclose(share, merged, atol=0.02)
+    # Without resampling (plain shuffling) the shares of one pass are disjoint sets of samples.
+    plain = [list(ResampledSampler(None, 50, seed=11, rank=r, world_size=2, size=100)) for r in (0, 1)]
+    assert not set(plain[0]) & set(plain[1]) and sorted(plain[0] + plain[1]) == list(range(100))
+
+
+def test_rank_seeds_derive_from_the_config_seed():
+    assert rank_seed(7, 0) == 7
+    assert len({rank_seed(7, r) for r in range(8)}) == 8
+    assert rank_seed(7, 1) == rank_seed(7, 1) != rank_seed(8, 1)
