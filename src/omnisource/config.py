@@ -69,7 +69,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # 0 disables intra-dataset mixup
     clip_grad: float = 0.0  # 0 disables gradient clipping
-    amp: bool = False  # autocast (bf16 on CPU, fp16 on CUDA)
+    amp: bool = False  # autocast; fp16 trains with a GradScaler, bf16 without (omnisource.train.precision)
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, bf16 on CPU
+    channels_last: bool = False  # channels_last (2D nets) / channels_last_3d (3D nets) weights and inputs
+    compile: bool = False  # torch.compile the training forward pass
+    compile_backend: str = "inductor"
+    accumulate: int = 1  # gradient accumulation: one optimizer step per `accumulate` iterations
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -326,6 +331,7 @@ def validate(cfg: Config) -> None:
         ("train.mixup_alpha", cfg.train.mixup_alpha >= 0, "must be 0 (off) or positive"),
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
+        ("train.accumulate", cfg.train.accumulate >= 1, "must be at least 1"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
         ("features.frames", cfg.features.frames >= 1, "must be at least 1"),

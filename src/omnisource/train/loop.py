@@ -6,7 +6,6 @@ Target-only training is the same step with no auxiliary batches.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..evaluate.metrics import classification_metrics
 from .checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint, set_rng_state
+from .precision import amp_dtype, autocast, backward, make_scaler, optimizer_step, prepare_model, to_memory_format
 
 
 @dataclass
@@ -41,11 +41,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast_for(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def autocast_for(device: torch.device, enabled: bool, dtype: str = "auto"):
+    """Autocast in ``dtype`` (auto: fp16 on CUDA, bf16 elsewhere), or nothing when disabled."""
+    return autocast(device, amp_dtype(device, enabled, dtype))
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, param_groups=None) -> torch.optim.Optimizer:
@@ -92,6 +90,27 @@ def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float) -> tuple[torch.Tensor,
     return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
 
 
+def cross_partners(source: torch.Tensor) -> torch.Tensor:
+    """For each sample, the index of a partner drawn uniformly from the samples of the *other*
+    sources (within its own source when there is only one)."""
+    n = len(source)
+    partner = torch.randperm(n, device=source.device)
+    for s in torch.unique(source):
+        mine, others = (source == s).nonzero().flatten(), (source != s).nonzero().flatten()
+        if len(others):
+            partner[mine] = others[torch.randint(len(others), (len(mine),), device=source.device)]
+    return partner
+
+
+def mix_across_sources(x: torch.Tensor, t: torch.Tensor, source: torch.Tensor,
+                       alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup across datasets (OmniSource §3.3): every sample is mixed with a sample of another
+    source (a target clip with a web one and vice versa), λ ~ Beta(α, α). Returns (x, t, partner)."""
+    lam = float(np.random.beta(alpha, alpha))
+    partner = cross_partners(source)
+    return lam * x + (1 - lam) * x[partner], lam * t + (1 - lam) * t[partner], partner
+
+
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
 
@@ -101,37 +120,47 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float]], optimizer,
-               cfg: TrainConfig, num_classes: int, device: torch.device, cross_mixup: bool = False) -> dict:
+               cfg: TrainConfig, num_classes: int, device: torch.device, cross_mixup: bool = False, *,
+               scaler: torch.amp.GradScaler | None = None, memory_format: torch.memory_format | None = None,
+               zero_grad: bool = True, step: bool = True, loss_scale: float = 1.0) -> dict:
     """One iteration: for each (source, x, y, weight) batch, forward + weighted CE; sum; one backward.
 
-    Mixup is within each batch; with ``cross_mixup`` the batches are concatenated and mixed
-    across sources (OmniSource §3.3), each sample keeping its source's weight / batch size,
-    which is the same summed loss as the per-batch form before mixing.
+    Mixup is within each batch; with ``cross_mixup`` the batches are concatenated and each sample
+    is mixed with one of another source (OmniSource §3.3), keeping its source's weight / batch
+    size, which is the same summed loss as the per-batch form before mixing.
+    Gradient accumulation: ``zero_grad`` / ``step`` say whether this iteration opens / closes an
+    accumulation window, and ``loss_scale`` (1 / window length) makes the window's summed
+    gradient that of one large batch. ``scaler``: fp16 loss scaling (``train.precision``).
     """
     model.train()
-    optimizer.zero_grad(set_to_none=True)
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
     prepared = []
     for source, x, y, weight in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = to_memory_format(x.to(device, non_blocking=True), memory_format)
+        y = y.to(device, non_blocking=True)
         prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight))
-    if cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1:
-        groups = [("mixed", torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
-                   torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device) for p in prepared]))]
+    mixed = cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1
+    if mixed:
+        x, t, _ = mix_across_sources(
+            torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
+            torch.cat([torch.full((len(p[1]),), k, device=device) for k, p in enumerate(prepared)]), cfg.mixup_alpha)
+        groups = [("mixed", x, t, torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device)
+                                             for p in prepared]))]
     else:
         groups = [(src, x, t, torch.full((len(x),), w / len(x), device=device)) for src, x, _, t, w in prepared]
     total = torch.zeros((), device=device)
     logits_of = {}
     for name, x, t, w in groups:
-        if cfg.mixup_alpha > 0:
+        if cfg.mixup_alpha > 0 and not mixed:
             x, t = mixup(x, t, cfg.mixup_alpha)
-        with autocast_for(device, cfg.amp):
+        with autocast_for(device, cfg.amp, cfg.amp_dtype):
             logits = model(x)
         total = total + (w * per_sample_cross_entropy(logits, t)).sum()
         logits_of[name] = logits.detach()
-    total.backward()
-    if cfg.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-    optimizer.step()
+    backward(total * loss_scale if loss_scale != 1.0 else total, scaler)
+    if step:
+        optimizer_step(optimizer, model.parameters(), cfg.clip_grad, scaler)
     stats = {"total_loss": total.item()}
     offset = 0
     for source, x, y, t, weight in prepared:
@@ -146,7 +175,7 @@ def train_step(model, batches: list[tuple[str, torch.Tensor, torch.Tensor, float
 
 
 @torch.no_grad()
-def predict(model, loader, device: torch.device, amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, loader, device: torch.device, amp: bool = False, dtype: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Softmax scores averaged over views when x is (B, V, ...) for a model expecting (B, ...)."""
     model.eval()
     scores, labels = [], []
@@ -156,7 +185,7 @@ def predict(model, loader, device: torch.device, amp: bool = False) -> tuple[np.
         if multi_view:
             b, v = x.shape[:2]
             x = x.flatten(0, 1)
-        with autocast_for(device, amp):
+        with autocast_for(device, amp, dtype):
             p = model(x).float().softmax(-1)
         if multi_view:
             p = p.view(b, v, -1).mean(1)
@@ -201,13 +230,16 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    model.to(device)
+    forward, fmt = prepare_model(model, device, cfg.channels_last, cfg.compile, cfg.compile_backend)
+    scaler = make_scaler(device, amp_dtype(device, cfg.amp, cfg.amp_dtype))
     optimizer = build_optimizer(model, cfg, param_groups)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise RuntimeError("the target training set yields no batch: check the split and batch size")
     state = start_or_resume(model, optimizer, run_dir, resume, device, console)
     start_epoch, history = state["epoch"], state.get("history", [])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     log_path = run_dir / "log.jsonl"
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
@@ -230,17 +262,24 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                 for source, it in aux_iters:
                     ax, ay, *_ = next(it)
                     batches.append((source.name, ax, ay, source.weight))
-                items.append(train_step(model, batches, optimizer, cfg, len(classes), device, cross_mixup))
+                # Accumulation windows of train.accumulate iterations (the epoch's last may be shorter).
+                window = min(cfg.accumulate, steps_per_epoch - i + i % cfg.accumulate)
+                items.append(train_step(forward, batches, optimizer, cfg, len(classes), device, cross_mixup,
+                                        scaler=scaler, memory_format=fmt, zero_grad=i % cfg.accumulate == 0,
+                                        step=(i + 1) % cfg.accumulate == 0 or i + 1 == steps_per_epoch,
+                                        loss_scale=1.0 / window))
                 bar.update(task, advance=1, info=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
         record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2), "train": _mean_stats(items)}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            scores, labels = predict(model, val_loader, device, cfg.amp)
+            scores, labels = predict(model, val_loader, device, cfg.amp, cfg.amp_dtype)
             m = classification_metrics(scores, labels, classes)
             record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
         history.append(record)
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        save_checkpoint(run_dir, epoch + 1, model, optimizer, {"history": history}, config_text)
+        save_checkpoint(run_dir, epoch + 1, model, optimizer,
+                        {"history": history, **({"scaler": scaler.state_dict()} if scaler is not None else {})},
+                        config_text)
         parts = [f"{src} loss {v['loss']:.3f} acc {v['acc']:.3f}" for src, v in record["train"].items()]
         if "val" in record:
             parts.append(f"val top1 {record['val']['top1']:.3f} mca {record['val']['mean_class_accuracy']:.3f}")
