@@ -48,3 +48,27 @@ def test_bad_files(tmp_path):
     notmap.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(notmap)
+
+
+def test_teacher_configs_apply_their_overrides_and_fail_in_one_line():
+    from omnisource.config import ConfigError, load_config, source_teachers, teacher_config
+
+    cfg = load_config(None, ["mode=pixels", "omni.teachers=[{name: slow, overrides: {model.name: slowonly_r50, "
+                             "media.sampler: dense, train.epochs: 3}}]",
+                             "web=[{name: a, root: x, teachers: [slow]}, {name: b, root: y}]"])
+    t = teacher_config(cfg, "slow")
+    assert (t.model.name, t.media.sampler, t.train.epochs, t.train.run_name) == ("slowonly_r50", "dense", 3, "slow")
+    assert cfg.model.name != "slowonly_r50"  # the experiment's own config is untouched
+    assert source_teachers(cfg, cfg.web[0]) == ["slow"] and source_teachers(cfg, cfg.web[1]) == ["target_only"]
+    bad = {
+        "omni.teachers=[{name: t, overrides: {web: []}}]": "a teacher may set model, media, train, features",
+        "omni.teachers=[{name: t, overrides: {model.nme: x}}]": "model.nme: unknown key",
+        "omni.teachers=[{name: t, overrides: {train.epochs: 0}}]": "train.epochs: must be at least 1",
+        "omni.teachers=[{name: target_only}]": "is train.run_name",
+        "omni.teachers=[{name: a}, {name: a}]": "unique",
+    }
+    for override, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, ["mode=pixels", override])
+    with pytest.raises(ConfigError, match="share the experiment's feature cache"):
+        load_config(None, ["omni.teachers=[{name: t, overrides: {features.frames: 4}}]"])

@@ -106,12 +106,25 @@ class WebSourceConfig:
     weight: float = 1.0  # loss weight of this source's batch
     batch_ratio: float = 0.5  # |B_A| = batch_ratio * |B_T|
     query_map: dict[str, str] = field(default_factory=dict)  # query -> target class name
+    teachers: list[str] = field(default_factory=list)  # teacher runs scoring this source (empty = omni.teacher_runs)
+
+
+@dataclass
+class TeacherConfig:
+    """A teacher that ``omnisource run`` trains on the target set as its own run (``runs/<name>``):
+    the experiment's config with ``overrides`` (dotted keys of the model, media, train and
+    features sections) applied, e.g. a TSN for web images and a SlowOnly for web videos
+    (OmniSource §3.2: deflating a 3D teacher for images hurts; 3D teachers are better for videos)."""
+    name: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class OmniConfig:
     """OmniSource (Duan et al. 2020): teacher filtering, format transforms, joint training."""
     teacher_runs: list[str] = field(default_factory=lambda: ["target_only"])  # several = ensemble
+    teachers: list[TeacherConfig] = field(default_factory=list)  # extra teacher runs trained by `run`
+    score_views: int = 3  # pixel mode: temporal views per clip a teacher averages when scoring
     student_run: str = "omnisource"
     # "both" (teacher agrees with the query and is confident) is the default: in a small label
     # space a softmax is confident on off-topic images, so confidence alone lets them through.
@@ -152,6 +165,7 @@ class DAConfig:
     disc_hidden: int = 256
     adapter_dim: int = 256  # feature mode: width of the trainable encoder on frozen features
     temporal_kernel: int = 3  # stage 2: k_t of the zero-initialised temporal convs
+    chunk_seconds: float = 10.0  # untrimmed web videos are cut into chunks of this length
     video_epochs: int = 0  # stage 2 epochs (0 = train.epochs)
     video_lr_scale: float = 1.0  # stage 2 learning rate = train.lr * video_lr_scale
     image_run: str = "da_image"  # run folders under <workspace>/runs/
@@ -322,7 +336,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-def validate(cfg: Config) -> None:
+TEACHER_SECTIONS = ("model", "media", "train", "features")
+# Feature-mode teachers read the experiment's feature cache, so they cannot change what it holds.
+CACHE_FIELDS = ("features.backbone", "features.pretrained", "features.size", "features.frames", "features.cache_root")
+
+
+def source_teachers(cfg: Config, source: WebSourceConfig) -> list[str]:
+    """The teacher runs scoring a web source: its own ``teachers`` or ``omni.teacher_runs``."""
+    return list(source.teachers or cfg.omni.teacher_runs)
+
+
+def teacher_config(cfg: Config, name: str) -> Config:
+    """The config of the ``omni.teachers`` entry ``name``: ``cfg`` with its overrides applied and
+    ``train.run_name = name``."""
+    specs = [(i, t) for i, t in enumerate(cfg.omni.teachers) if t.name == name]
+    if not specs:
+        raise ConfigError(f"{name}: not an omni.teachers entry ({', '.join(t.name for t in cfg.omni.teachers) or 'none'})")
+    i, spec = specs[0]
+    where = f"omni.teachers[{i}].overrides"
+    data = to_dict(cfg)
+    for key, value in spec.overrides.items():
+        if str(key).split(".")[0] not in TEACHER_SECTIONS:
+            raise ConfigError(f"{where}.{key}: a teacher may set {', '.join(TEACHER_SECTIONS)} fields only")
+        if cfg.mode == "features" and key in CACHE_FIELDS:
+            raise ConfigError(f"{where}.{key}: feature-mode teachers share the experiment's feature cache")
+        _set_dotted(data, str(key), value)
+    data["train"]["run_name"] = name
+    try:
+        out = _build(Config, data)
+        validate(out, teachers=False)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return out
+
+
+def validate(cfg: Config, teachers: bool = True) -> None:
     """Range checks that types alone cannot express."""
     checks = [
         ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
@@ -352,6 +400,8 @@ def validate(cfg: Config) -> None:
         ("da.disc_hidden", cfg.da.disc_hidden >= 1, "must be at least 1"),
         ("da.video_epochs", cfg.da.video_epochs >= 0, "must be 0 (= train.epochs) or more"),
         ("da.video_lr_scale", cfg.da.video_lr_scale > 0, "must be positive"),
+        ("da.chunk_seconds", cfg.da.chunk_seconds > 0, "must be positive"),
+        ("omni.clip_seconds", cfg.omni.clip_seconds > 0, "must be positive"),
         ("weak.k", cfg.weak.k >= 1, "must be at least 1"),
         ("weak.budget_samples", cfg.weak.budget_samples >= 0, "must be 0 (all) or more"),
         ("weak.budget_videos", cfg.weak.budget_videos >= 0, "must be 0 (all) or more"),
@@ -366,9 +416,20 @@ def validate(cfg: Config) -> None:
         checks.append((f"web[{i}].name", all(c.isalnum() or c in "-_" for c in w.name),
                        "may use letters, digits, '-' and '_' only"))
         checks.append((f"web[{i}].batch_ratio", w.batch_ratio > 0, "must be positive"))
+    checks.append(("omni.score_views", cfg.omni.score_views >= 1, "must be at least 1"))
+    tnames = [t.name for t in cfg.omni.teachers]
+    for i, t in enumerate(cfg.omni.teachers if teachers else []):
+        checks.append((f"omni.teachers[{i}].name", bool(t.name) and tnames.count(t.name) == 1 and
+                       all(c.isalnum() or c in "-_" for c in t.name),
+                       "must be set, unique, and use letters, digits, '-' and '_' only"))
+        checks.append((f"omni.teachers[{i}].name", t.name != cfg.train.run_name,
+                       f"{t.name!r} is train.run_name, the target-only run; pick another name"))
     for name, ok, msg in checks:
         if not ok:
             raise ConfigError(f"{name}: {msg}")
+    if teachers:
+        for t in cfg.omni.teachers:
+            teacher_config(cfg, t.name)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from . import pipeline
-from .config import Config, to_dict
+from .config import Config, source_teachers, teacher_config, to_dict
 from .console import console
 from .data.manifest import atomic_write_text
 from .train.checkpoint import latest_checkpoint
@@ -37,8 +37,8 @@ class Chain:
         self.cfg, self.ws = cfg, workspace
         self.chain = ""
 
-    def _next(self, sections: tuple[str, ...]) -> str:
-        self.chain = hashlib.sha1((self.chain + _digest(self.cfg, sections)).encode()).hexdigest()[:16]
+    def _next(self, sections: tuple[str, ...], cfg: Config | None = None) -> str:
+        self.chain = hashlib.sha1((self.chain + _digest(cfg or self.cfg, sections)).encode()).hexdigest()[:16]
         return self.chain
 
     def _stamp(self, name: str) -> dict:
@@ -48,8 +48,8 @@ class Chain:
     def _mark(self, name: str, digest: str, state: str) -> None:
         atomic_write_text(self.ws.stamp_file(name), json.dumps({"digest": digest, "state": state}))
 
-    def stage(self, name: str, sections: tuple[str, ...], output: Path, fn) -> None:
-        digest = self._next(sections)
+    def stage(self, name: str, sections: tuple[str, ...], output: Path, fn, cfg: Config | None = None) -> None:
+        digest = self._next(sections, cfg)
         stamp = self._stamp(name)
         if output.exists() and stamp == {"digest": digest, "state": "done"}:
             console.print(f"[dim]{name}: up to date ({output})[/]")
@@ -58,9 +58,10 @@ class Chain:
         fn()
         self._mark(name, digest, "done")
 
-    def train(self, name: str, sections: tuple[str, ...], run: Path, fn) -> None:
-        """A training stage: resumes an interrupted run of the same config, else starts over."""
-        digest = self._next(sections)
+    def train(self, name: str, sections: tuple[str, ...], run: Path, fn, cfg: Config | None = None) -> None:
+        """A training stage: resumes an interrupted run of the same config, else starts over.
+        ``cfg``: the config whose sections the stamp digests (default: the chain's)."""
+        digest = self._next(sections, cfg)
         stamp = self._stamp(name)
         if stamp == {"digest": digest, "state": "done"} and latest_checkpoint(run) is not None:
             console.print(f"[dim]{name}: up to date ({run})[/]")
@@ -101,6 +102,12 @@ def run_pipeline(cfg: Config, workspace) -> dict:
     from .train.joint import student_stage
     from .transform.stage import transform_stage
 
+    for name, tcfg in extra_teachers(cfg):
+        run = ws.run(name)
+        c.train(f"teacher-{name}", ("mode", "model", "media", "train", "features"), run,
+                lambda resume, tcfg=tcfg: p.train_stage(tcfg, ws, resume=resume), cfg=tcfg)
+        c.stage(f"evaluate-{name}", (), run / "metrics.json", lambda tcfg=tcfg: p.evaluate_stage(tcfg, ws))
+        results[name] = json.loads((run / "metrics.json").read_text())
     last = cfg.web[-1].name
     c.stage("score", ("omni",), ws.scores(last), lambda: score_stage(cfg, ws))
     c.stage("select", (), ws.web(last, "aux"), lambda: select_stage(cfg, ws))
@@ -114,6 +121,15 @@ def run_pipeline(cfg: Config, workspace) -> dict:
     c.stage("evaluate-student", (), student / "metrics.json", lambda: p.evaluate_stage(scfg, ws))
     results[cfg.omni.student_run] = json.loads((student / "metrics.json").read_text())
     return results
+
+
+def extra_teachers(cfg: Config) -> list[tuple[str, Config]]:
+    """(name, config) of every ``omni.teachers`` entry that some web source is scored by, in
+    the order the sources name them; the target-only run (``train.run_name``) is trained anyway,
+    and other names must be finished runs of the workspace."""
+    named = dict.fromkeys(n for src in cfg.web for n in source_teachers(cfg, src))
+    specs = {t.name for t in cfg.omni.teachers}
+    return [(n, teacher_config(cfg, n)) for n in named if n in specs and n != cfg.train.run_name]
 
 
 def student_config(cfg: Config) -> Config:

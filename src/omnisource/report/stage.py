@@ -81,6 +81,14 @@ def _class_counts(cfg, ws, w: _Writer) -> str:
     return "\n".join(parts)
 
 
+def _teachers(cfg, ws, w: _Writer) -> str:
+    rows = collect.gather_teachers(cfg, ws)
+    cols = ["source", "kind", "teacher", "model", "type", "sampling", "windows", "kept"]
+    note = "<p>An ensemble (several teachers of one source) averages their probabilities.</p>"
+    return note + H.table(["source", "source kind", "teacher run", "model", "2D / 3D", "sampling",
+                           "untrimmed windows", "kept"], [[r[c] for c in cols] for r in rows])
+
+
 def _filter_quality(cfg, ws, w: _Writer) -> str:
     rows = collect.gather_filter_quality(cfg, ws)
     cols = ["total", "kept", "relevant", "precision", "recall"]
@@ -232,6 +240,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
     sections = [
         ("counts", "Samples per stage", lambda: _counts(cfg, ws, w)),
         ("classes", "Per-class counts before and after filtering", lambda: _class_counts(cfg, ws, w)),
+        ("teachers", "Teachers per source", lambda: _teachers(cfg, ws, w)),
         ("filter", "Teacher filter precision and recall", lambda: _filter_quality(cfg, ws, w)),
         ("results", "Results", lambda: _results(cfg, ws, w, baseline)),
         ("curves", "Training curves", lambda: _curves(cfg, ws, w)),
@@ -241,7 +250,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("sweeps", "Sweeps", lambda: _sweeps(cfg, ws, w)),
     ]
     if any(ws.runs_dir.glob("*/attention*")):
-        sections.insert(7, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
+        sections.insert(8, ("attention", "Attention weights", lambda: _attention(cfg, ws, w)))
     built = [(a, t, _section(fn)) for a, t, fn in sections]
     subtitle = f"workspace {ws.root.resolve()} · mode {cfg.mode} · written {time.strftime('%Y-%m-%d %H:%M')}"
     atomic_write_text(html_path, H.page("OmniSource experiment report", subtitle, built, self_check))

@@ -31,6 +31,28 @@ class Teacher:
     cfg: Config
     classes: list[str]
     run: Path
+    checkpoint: Path | None = None
+    digest: str = ""  # of the weights file: scores of other weights are never reused
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def describe(t: Teacher) -> dict:
+    """What the report says about a teacher."""
+    pixel = t.cfg.mode == "pixels"
+    return {"run": t.run.name, "mode": t.cfg.mode, "model": t.cfg.model.name if pixel else f"head:{t.cfg.features.head}",
+            "kind": ("2d" if hasattr(t.model, "forward_frame_logits") else "3d") if pixel else "features",
+            "sampler": f"{t.cfg.media.sampler} {t.cfg.media.num_segments}x{t.cfg.media.frame_interval}" if pixel
+            else f"{t.cfg.features.frames} frames",
+            "checkpoint": str(t.checkpoint) if t.checkpoint else "", "digest": t.digest}
 
 
 def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
@@ -40,7 +62,8 @@ def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int 
     run = Workspace.of(workspace).run(run_name)
     ckpt = latest_checkpoint(run)
     if ckpt is None or not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first")
+        raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first "
+                                "(`omnisource run` trains the teachers listed in omni.teachers)")
     tcfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if tcfg.mode == "features":
         if feature_dim is None:
@@ -49,7 +72,7 @@ def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int 
     else:
         model = create_model(tcfg.model.name, len(classes), pretrained=None, width=tcfg.model.width)
     load_weights(model, ckpt)
-    return Teacher(model.eval(), tcfg, classes, run)
+    return Teacher(model.eval(), tcfg, classes, run, ckpt, _file_digest(ckpt / "model.safetensors"))
 
 
 @torch.no_grad()
@@ -109,9 +132,11 @@ def read_scores(path: Path) -> dict[str, dict]:
     return out
 
 
-def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False) -> Path:
+def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
+                    key: str = "") -> Path:
     """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. A shard's name encodes its rows, so a changed manifest re-scores."""
+    killed run resumes. A shard's name encodes its rows and ``key`` (the teachers and scoring
+    settings), so a changed manifest or a retrained teacher re-scores."""
     import hashlib
 
     from rich.progress import Progress
@@ -123,7 +148,7 @@ def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int =
         task = bar.add_task(f"score {out_dir.name}", total=len(rows))
         for start in range(0, len(rows), shard_size):
             part = rows[start:start + shard_size]
-            digest = hashlib.sha1("\n".join(r["id"] for r in part).encode()).hexdigest()[:12]
+            digest = hashlib.sha1("\n".join([key, *(r["id"] for r in part)]).encode()).hexdigest()[:12]
             path = out_dir / f"part-{start // shard_size:05d}-{digest}.parquet"
             wanted.add(path.name)
             if not path.exists():

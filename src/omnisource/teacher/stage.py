@@ -1,15 +1,21 @@
-"""``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2)."""
+"""``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2).
+
+Each source has its own teachers (``web[i].teachers``, else ``omni.teacher_runs``; several =
+an ensemble averaging probabilities): a 2D teacher for images, a 3D one for videos.
+``scores/<source>/teachers.json`` records which teachers scored the source.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, ConfigError, source_teachers, to_dict
 from ..console import console
-from ..data.manifest import read_manifest
+from ..data.manifest import atomic_write_text, read_manifest
 from ..workspace import Workspace
-from .score import Teacher, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
+from .score import Teacher, describe, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
 
 
 def _feature_dim(cache: Path) -> int:
@@ -50,73 +56,44 @@ def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
     return score
 
 
-class _SecondFrames:
-    """One frame per second of an untrimmed video, decoded in a loader worker; a file that
-    fails gives (None, reason) and stays unscored (select records it as corrupt)."""
-
-    def __init__(self, rows: list[dict], media_cfg):
-        self.rows, self.cfg = rows, media_cfg
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        from ..data import media, sampling, transforms
-        from ..data.datasets import frame_span
-
-        r = self.rows[i]
-        try:
-            first, num, fps = frame_span(r)
-            frames = media.read_frames(r["path"], sampling.one_fps_indices(num, fps) + first, kind=r["kind"],
-                                       max_pixels=self.cfg.max_pixels)
-        except (media.MediaError, ValueError, OSError) as err:
-            return i, None, str(err) or type(err).__name__
-        clip = transforms.center_crop(transforms.resize_short(frames, self.cfg.resize_short), self.cfg.input_size)
-        return i, transforms.to_tensor(clip).permute(1, 0, 2, 3).unsqueeze(2), ""  # (F, 3, 1, H, W)
-
-
-def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
-    import torch
-    from torch.utils.data import DataLoader
-
-    from ..data.datasets import VideoClipDataset, _one_thread, make_loader
-    from ..train.loop import predict, resolve_device
-
-    device = resolve_device(cfg.train.device)
-
-    def score(rows: list[dict]) -> list[dict]:
-        if kind != "untrimmed":
-            loader = make_loader(VideoClipDataset(rows, cfg.media, False), cfg.train.batch_size, False,
-                                 cfg.train.num_workers)
-            probs = np.mean([predict(t.model.to(device), loader, device)[0] for t in teachers], axis=0)
-            return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
-        out = []
-        loader = DataLoader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers,
-                            worker_init_fn=_one_thread)
-        for i, x, reason in loader:
-            if x is None:
-                console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")
-                continue
-            with torch.no_grad():
-                x = x.to(device)
-                frame_probs = np.mean([t.model.to(device).eval()(x).softmax(-1).cpu().numpy() for t in teachers], 0)
-            out.append({"id": rows[i]["id"], **summarise(frame_probs.max(axis=0)), "frame_probs": frame_probs.tolist()})
-        return out
-
-    return score
+def scores_key(teachers: list[Teacher], cfg: Config) -> str:
+    """What a score depends on besides the rows: the teachers' weights and sampling, the windows."""
+    o = cfg.omni
+    parts = [cfg.mode, o.clip_seconds, o.score_views] + [[t.digest, to_dict(t.cfg.media), t.cfg.features.frames]
+                                                         for t in teachers]
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def score_stage(cfg: Config, workspace) -> list[Path]:
+    """Score every web source with its teachers (``web[i].teachers``, else ``omni.teacher_runs``)."""
+    from ..train.loop import resolve_device
+    from .pixels import pixel_scorer
+
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None
-    teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
+    loaded: dict[str, Teacher] = {}
+    for name in dict.fromkeys(n for src in cfg.web for n in source_teachers(cfg, src)):  # all, before any work
+        loaded[name] = load_teacher(ws, name, classes, dim)
+        if loaded[name].cfg.mode != cfg.mode:
+            raise ConfigError(f"teacher run {name} was trained in {loaded[name].cfg.mode} mode; "
+                              f"this experiment scores in {cfg.mode} mode")
     outs = []
     for src in cfg.web:
+        names = source_teachers(cfg, src)
+        teachers = [loaded[n] for n in names]
         rows = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
-        fn = _feature_scorer(teachers, cfg, ws, src.kind) if cfg.mode == "features" \
-            else _pixel_scorer(teachers, cfg, src.kind)
-        out = score_in_shards(rows, fn, ws.scores(src.name), progress=console.is_terminal)
-        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)} -> {out}")
+        if cfg.mode == "features":
+            fn, shard = _feature_scorer(teachers, cfg, ws, src.kind), 2048
+        else:
+            fn, shard = pixel_scorer(teachers, cfg, src.kind, resolve_device(cfg.train.device)), \
+                (32 if src.kind == "untrimmed" else 256)
+        out = score_in_shards(rows, fn, ws.scores(src.name), shard_size=shard, progress=console.is_terminal,
+                              key=scores_key(teachers, cfg))
+        atomic_write_text(ws.scores_info(src.name), json.dumps(
+            {"source": src.name, "kind": src.kind, "teachers": [describe(t) for t in teachers],
+             "clip_seconds": cfg.omni.clip_seconds, "views": cfg.omni.score_views if cfg.mode == "pixels" else 1},
+            indent=2))
+        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(names)} -> {out}")
         outs.append(out)
     return outs
