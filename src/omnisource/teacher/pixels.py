@@ -79,16 +79,18 @@ def is_frame_model(model: torch.nn.Module) -> bool:
     return hasattr(model, "forward_frame_logits")
 
 
-def scoring_media(teacher: Teacher, views: int):
-    """The teacher's own sampling, with ``views`` temporal views and one centre crop."""
-    return replace(teacher.cfg.media, test_views=views, test_crops=1)
+def scoring_media(teacher: Teacher, views: int, images: bool = False):
+    """The teacher's own sampling, with ``views`` temporal views and one centre crop. A 2D
+    teacher sees a still image once (its segment average over copies of it is the same)."""
+    m = replace(teacher.cfg.media, test_views=views, test_crops=1)
+    return replace(m, num_segments=1, test_views=1) if images and is_frame_model(teacher.model) else m
 
 
 @torch.no_grad()
-def clip_probs(teacher: Teacher, rows: list[dict], views: int, device, batch: int, workers: int
-               ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+def clip_probs(teacher: Teacher, rows: list[dict], views: int, device, batch: int, workers: int,
+               images: bool = False) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """{row index: (C,) probabilities averaged over views}, {row index: why it failed}."""
-    dataset = _Tolerant(rows, scoring_media(teacher, views))
+    dataset = _Tolerant(rows, scoring_media(teacher, views, images))
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=_collate,
                         worker_init_fn=_one_thread)
     model = teacher.model.to(device).eval()
@@ -131,7 +133,7 @@ def pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str, device):
     def score_clips(rows: list[dict]) -> dict[int, np.ndarray]:
         parts, bad = [], {}
         for t in teachers:
-            probs, failed = clip_probs(t, rows, views, device, batch, workers)
+            probs, failed = clip_probs(t, rows, views, device, batch, workers, images=kind == "image")
             parts.append(probs)
             bad.update(failed)
         warn(rows, bad)
