@@ -38,13 +38,14 @@ def select_snippet(positive: np.ndarray, k_pos: int, m_neg: int, rng: np.random.
 
 
 def clip_windows(duration_s: float, length_s: float = 10.0, min_s: float = 2.0) -> list[tuple[float, float]]:
-    """Consecutive windows of ``length_s``; a tail shorter than ``min_s`` is dropped."""
+    """Consecutive windows of ``length_s``; a tail shorter than ``min_s`` (or than a whole window,
+    when windows are shorter than ``min_s``) is dropped; a video shorter than that is one window."""
     if duration_s <= 0:
         return []
-    out, start = [], 0.0
+    out, start, shortest = [], 0.0, min(min_s, length_s, duration_s)
     while start < duration_s:
         end = min(duration_s, start + length_s)
-        if end - start >= min(min_s, duration_s):
+        if end - start >= shortest - 1e-9:
             out.append((start, end))
         start += length_s
     return out
