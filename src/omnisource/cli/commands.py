@@ -141,10 +141,20 @@ def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 @friendly
 def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "-w"),
          overrides: Optional[List[str]] = OverridesArg):
-    """Generate a small synthetic dataset and run the pipeline on it end to end."""
+    """Generate a small synthetic dataset and run the pipeline on it end to end
+    (`omnisource demo mode=pixels`: whole small networks, see omnisource.demo.pixels)."""
+    from ..config import parse_override
+
+    overrides = list(overrides or [])
+    modes = [v for k, v in map(parse_override, overrides) if k == "mode"]
+    if modes and modes[-1] == "pixels":
+        from ..demo.pixels import run_pixel_demo
+
+        run_pixel_demo(workspace, [o for o in overrides if parse_override(o)[0] != "mode"])
+        return
     from ..demo.run import run_demo
 
-    run_demo(workspace, list(overrides or []))
+    run_demo(workspace, overrides)
 
 
 def _register_packages() -> None:
