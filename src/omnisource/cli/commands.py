@@ -38,7 +38,8 @@ for _name, _target, _doc in [
     ("validate", ".pipeline:validate_target", "Decode every target file; corrupt ones get status=corrupt and a reason."),
     ("import-web", ".web:import_web", "Import the configured web sources (query folders or manifests) and validate them."),
     ("score", ".teacher.stage:score_stage",
-     "Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard."),
+     "Score every web sample with its source's teacher run(s) (web[i].teachers, else omni.teacher_runs); "
+     "untrimmed videos clip by clip (omni.clip_seconds); resumable by shard."),
     ("select", ".select.stage:select_stage", "Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."),
     ("fit-motion", ".transform.stage:fit_motion_stage",
      "Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."),
