@@ -72,3 +72,19 @@ def test_teacher_configs_apply_their_overrides_and_fail_in_one_line():
             load_config(None, ["mode=pixels", override])
     with pytest.raises(ConfigError, match="share the experiment's feature cache"):
         load_config(None, ["omni.teachers=[{name: t, overrides: {features.frames: 4}}]"])
+
+
+def test_shipped_configs_load_and_the_gpu_recipe_names_a_2d_and_a_3d_teacher():
+    from pathlib import Path
+
+    from omnisource.config import source_teachers, teacher_config
+
+    root = Path(__file__).parent.parent / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        load_config(path)
+    cfg = load_config(root / "kinetics400_pixel_gpu.yaml")
+    teachers = {s.name: source_teachers(cfg, s) for s in cfg.web}
+    assert teachers == {"images": ["tsn_r50"], "videos": ["target_only"], "untrimmed": ["target_only"]}
+    assert teacher_config(cfg, "tsn_r50").model.name == "tsn_resnet50" and cfg.model.name == "slowonly_r50"
+    assert [s.batch_ratio for s in cfg.web] == [0.5, 0.5, 0.5]  # 2:1:1:1 (OmniSource Table 2)
+    assert cfg.omni.untrimmed == "clips" and cfg.train.amp and cfg.train.channels_last
