@@ -5,9 +5,10 @@
 * Untrimmed videos: cut into consecutive ``omni.clip_seconds`` windows, each window scored as a
   clip with the teacher's own sampling (a TSN's segments, a SlowOnly's dense frames) and views:
   ``clip_windows`` / ``clip_probs``, from which ``omni.untrimmed=clips`` keeps the positive clips.
-  ``frame_probs`` (one row per second, for the 1 + 2 snippets of 2D students): a 2D teacher
-  scores each 1 fps frame; a 3D teacher, which has no meaningful one-frame output, gives each
-  second the probabilities of the window it falls in.
+  ``frame_probs`` (one row per second, for the 1 + 2 snippets of 2D students): under
+  ``omni.untrimmed=snippet`` a 2D teacher scores each 1 fps frame; otherwise, and always for a
+  3D teacher (no meaningful one-frame output), each second gets the probabilities of the window
+  it falls in.
 
 Decoding runs in loader workers (``train.num_workers``); a file that fails to decode is left
 unscored with a warning (``select`` then records it as corrupt), never a crash. The scorer is a
@@ -155,8 +156,9 @@ def pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str, device):
             owner += [k] * len(w)
         by_window = score_clips(flat) if flat else {}
         per_frame = []
-        for t in teachers:  # 2D teachers: their own 1 fps frame scores
-            if is_frame_model(t.model):
+        frame_level = [is_frame_model(t.model) and cfg.omni.untrimmed == "snippet" for t in teachers]
+        for t, own in zip(teachers, frame_level):  # 2D teachers, for snippets: their own 1 fps frame scores
+            if own:
                 probs, failed = frame_probs(t, rows, device, workers)
                 warn(rows, failed)
                 per_frame.append(probs)
@@ -168,7 +170,7 @@ def pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str, device):
             cp = np.stack([by_window[j] for j in mine])
             seconds = max(1, int(round(windows[k][-1][1])))
             spread = cp[np.minimum((np.arange(seconds) // cfg.omni.clip_seconds).astype(int), len(cp) - 1)]
-            frames = [p[k] for p in per_frame] + [spread] * sum(not is_frame_model(t.model) for t in teachers)
+            frames = [p[k] for p in per_frame] + [spread] * frame_level.count(False)
             n = min(len(f) for f in frames)
             fp = np.mean([f[:n] for f in frames], axis=0)
             # A video's class evidence is its most confident frame (a long video mixes content).

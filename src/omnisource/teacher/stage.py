@@ -59,8 +59,9 @@ def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
 def scores_key(teachers: list[Teacher], cfg: Config) -> str:
     """What a score depends on besides the rows: the teachers' weights and sampling, the windows."""
     o = cfg.omni
-    parts = [cfg.mode, o.clip_seconds, o.score_views] + [[t.digest, to_dict(t.cfg.media), t.cfg.features.frames]
-                                                         for t in teachers]
+    pixel = cfg.mode == "pixels"  # pixel-mode 2D teachers score 1 fps frames for snippets only
+    parts = [cfg.mode, o.clip_seconds, o.score_views if pixel else 1, o.untrimmed if pixel else ""]
+    parts += [[t.digest, to_dict(t.cfg.media), t.cfg.features.frames] for t in teachers]
     return json.dumps(parts, sort_keys=True, default=str)
 
 
