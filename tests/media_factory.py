@@ -31,8 +31,9 @@ def frame_number(img: np.ndarray) -> int:
 
 def write_video(path, num_frames: int, size: tuple[int, int] = (32, 24), fps: int = 25,
                 gop: int = 12, codec: str = "libx264", bframes: int = 0,
-                faststart: bool = False, frame_fn=None) -> Path:
-    """A video whose frame i shows index_frame(i) (or ``frame_fn(i)``); gop = keyframe interval."""
+                faststart: bool = False, frame_fn=None, pix_fmt: str = "yuv420p") -> Path:
+    """A video whose frame i shows index_frame(i) (or ``frame_fn(i)``); gop = keyframe interval
+    (``pix_fmt="yuvj420p"`` for codec="mjpeg")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if faststart else {}
@@ -40,7 +41,7 @@ def write_video(path, num_frames: int, size: tuple[int, int] = (32, 24), fps: in
         opts = {"crf": "18", "preset": "ultrafast", "scenecut": "0"} if codec == "libx264" else {}
         stream = out.add_stream(codec, rate=Fraction(fps), options=opts)
         stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = bframes
         if codec != "libx264":

@@ -149,8 +149,9 @@ def trickle(body: bytes, ctype: str, every: float = 0.05):
     return route
 
 
+# The test servers live on 127.0.0.1, which the downloader refuses unless allow_private.
 FAST = dict(workers=4, per_host=3, connect_timeout=2, read_timeout=0.5, max_seconds=5, retries=2, backoff=0.02,
-            max_redirects=3, max_bytes=200_000)
+            max_redirects=3, max_bytes=200_000, allow_private=True)
 
 
 def write_list(path: Path, pairs) -> Path:
@@ -252,7 +253,8 @@ def test_download_every_case(server, tmp_path):
     assert "too many redirects" in get("/r1")["reason"] and server.hits["/a.jpg"] == 2
     assert "scheme 'ftp' not allowed" in get("/to-ftp")["reason"]
     assert "scheme 'file' not allowed" in get("/to-file")["reason"]
-    assert "body took longer" in get("/trickle.png")["reason"]
+    trickled = get("/trickle.png")
+    assert "timeout: gave up after" in trickled["reason"] and trickled["attempts"] == 1  # a deadline is final
     assert rows["file:///etc/passwd"]["status"] == "rejected"
     assert "scheme 'ftp'" in rows["ftp://127.0.0.1/x.jpg"]["reason"]
     assert "does not resolve" in rows["http://nothing.invalid/x.jpg"]["reason"]
@@ -331,8 +333,8 @@ def test_url_list_formats(tmp_path):
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from omnisource.collect.download import DownloadOptions, download
-    download([sys.argv[1]], sys.argv[2], "kill", DownloadOptions(workers=2, per_host=2, retries=0),
-             progress=False)
+    download([sys.argv[1]], sys.argv[2], "kill", DownloadOptions(workers=2, per_host=2, retries=0,
+             allow_private=True), progress=False)
 """)
 
 
@@ -363,11 +365,12 @@ def test_kill_and_resume_equals_uninterrupted_run(server, tmp_path):
     for p in files_under(ws / "web" / "kill"):
         assert hashlib.sha256(p.read_bytes()).hexdigest() == p.stem
     before = server.count
-    out = download([urls], ws, "kill", DownloadOptions(workers=2, per_host=2, retries=0), progress=False)
+    out = download([urls], ws, "kill", DownloadOptions(workers=2, per_host=2, retries=0, allow_private=True),
+                   progress=False)
     refetched = server.count - before
     assert refetched <= n + 1 - finished + 2  # finished URLs are not fetched again (2 were in flight)
-    ref = download([urls], tmp_path / "clean", "kill", DownloadOptions(workers=2, per_host=2, retries=0),
-                   progress=False)
+    ref = download([urls], tmp_path / "clean", "kill", DownloadOptions(workers=2, per_host=2, retries=0,
+                                                                       allow_private=True), progress=False)
 
     def norm(rows, root):
         return [dict(r, path=r["path"].replace(str(root), "<ws>")) for r in rows]
@@ -387,7 +390,7 @@ def test_cli_download_and_one_line_errors(server, tmp_path):
     urls = write_list(tmp_path / "list.tsv", [(f"{server.base}/c.png", "golf")])
     ws = tmp_path / "ws"
     res = CliRunner().invoke(app, ["download", str(urls), "-w", str(ws), "--source", "cli", "--workers", "2",
-                                   "--read-timeout", "2", "--max-size", "1MB"])
+                                   "--read-timeout", "2", "--max-size", "1MB", "--allow-private"])
     assert res.exit_code == 0, res.output
     assert read_manifest(ws / "manifests" / "web_cli.parquet").rows[0]["status"] == "ok"
     res = CliRunner().invoke(app, ["download", str(tmp_path / "missing.tsv"), "-w", str(ws)])

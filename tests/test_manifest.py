@@ -6,7 +6,10 @@ from omnisource.data import importers
 from omnisource.data.manifest import Manifest, ManifestError, make_id, new_row, read_manifest, write_manifest
 
 
-def _touch(path, data=b"x"):
+MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + bytes(16)  # files are typed by content: enough to say "video"
+
+
+def _touch(path, data=MP4_HEAD):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -54,13 +57,32 @@ def test_from_folders(tmp_path):
     _touch(tmp_path / "Run" / "v_Run_g01_c01.mp4")
     _touch(tmp_path / "Jump" / "v_Jump_g02_c01.avi")
     (tmp_path / "Jump" / "frames_dir").mkdir()
-    _touch(tmp_path / "Jump" / "readme.txt")
+    _touch(tmp_path / "Jump" / "readme.txt", b"notes")
+    _touch(tmp_path / "Jump" / "photo", b"\xff\xd8\xff\xe0" + bytes(20))  # a JPEG without an extension
+    _touch(tmp_path / "Jump" / "page.mp4", b"<!DOCTYPE html><html>404</html>")
     m = importers.from_folders(tmp_path)
     assert m.classes == ["Jump", "Run"]
     kinds = {os.path.basename(r["path"]): (r["kind"], r["label"], r["status"]) for r in m.rows}
     assert kinds["v_Run_g01_c01.mp4"] == ("video", 1, "ok")
     assert kinds["frames_dir"] == ("frames", 0, "ok")
     assert kinds["readme.txt"][2] == "corrupt"  # recorded, not silently dropped
+    assert kinds["photo"] == ("image", 0, "ok") and kinds["page.mp4"] == ("video", 0, "corrupt")
+    assert {r["reason"] for r in m.rows if r["path"].endswith("page.mp4")} == {"not a media file: HTML page"}
+
+
+def test_empty_and_one_class_datasets_fail_in_one_line(tmp_path):
+    _touch(tmp_path / "Run" / "v_Run_g01_c01.mp4")
+    (tmp_path / "Jump").mkdir()
+    with pytest.raises(ManifestError, match=r"class folder\(s\) without files: Jump"):
+        importers.from_folders(tmp_path)
+    (tmp_path / "Jump").rmdir()
+    with pytest.raises(ManifestError, match=r"only one class \(Run\) has usable rows"):
+        importers.check_classes(importers.from_folders(tmp_path), "import")
+    _touch(tmp_path / "Jump" / "v_Jump_g01_c01.mp4", b"garbage")
+    with pytest.raises(ManifestError, match="only one class"):  # Jump's only file is not media
+        importers.check_classes(importers.from_folders(tmp_path), "import")
+    _touch(tmp_path / "Jump" / "v_Jump_g02_c01.mp4")
+    importers.check_classes(importers.from_folders(tmp_path), "import")  # two classes: fine
 
 
 def test_from_csv_names_and_missing(tmp_path):

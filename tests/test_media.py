@@ -6,7 +6,15 @@ from PIL import Image
 
 from media_factory import (frame_number, index_frame, write_audio, write_frames, write_gif,
                            write_image, write_png_bomb, write_video)
+from omnisource.clean.validate import Rules, verdict
 from omnisource.data import media
+
+SMALL = Rules(min_size=8)  # these fixtures are 32x24: the old decode-check floor, not the web default of 32
+
+
+def check(path, kind=None, max_pixels=media.MAX_PIXELS, rules=None):
+    """The one validator's verdict (clean.validate) on a file."""
+    return verdict(path, kind, rules or Rules(min_size=8, max_pixels=max_pixels))
 
 ORIGINALS = Path(__file__).resolve().parents[2] / "shared/data/ucf101-6/originals"
 
@@ -89,8 +97,8 @@ def test_frames_folder(tmp_path):
     info = media.probe(folder)
     assert (info.kind, info.num_frames) == ("frames", 20)
     assert numbers(media.read_frames(folder, [19, 0, 7, 7, 30])) == [19, 0, 7, 7, 19]
-    assert media.validate(folder) == ("ok", "")
-    assert media.validate(tmp_path / "missing", kind="frames")[0] == "corrupt"
+    assert check(folder) == ("ok", "")
+    assert check(tmp_path / "missing", kind="frames")[0] == "corrupt"
 
 
 @pytest.mark.parametrize("mode, expected", [("RGB", 100), ("L", 100), ("CMYK", 100), ("I;16", 100),
@@ -131,8 +139,9 @@ def _half(src: Path, dst: Path) -> Path:
 
 def test_validate_ok(videos, tmp_path):
     for path in videos.values():
-        assert media.validate(path) == ("ok", "")
-    assert media.validate(write_image(tmp_path / "ok.png")) == ("ok", "")
+        assert check(path) == ("ok", "")
+    assert check(write_image(tmp_path / "ok.png")) == ("ok", "")
+    assert verdict(videos["short_gop"]) == ("rejected", "too small: 32x24 is below min_size=32")  # default rules
 
 
 def test_validate_corrupt_videos(videos, tmp_path):
@@ -141,37 +150,36 @@ def test_validate_corrupt_videos(videos, tmp_path):
     (tmp_path / "text.mp4").write_text("this is not a video\n" * 50)
     faststart = write_video(tmp_path / "fs.mp4", 200, gop=12, size=(64, 48), faststart=True)
     cases = {
-        "zero.mp4": "zero-byte",
-        _half(videos["short_gop"], tmp_path / "half.mp4").name: "truncated",
-        _half(faststart, tmp_path / "half_fs.mp4").name: "truncated",
-        "random.mp4": "not a media file",
-        "text.mp4": "not a media file",
-        write_audio(tmp_path / "audio.mp4").name: "audio only",
-        write_audio(tmp_path / "audio.mkv", codec="mp2").name: "audio only",
-        write_video(tmp_path / "one.mp4", 1).name: "single frame",
-        write_video(tmp_path / "tiny.mp4", 10, size=(6, 4)).name: "too small",
-        "missing.mp4": "missing",
+        "zero.mp4": ("corrupt", "zero-byte"),
+        _half(videos["short_gop"], tmp_path / "half.mp4").name: ("corrupt", "truncated"),
+        _half(faststart, tmp_path / "half_fs.mp4").name: ("corrupt", "truncated"),
+        "random.mp4": ("corrupt", "not a media file"),
+        "text.mp4": ("corrupt", "not a media file: text"),
+        write_audio(tmp_path / "audio.mp4").name: ("rejected", "audio only"),
+        write_audio(tmp_path / "audio.mkv", codec="mp2").name: ("rejected", "audio only"),
+        write_video(tmp_path / "one.mp4", 1).name: ("rejected", "single frame"),
+        write_video(tmp_path / "tiny.mp4", 10, size=(6, 4)).name: ("rejected", "too small"),
+        "missing.mp4": ("corrupt", "missing"),
     }
-    for name, reason in cases.items():
-        status, why = media.validate(tmp_path / name)
-        assert status == "corrupt" and reason in why, (name, why)
-    assert "decompression bomb" in media.validate(videos["short_gop"], max_pixels=500)[1]
+    for name, (want, reason) in cases.items():
+        status, why = check(tmp_path / name)
+        assert status == want and reason in why, (name, status, why)
+    assert check(videos["short_gop"], max_pixels=500) == ("rejected", "decompression bomb: 32x24 exceeds max_pixels=500")
     with pytest.raises(media.MediaError, match="zero-byte"):
         media.read_frames(tmp_path / "zero.mp4", [0])
 
 
 def test_validate_corrupt_images(tmp_path):
     bomb = write_png_bomb(tmp_path / "bomb.png", (30000, 30000))
-    assert media.validate(bomb)[0] == "corrupt" and "decompression bomb" in media.validate(bomb)[1]
-    assert "5000x5000 exceeds" in media.validate(write_png_bomb(tmp_path / "b2.png", (5000, 5000)))[1]
-    assert "decompression bomb" in media.validate(write_image(tmp_path / "big.png", size=(64, 64)),
-                                                  max_pixels=1000)[1]
+    assert check(bomb)[0] == "rejected" and "decompression bomb" in check(bomb)[1]
+    assert "5000x5000 exceeds" in check(write_png_bomb(tmp_path / "b2.png", (5000, 5000)))[1]
+    assert "decompression bomb" in check(write_image(tmp_path / "big.png", size=(64, 64)), max_pixels=1000)[1]
     Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "full.jpg")
     _half(tmp_path / "full.jpg", tmp_path / "cut.jpg")
-    assert media.validate(tmp_path / "cut.jpg")[0] == "corrupt"
+    assert check(tmp_path / "cut.jpg")[0] == "corrupt"
     (tmp_path / "text.jpg").write_text("hello")
-    assert media.validate(tmp_path / "text.jpg") == ("corrupt", "not an image file")
-    assert "too small" in media.validate(write_image(tmp_path / "tiny.png", size=(4, 4)))[1]
+    assert check(tmp_path / "text.jpg") == ("corrupt", "not a media file: text")
+    assert check(write_image(tmp_path / "tiny.png", size=(4, 4))) == ("rejected", "too small: 4x4 is below min_size=8")
     with pytest.raises(media.MediaError):
         media.read_image(bomb)
 
@@ -181,7 +189,7 @@ def test_real_original_avi():
     path = ORIGINALS / "Archery/v_Archery_g10_c01.avi"
     info = media.probe(path)
     assert (info.width, info.height, round(info.fps)) == (320, 240, 25) and info.num_frames > 50
-    assert media.validate(path) == ("ok", "")
+    assert verdict(path) == ("ok", "")
     frames = media.read_frames(path, [info.num_frames - 1, 0, 40, 40])
     assert frames.shape == (4, 240, 320, 3)
     np.testing.assert_array_equal(frames[2], frames[3])

@@ -84,7 +84,9 @@ def test_workers_pool(rows, tmp_path):
 
 
 def test_validate_rows(rows, tmp_path):
-    out = prepare.validate_rows(rows, progress=False)
+    from omnisource.clean.validate import Rules, validate_rows
+
+    out = validate_rows(rows, Rules(min_size=8), progress=False)
     assert [r["status"] for r in out] == ["ok", "ok", "corrupt", "ok", "duplicate", "ok"]
     assert (out[0]["num_frames"], out[0]["fps"], out[0]["width"], out[0]["height"]) == (75, 25.0, 64, 48)
     assert out[3]["num_frames"] == 1 and out[3]["fps"] == 0.0

@@ -132,7 +132,8 @@ def test_cli_train_method_da(tmp_path, mode):
               "train.epochs=1", "train.batch_size=4", "train.device=cpu", f"mode={mode}", "media.num_segments=2",
               "media.input_size=32", "media.resize_short=32", "model.name=tsn_resnet18", "model.width=0.125",
               "model.pretrained=''", "features.size=32", "features.frames=2", "features.backbone=resnet18",
-              "features.pretrained=''", "da.adapter_dim=8", "da.disc_hidden=8"]
+              "features.pretrained=''", "da.adapter_dim=8", "da.disc_hidden=8",
+              "media.min_size=16"]  # the tiny test media (32x24) are below the default 32
     runner = CliRunner()
     for cmd in (["import"], ["import-web"], *([["features"]] if mode == "features" else [])):
         r = runner.invoke(app, [*cmd, *common])

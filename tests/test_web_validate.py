@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from media_factory import write_gif, write_image, write_png_bomb, write_video
-from omnisource.clean.validate import validate_web, validate_web_rows
+from omnisource.clean.validate import Rules, validate_rows, validate_web
 from omnisource.data import media
 from omnisource.data.manifest import Manifest, new_row, read_manifest, write_manifest
 
@@ -57,8 +57,8 @@ def make_files(d: Path) -> dict[str, tuple[str, Path]]:
 
 def test_statuses_and_reasons(tmp_path):
     files = make_files(tmp_path / "files")
-    out = validate_web_rows(_rows(files), min_size=32, max_pixels=1_000_000, animated="reject",
-                            normalized_dir=tmp_path / "rgb", progress=False)
+    out = validate_rows(_rows(files), Rules(min_size=32, max_pixels=1_000_000, animated="reject"),
+                        normalized_dir=tmp_path / "rgb", progress=False)
     by = {r["id"]: r for r in out}
     status = {k: (r["status"], r["reason"]) for k, r in by.items()}
     for ok in ("good", "cmyk", "rgba", "gray", "gray16", "palette", "rotated", "video"):
@@ -90,11 +90,12 @@ def test_statuses_and_reasons(tmp_path):
 def test_first_frame_policy_and_no_normalisation(tmp_path):
     files = make_files(tmp_path / "files")
     rows = _rows({k: files[k] for k in ("gif", "gray")})
-    out = validate_web_rows(rows, min_size=8, animated="first-frame", normalized_dir=tmp_path / "rgb", progress=False)
+    first = Rules(min_size=8, animated="first-frame")
+    out = validate_rows(rows, first, normalized_dir=tmp_path / "rgb", progress=False)
     gif = out[0]
     assert gif["status"] == "ok" and Path(gif["path"]).suffix == ".png"
     assert Image.open(gif["path"]).getpixel((3, 3)) == (10, 10, 10)
-    out = validate_web_rows(rows, min_size=8, animated="first-frame", normalized_dir=None, progress=False)
+    out = validate_rows(rows, first, normalized_dir=None, progress=False)
     assert [r["path"] for r in out] == [str(files["gif"][1]), str(files["gray"][1])]
 
 
@@ -115,7 +116,7 @@ def test_stage_in_place_resumable_and_cli(tmp_path):
     assert got["gif"]["status"] == "rejected" and got["gray"]["status"] == "ok"
     assert Path(got["gray"]["path"]).is_relative_to(ws / "web" / "s" / "rgb")
     first = read_manifest(path).rows
-    validate_web(ws, ["s"], min_size=16, progress=False)  # validated rows are skipped
+    validate_web(ws, ["s"], Rules(min_size=16), progress=False)  # validated rows are skipped
     assert read_manifest(path).rows == first
     res = CliRunner().invoke(app, ["clean", "validate", "-w", str(ws), "--source", "nope"])
     assert res.exit_code == 2 and "web manifest not found" in res.output
@@ -132,8 +133,8 @@ def test_import_web_of_a_downloaded_manifest_keeps_its_verdicts(tmp_path):
     from omnisource.workspace import Workspace
 
     ws = tmp_path / "ws"
-    good = write_image(tmp_path / "a.jpg", size=(40, 30))
-    dup = write_image(tmp_path / "b.jpg", size=(40, 30), value=30)
+    good = write_image(tmp_path / "a.jpg", size=(40, 36))
+    dup = write_image(tmp_path / "b.jpg", size=(40, 36), value=30)
     rows = [new_row("crawl", "image", str(good), weak_labels=["archery"]),
             new_row("crawl", "image", str(dup), weak_labels=["archery"], status="duplicate", reason="near-duplicate of val"),
             new_row("crawl", "image", str(tmp_path / "gone.jpg"), weak_labels=["archery"], status="rejected",

@@ -43,7 +43,10 @@ class MediaConfig:
     resize_short: int = 128
     test_views: int = 1
     test_crops: int = 1
+    # The rules of the one validator (clean.validate), on every path that gives files a verdict:
     max_pixels: int = 4096 * 4096  # decompression-bomb guard for images and video frames
+    min_size: int = 32  # smallest accepted width and height (icons, tracking pixels, thumbnails)
+    animated: Literal["reject", "first-frame"] = "reject"  # animated images: refuse, or keep the first frame
 
 
 @dataclass
@@ -382,6 +385,8 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         ("train.accumulate", cfg.train.accumulate >= 1, "must be at least 1"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
+        ("media.max_pixels", cfg.media.max_pixels >= 1, "must be positive"),
+        ("media.min_size", cfg.media.min_size >= 0, "must be 0 or more"),
         ("features.frames", cfg.features.frames >= 1, "must be at least 1"),
         ("features.size", cfg.features.size >= 32, "must be at least 32"),
         ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),

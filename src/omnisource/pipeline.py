@@ -43,6 +43,7 @@ def import_target(cfg: Config, workspace) -> Path:
         manifest = importers.split_by_group(manifest, t.group_regex, t.val_groups, t.train_groups,
                                             t.val_fraction, t.seed)
     manifest = importers.subsample_per_class(manifest, t.per_class, seed=t.seed)
+    importers.check_classes(manifest, f"import of {t.annotations or t.root}")
     out = write_manifest(manifest, ws.target("imported"))
     counts = Counter(r["split"] for r in manifest.rows)
     console.print(f"import: {len(manifest)} rows, {len(manifest.classes)} classes, splits {dict(counts)} -> {out}")
@@ -50,16 +51,17 @@ def import_target(cfg: Config, workspace) -> Path:
 
 
 def validate_target(cfg: Config, workspace) -> Path:
-    from .data.prepare import validate_rows
+    """The one validator (clean.validate, rules from the `media` section) over the target rows."""
+    from .clean.validate import Rules, counts, validate_rows
 
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target("imported"))
-    rows = validate_rows(manifest.rows, max_pixels=cfg.media.max_pixels, progress=console.is_terminal)
+    rows = validate_rows(manifest.rows, Rules.from_config(cfg.media), progress=console.is_terminal)
     out = write_manifest(Manifest(rows, manifest.classes), ws.target("validated"))
     bad = [r for r in rows if r["status"] != "ok"]
-    console.print(f"validate: {len(rows) - len(bad)} ok, {len(bad)} corrupt -> {out}")
+    console.print(f"validate: {counts(rows)} -> {out}")
     for r in bad[:10]:
-        console.print(f"  corrupt: {r['path']}: {r['reason']}")
+        console.print(f"  {r['status']}: {r['path']}: {r['reason']}", highlight=False)
     return out
 
 
@@ -93,6 +95,7 @@ def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
 
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target_manifest())
+    importers.check_classes(manifest, "train", split="train")
     model, train, val = build_model_and_loaders(cfg, ws, manifest)
     out = ws.run(cfg.train.run_name)
     console.print(f"train: {cfg.mode} mode, {len(train.dataset)} training / "

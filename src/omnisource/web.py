@@ -13,27 +13,37 @@ from pathlib import Path
 
 from .config import Config, WebSourceConfig
 from .console import console
-from .data.importers import IMAGE_EXTS, VIDEO_EXTS
 from .data.manifest import Manifest, ManifestError, new_row, read_manifest, write_manifest
 from .workspace import Workspace
 
 
 def from_query_folders(src: WebSourceConfig) -> Manifest:
-    """``root/<query>/<file>``: every file a row with the query as weak label and no label."""
+    """``root/<query>/<file>``: every entry a row with the query as weak label and no label.
+
+    Files at any depth under a query folder are rows (typed by content later, in validation);
+    folders with no file below them (an empty query folder, a folder named ``x.mp4``) and files
+    outside any query folder keep a row too, with a reason, so nothing under ``root`` is lost.
+    Hidden entries (``.name``) are skipped."""
     root = Path(src.root)
     if not root.is_dir():
         raise ManifestError(f"web source {src.name}: {root} is not a folder of query sub-folders")
-    exts = IMAGE_EXTS if src.kind == "image" else VIDEO_EXTS
     kind = "image" if src.kind == "image" else "video"
     rows = []
-    for qdir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(qdir.rglob("*")):
-            if f.is_dir() or f.name.startswith("."):
-                continue
+    for qdir in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not qdir.is_dir():
+            rows.append(new_row(src.name, kind, str(qdir), status="rejected",
+                                reason="not inside a query folder (no weak label)"))
+            continue
+        entries = [f for f in sorted(qdir.rglob("*"))
+                   if not any(part.startswith(".") for part in f.relative_to(qdir).parts)]
+        files = [f for f in entries if not f.is_dir()]
+        holders = {parent for f in files for parent in f.parents}
+        empty = [d for d in [qdir, *entries] if d.is_dir() and d not in holders]
+        empty = [d for d in empty if not any(e.parent == d for e in empty)]  # the innermost ones
+        for f in sorted(files + empty):
             row = new_row(src.name, kind, str(f), weak_labels=[qdir.name])
-            if f.suffix.lower() not in exts:
-                row.update(status="corrupt", reason=f"not a{'n image' if kind == 'image' else ' video'} "
-                                                     f"file type ({f.suffix or 'no extension'})")
+            if f in empty:
+                row.update(status="corrupt", reason="empty folder, not a file")
             rows.append(row)
     if not rows:
         raise ManifestError(f"web source {src.name}: no files under {root}")
@@ -41,22 +51,25 @@ def from_query_folders(src: WebSourceConfig) -> Manifest:
 
 
 def import_web(cfg: Config, workspace) -> list[Path]:
-    """Import and validate every configured web source."""
-    from .data.prepare import validate_rows
+    """Import every configured web source and check it with the one validator (clean.validate):
+    content of the source's kind, decodable, within the `media` rules."""
+    from .clean.validate import Rules, counts, normalized_dir, validate_rows
 
     if not cfg.web:
         raise ManifestError("no web sources configured (the `web` list of the config is empty)")
     ws = Workspace.of(workspace)
+    rules = Rules.from_config(cfg.media)
     outs = []
     for src in cfg.web:
         manifest = read_manifest(src.root) if src.format == "manifest" else from_query_folders(src)
         for row in manifest.rows:
             row["source"] = src.name
-        rows = validate_rows(manifest.rows, max_pixels=cfg.media.max_pixels, progress=console.is_terminal)
+        rows = validate_rows(manifest.rows, rules, normalized_dir(ws, src.name),
+                             expected="image" if src.kind == "image" else "video", progress=console.is_terminal,
+                             label=f"validate ({src.name})")
         out = write_manifest(Manifest(rows, manifest.classes), ws.web(src.name))
-        bad = sum(r["status"] != "ok" for r in rows)
         queries = sorted({r["weak_labels"][0] for r in rows if r["weak_labels"]})
-        console.print(f"web {src.name}: {len(rows)} {src.kind} rows, {len(queries)} queries, {bad} corrupt -> {out}")
+        console.print(f"web {src.name}: {len(rows)} {src.kind} rows ({counts(rows)}), {len(queries)} queries -> {out}")
         outs.append(out)
     return outs
 

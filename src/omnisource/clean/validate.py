@@ -1,23 +1,35 @@
-"""Validation of web manifests (DESIGN.md §1, "Cleaning: remove invalid/corrupt files").
+"""The one validator of media rows (DESIGN.md §1, "Cleaning: remove invalid/corrupt files").
 
-Every ok row is decoded with :func:`omnisource.data.media.check` (images: header, size guard, then a
-full load; videos: probe, then decode the first and last frames) with a minimum size and a pixel
-budget against decompression bombs. On top of that, for web images:
+Every path that gives a file a verdict uses it with the same rules (``Rules``, from the config's
+``media`` section: ``min_size``, ``max_pixels``, ``animated``): target ``import`` + ``validate``,
+``import-web`` and ``clean validate``. So one file gets one verdict wherever it comes in.
 
-* **animated** GIF/WebP/PNG: ``animated="reject"`` (default; status rejected) or ``"first-frame"``
-  (kept as a still of its first frame);
-* **colour normalisation**: CMYK, alpha (composited on white), grayscale, palette and 16-bit images,
-  EXIF-rotated images and kept animations get an RGB copy (as :func:`media.read_image` sees them) under
-  ``normalized_dir`` (``WORKSPACE/web/<source>/rgb/``), so that every later reader, whatever library
-  it uses, sees the same 8-bit upright RGB pixels. The row's ``path`` points to the copy and
-  ``orig_path`` keeps the download.
+1. **Type by content** (``data.sniff.content_kind``: magic bytes, else a header-only probe), never
+   by extension: a JPEG without an extension is an image, an HTML page named ``.mp4`` is not media.
+   Content of another kind than the row needs (a video in an image source, a directory where a
+   file should be) is ``rejected: wrong kind`` / ``corrupt``.
+2. **Decode** with :func:`omnisource.data.media.check` (images: header, pixel budget, then a full
+   load; videos: probe, pixel budget, then the first and last frames), so a decompression bomb is
+   refused from its header before any pixel is decoded.
+3. **Rules**: the short side at least ``min_size``; width x height at most ``max_pixels``;
+   animated GIF/WebP/PNG ``animated="reject"`` (default) or ``"first-frame"`` (kept as a still).
+4. **Colour normalisation** (when given ``normalized_dir``, as the web paths do): CMYK, alpha
+   (composited on white), grayscale, palette and 16-bit images, EXIF-rotated images and kept
+   animations get an RGB copy (as :func:`media.read_image` sees them), so every later reader sees
+   the same 8-bit upright RGB pixels; ``path`` points to the copy and ``orig_path`` keeps the file.
 
-Row results: status ``corrupt`` (does not decode) or ``rejected`` (decodes but fails a policy: too
-small, too many pixels, animated) with a one-line reason; ok rows gain width, height, num_frames, fps,
-image_mode and ``validated=True`` (validated rows are skipped by a re-run).
+Verdicts: status ``corrupt`` (does not decode, not media) or ``rejected`` (media that breaks a
+rule; ``data.sniff.status_of`` is the one mapping) with a one-line reason; ok rows gain width,
+height, num_frames, fps (and image_mode). Each checked row records ``validated_by`` (a digest of
+the rules and the kind it was checked for) and ``validated_status``: a re-run skips rows checked
+under the same rules, re-checks them when a rule changed, and leaves alone the verdicts other
+stages gave (download, dedup).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,10 +39,34 @@ from PIL import Image
 from ..data import media
 from ..data.manifest import atomic_write_bytes, read_manifest, write_manifest
 from ..data.prepare import _run
+from ..data.sniff import content_kind, status_of
 
 ANIMATED = ("reject", "first-frame")
-_POLICY_REASONS = ("too small", "decompression bomb", "single frame video")
 _PLAIN_MODES = ("RGB",)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a usable file is; the defaults are the config's (``media.min_size`` etc.)."""
+    min_size: int = 32  # smallest accepted width and height, pixels
+    max_pixels: int | None = media.MAX_PIXELS  # largest width x height (decompression bombs)
+    animated: str = "reject"  # animated images: reject | first-frame
+
+    def __post_init__(self):
+        if self.animated not in ANIMATED:
+            raise ValueError(f"animated must be one of {', '.join(ANIMATED)}, got {self.animated!r}")
+        if self.min_size < 0:
+            raise ValueError(f"min_size must be 0 or more, got {self.min_size}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+
+    @classmethod
+    def from_config(cls, media_cfg) -> "Rules":
+        return cls(media_cfg.min_size, media_cfg.max_pixels, media_cfg.animated)
+
+    def digest(self, kind: str | None, normalize: bool) -> str:
+        key = json.dumps(dict(asdict(self), kind=kind, normalize=normalize), sort_keys=True)
+        return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
 def _image_facts(path: Path) -> tuple[str, str, int, int]:
@@ -58,56 +94,104 @@ def _write_rgb(rgb: np.ndarray, dst: Path) -> None:
         atomic_write_bytes(dst, lambda tmp: im.save(tmp, "PNG"))
 
 
-def validate_row(row: dict, min_size: int = 32, max_pixels: int | None = media.MAX_PIXELS,
-                 animated: str = "reject", normalized_dir: str | Path | None = None) -> dict:
-    """The row after the checks (a new dict); never raises for a bad file."""
-    path = Path(row["path"])
-    kind = row.get("kind") or media.infer_kind(path)
+_ARTICLE = {"image": "an image", "video": "a video", "frames": "a frame folder"}
+
+
+def _check(path: Path, want: str | None, rules: Rules) -> tuple[str, media.MediaInfo | None]:
+    """(reason, info): reason "" for a usable file of kind `want` (None: any media kind)."""
+    found, reason = content_kind(path)
+    if found is None:
+        return reason, None
+    if want and found != want:
+        if found == "frames":
+            return "is a directory, not a file", None
+        try:  # what is wrong with it in its own right (audio only, broken header) comes first
+            media.probe(path, found)
+        except media.MediaError as err:
+            return str(err), None
+        return f"wrong kind: the content is {_ARTICLE[found]}, {_ARTICLE.get(want, want)} was expected", None
     try:
-        info = media.check(path, kind, max_pixels, min_size)
-        new = dict(row, width=int(info.width), height=int(info.height), num_frames=int(info.num_frames),
-                   fps=float(info.fps), validated=True)
-        if kind != "image":
+        return "", media.check(path, found, rules.max_pixels, rules.min_size)
+    except media.MediaError as err:
+        return str(err), None
+
+
+def validate_row(row: dict, rules: Rules = Rules(), normalized_dir: str | Path | None = None,
+                 expected: str | None = None) -> dict:
+    """The row after the checks (a new dict); never raises for a bad file. `expected`: the kind
+    the caller needs (a web source's kind), default the row's own ``kind``."""
+    want = expected or row.get("kind")
+    # A row normalised before is checked again from its original file.
+    path = Path(row["orig_path"] if row.get("orig_path") and row.get("image_mode") else row["path"])
+    stamp = dict(validated_by=rules.digest(want, normalized_dir is not None))
+    base = dict(row, path=str(path), **stamp)
+    try:
+        reason, info = _check(path, want, rules)
+        if reason:
+            status = status_of(reason)
+            return dict(base, status=status, reason=reason, validated_status=status)
+        new = dict(base, status="ok", reason="", width=int(info.width), height=int(info.height),
+                   num_frames=int(info.num_frames), fps=float(info.fps), validated_status="ok")
+        if info.kind != "image":
             return new
         mode, fmt, n_frames, orientation = _image_facts(path)
+        if row.get("image_mode"):
+            new.pop("orig_path", None)  # ours from an earlier check: set again below if still needed
         new["image_mode"] = mode
-        if n_frames > 1 and animated == "reject":
-            return dict(new, status="rejected", reason=f"animated image ({fmt or 'unknown'}, {n_frames} frames)")
+        if n_frames > 1 and rules.animated == "reject":
+            return dict(new, status="rejected", reason=f"animated image ({fmt or 'unknown'}, {n_frames} frames)",
+                        validated_status="rejected")
         needs = mode not in _PLAIN_MODES or orientation != 1 or n_frames > 1
         if needs and normalized_dir is not None:
             dst = _normalized_path(Path(normalized_dir), row, fmt)
             if not dst.exists():
-                _write_rgb(media.read_image(path, max_pixels), dst)
+                _write_rgb(media.read_image(path, rules.max_pixels), dst)
             with Image.open(dst) as im:
                 w, h = im.size
             new.update(path=str(dst), orig_path=str(path), width=w, height=h)
         return new
-    except media.MediaError as err:
-        reason = str(err)
-        status = "rejected" if reason.startswith(_POLICY_REASONS) else "corrupt"
-        return dict(row, status=status, reason=reason, validated=True)
     except Exception as err:  # noqa: BLE001 - one odd file must not stop a long run
-        return dict(row, status="corrupt", reason=f"unreadable: {type(err).__name__}: {err}", validated=True)
+        return dict(base, status="corrupt", reason=f"unreadable: {type(err).__name__}: {err}",
+                    validated_status="corrupt")
+
+
+def needs_check(row: dict, digest: str, force: bool = False) -> bool:
+    """Ok rows not checked under these rules, and this validator's own earlier verdicts when a
+    rule changed; verdicts of other stages (download, dedup) stand."""
+    status = row.get("status") or "ok"
+    mine = bool(row.get("validated_by")) and row.get("validated_status") == status
+    if status != "ok" and not mine:
+        return False
+    return force or row.get("validated_by") != digest
 
 
 def _validate_job(job: tuple) -> dict:
     return validate_row(*job)
 
 
-def validate_web_rows(rows: list[dict], min_size: int = 32, max_pixels: int | None = media.MAX_PIXELS,
-                      animated: str = "reject", normalized_dir: str | Path | None = None, workers: int = 1,
-                      progress: bool = True, force: bool = False) -> list[dict]:
-    """validate_row over every ok row not validated before (all ok rows with ``force``)."""
-    if animated not in ANIMATED:
-        raise ValueError(f"animated must be one of {ANIMATED}, got {animated!r}")
-    if min_size < 0:
-        raise ValueError("min_size must be >= 0")
-    todo = [i for i, r in enumerate(rows) if r.get("status", "ok") == "ok" and (force or not r.get("validated"))]
+def validate_rows(rows: list[dict], rules: Rules = Rules(), normalized_dir: str | Path | None = None,
+                  expected: str | None = None, workers: int = 1, progress: bool = True, force: bool = False,
+                  label: str = "validate") -> list[dict]:
+    """validate_row over every row that needs it (see needs_check); the others are copied."""
     out = [dict(r) for r in rows]
-    jobs = [(rows[i], min_size, max_pixels, animated, normalized_dir) for i in todo]
-    for i, new in zip(todo, _run(_validate_job, jobs, workers, progress, "validate (web)")):
+    todo = [i for i, r in enumerate(rows)
+            if needs_check(r, rules.digest(expected or r.get("kind"), normalized_dir is not None), force)]
+    jobs = [(rows[i], rules, normalized_dir, expected) for i in todo]
+    for i, new in zip(todo, _run(_validate_job, jobs, workers, progress, label)):
         out[i] = new
     return out
+
+
+def verdict(path: str | Path, kind: str | None = None, rules: Rules = Rules()) -> tuple[str, str]:
+    """("ok", "") or (status, reason) of one file; `kind` None accepts any media kind."""
+    row = validate_row({"id": "x", "path": str(path), "kind": kind, "status": "ok"}, rules)
+    return row["status"], row["reason"]
+
+
+def counts(rows: list[dict]) -> str:
+    """"12 ok, 3 corrupt, 1 rejected" (statuses present only)."""
+    n = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "corrupt", "rejected", "duplicate")}
+    return ", ".join(f"{v} {s}" for s, v in n.items() if v or s == "ok")
 
 
 def web_manifests(workspace: str | Path, sources: Sequence[str] | None = None) -> list[Path]:
@@ -128,9 +212,15 @@ def web_manifests(workspace: str | Path, sources: Sequence[str] | None = None) -
     return paths
 
 
-def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, min_size: int = 32,
-                 max_pixels: int | None = media.MAX_PIXELS, animated: str = "reject", normalize: bool = True,
-                 workers: int = 1, progress: bool = True, force: bool = False) -> list[Path]:
+def normalized_dir(workspace, source: str) -> Path:
+    """Where the RGB copies of a web source's images go: WORKSPACE/web/<source>/rgb/."""
+    from ..workspace import Workspace
+
+    return Workspace.of(workspace).web_files(source) / "rgb"
+
+
+def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, rules: Rules = Rules(),
+                 normalize: bool = True, workers: int = 1, progress: bool = True, force: bool = False) -> list[Path]:
     """Validate the web manifests in place (atomically); returns their paths."""
     from ..workspace import Workspace
 
@@ -139,9 +229,9 @@ def validate_web(workspace: str | Path, sources: Sequence[str] | None = None, mi
     for path in web_manifests(ws, sources):
         manifest = read_manifest(path)
         source = path.stem[len("web_"):]
-        norm_dir = ws.web_files(source) / "rgb" if normalize else None
-        manifest.rows = validate_web_rows(manifest.rows, min_size, max_pixels, animated, norm_dir, workers,
-                                          progress, force)
+        norm_dir = normalized_dir(ws, source) if normalize else None
+        manifest.rows = validate_rows(manifest.rows, rules, norm_dir, None, workers, progress, force,
+                                      f"validate ({source})")
         write_manifest(manifest, path)
         done.append(path)
     return done

@@ -8,13 +8,20 @@ url, final_url, sha256, bytes, content_type, http_status, attempts.
 
 Safety: http/https only, on every redirect hop (httpx runs with ``follow_redirects=False``; our own
 loop re-checks each hop, detects loops and stops after ``max_redirects``); hosts that resolve to
-nothing are refused; ``allow_private=False`` also refuses hosts resolving to loopback, private,
-link-local or reserved addresses (the default allows them, since tests and intranet mirrors live
-there; the check runs before httpx connects, so a DNS answer changing between the two is not
-caught: put an egress proxy in front when this matters). Bodies are streamed and aborted past
-``max_bytes`` (decoded bytes, so a gzip bomb stops too) or ``max_seconds``; the Content-Type must
-name an image or video (``strict_type=False`` also accepts octet-stream / none) and agree with the
-magic bytes.
+nothing are refused; by default hosts resolving to loopback, private, link-local (cloud metadata,
+169.254.169.254), shared, multicast or reserved addresses are refused before connecting, on every
+hop, and the socket connects to exactly the addresses that were checked (``collect.net``: no DNS
+rebinding gap between check and connect); ``allow_private=True`` (``--allow-private``) opts in for
+intranet mirrors and tests. Bodies are streamed and aborted past ``max_bytes`` (decoded bytes, so a
+gzip bomb stops too); the Content-Type must name an image or video (``strict_type=False`` also
+accepts octet-stream / none) and agree with the magic bytes.
+
+Time: ``max_seconds`` is a hard deadline per attempt covering DNS, connect, TLS, headers and body,
+however slowly a server drips bytes; ``read_timeout`` is the longest silence within it; all the
+attempts of one URL, with their waits, end within ``max_url_seconds``. An attempt that hits its
+deadline is not retried (a server that slow will be as slow again). Defaults: 60 s per attempt,
+120 s per URL in all. Ctrl-C stops requests in flight within a quarter second, journals what
+finished, writes the manifest and exits; a re-run resumes.
 
 Retries: timeouts, connection errors and 5xx are retried with exponential backoff and jitter
 (``Retry-After`` honoured up to ``backoff_max``); 4xx and content problems are final.
@@ -34,13 +41,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import ipaddress
 import json
 import os
 import random
 import re
 import shutil
-import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -53,9 +59,12 @@ from typing import Iterable, Sequence
 import httpx
 
 from ..data.manifest import Manifest, ManifestError, make_id, new_row, read_manifest, write_manifest
+from ..data.sniff import sniff
 from ..workspace import Workspace
+from . import net
 
 REDIRECTS = (301, 302, 303, 307, 308)
+PENDING = "not downloaded yet: the run was stopped first (run the download again to fetch it)"
 OK_STATUSES = (200, 203)
 _VIDEO_TYPES = {"application/mp4", "application/ogg", "application/x-matroska", "application/vnd.rn-realmedia"}
 _UNTYPED = {"", "application/octet-stream", "binary/octet-stream", "application/binary"}
@@ -67,19 +76,31 @@ _VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg",
 class DownloadOptions:
     workers: int = 8  # global limit: requests in flight
     per_host: int = 2  # requests in flight per host
-    connect_timeout: float = 10.0
+    connect_timeout: float = 10.0  # DNS and TCP connect (and TLS handshake), seconds
     read_timeout: float = 20.0  # longest silence between two chunks
-    max_seconds: float = 120.0  # longest one attempt may take, body included
-    retries: int = 3  # extra attempts after the first (timeouts, connection errors, 5xx)
+    max_seconds: float = 60.0  # hard deadline of one attempt: DNS + connect + headers + body
+    max_url_seconds: float = 120.0  # every attempt of one URL with the waits between them
+    retries: int = 3  # extra attempts after the first (connection errors, silences, 5xx)
     backoff: float = 0.5  # seconds before the first retry; doubles each time
     backoff_max: float = 30.0
     max_redirects: int = 5
     max_bytes: int = 64 * 2**20
-    allow_private: bool = True  # False: refuse hosts resolving to loopback/private/link-local/reserved
+    allow_private: bool = False  # True: also fetch loopback/private/link-local/reserved addresses
     strict_type: bool = True  # False: also accept application/octet-stream or no Content-Type
     retry_failed: bool = False  # on a re-run, try again the URLs that failed before
+    ca_bundle: str = ""  # CA certificates (PEM) to trust instead of the system's (private mirrors)
     user_agent: str = "omnisource-downloader/0.1"
     seed: int = 0  # backoff jitter
+
+    def check(self) -> None:
+        if self.workers < 1 or self.per_host < 1 or self.max_bytes < 1:
+            raise ValueError("workers, per_host and max_bytes must be at least 1")
+        if self.retries < 0 or self.max_redirects < 0:
+            raise ValueError("retries and max_redirects must be 0 or more")
+        if min(self.connect_timeout, self.read_timeout, self.max_seconds, self.max_url_seconds) <= 0:
+            raise ValueError("connect_timeout, read_timeout, max_seconds and max_url_seconds must be positive")
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise FileNotFoundError(f"{self.ca_bundle}: CA bundle not found")
 
 
 class _Failure(Exception):
@@ -151,48 +172,6 @@ def merge_entries(entries: Iterable[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- content checks
-def sniff(head: bytes) -> tuple[str, str] | None:
-    """(kind, extension) from a file's first bytes, None when it is no known image/video format."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image", ".jpg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image", ".png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image", ".gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image", ".webp"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "video", ".avi"
-    if head[:2] == b"BM" and len(head) >= 14 and int.from_bytes(head[2:6], "little") > 14:
-        return "image", ".bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image", ".tif"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"hevc", b"heim", b"heis"):
-            return "image", ".heic"
-        if brand in (b"avif", b"avis"):
-            return "image", ".avif"
-        if brand.startswith(b"qt"):
-            return "video", ".mov"
-        if brand.startswith(b"3g"):
-            return "video", ".3gp"
-        return "video", ".mp4"
-    if head[:4] == b"\x1aE\xdf\xa3":
-        return "video", ".webm" if b"webm" in head[:64] else ".mkv"
-    if head[:3] == b"FLV":
-        return "video", ".flv"
-    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
-        return "video", ".mpg"
-    if head[:4] == b"OggS":
-        return "video", ".ogv"
-    if head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"):
-        return "video", ".wmv"
-    if len(head) >= 377 and head[0] == 0x47 and head[188] == 0x47 and head[376] == 0x47:
-        return "video", ".ts"
-    return None
-
-
 def expected_kind(content_type: str, strict: bool) -> str | None:
     """"image" / "video" from a Content-Type, None for an untyped body (accepted when not strict);
     _Failure for any other type."""
@@ -207,8 +186,10 @@ def expected_kind(content_type: str, strict: bool) -> str | None:
 
 
 # ----------------------------------------------------------------------------- network checks
-def check_url(url: str, allow_private: bool = True) -> httpx.URL:
-    """Parsed URL after the scheme, host and address checks (raises _Failure, never retryable)."""
+def check_url(url: str, allow_private: bool = False, pins: dict | None = None,
+              timeout: float = 10.0) -> httpx.URL:
+    """Parsed URL after the scheme, host and address checks (raises _Failure, never retryable).
+    The checked addresses go into `pins` so the connection uses exactly them (collect.net)."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError) as err:
@@ -220,16 +201,15 @@ def check_url(url: str, allow_private: bool = True) -> httpx.URL:
         raise _Failure("URL has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError) as err:
-        raise _Failure(f"host {host} does not resolve ({getattr(err, 'strerror', None) or err})") from None
-    if not infos:
-        raise _Failure(f"host {host} does not resolve")
-    if not allow_private:
-        for info in infos:
-            addr = ipaddress.ip_address(info[4][0].split("%")[0])
-            if not addr.is_global:
-                raise _Failure(f"host {host} resolves to a non-public address {addr} (allow_private=False)")
+        addrs = net.resolve(host, port, timeout)
+    except OSError as err:
+        raise _Failure(f"host {host} does not resolve ({err})") from None
+    try:
+        net.check_addresses(host, addrs, allow_private)
+    except net.Refused as err:
+        raise _Failure(str(err)) from None
+    if pins is not None:
+        pins[(host, port)] = addrs
     return parsed
 
 
@@ -246,16 +226,23 @@ class _HostLimits:
             return self.sems[host]
 
 
+class _Stopped(Exception):
+    """The run is being stopped (Ctrl-C): the URL is left for the next run, not journaled."""
+
+
 class _Fetcher:
     def __init__(self, opts: DownloadOptions, files_dir: Path, tmp_dir: Path):
         self.opts, self.files_dir, self.tmp_dir = opts, files_dir, tmp_dir
         self.hosts = _HostLimits(opts.per_host)
+        self.stop = threading.Event()  # set on Ctrl-C: requests in flight end within net.SLICE
         timeout = httpx.Timeout(connect=opts.connect_timeout, read=opts.read_timeout,
-                                write=opts.read_timeout, pool=None)
+                                write=opts.read_timeout, pool=opts.max_seconds)
         limits = httpx.Limits(max_connections=max(opts.workers, 1) * 2,
                               max_keepalive_connections=max(opts.workers, 1))
         headers = {"User-Agent": opts.user_agent, "Accept": "image/*,video/*;q=0.9,*/*;q=0.1"}
-        self.client = httpx.Client(follow_redirects=False, timeout=timeout, limits=limits, headers=headers,
+        verify = ssl.create_default_context(cafile=opts.ca_bundle) if opts.ca_bundle else True
+        transport = net.GuardedTransport(opts.allow_private, limits, verify, opts.connect_timeout)
+        self.client = httpx.Client(follow_redirects=False, timeout=timeout, headers=headers, transport=transport,
                                    trust_env=False)
         self.rng = random.Random(opts.seed)
         self.rng_lock = threading.Lock()
@@ -265,52 +252,74 @@ class _Fetcher:
         self.client.close()
 
     def fetch(self, url: str) -> dict:
-        """Outcome of one URL: the attempts loop around `_attempt`, never raises."""
+        """Outcome of one URL: the attempts loop around `_attempt`, never raises. All attempts and
+        waits end by max_url_seconds; outcome status "stopped" when the run is being stopped."""
         opts = self.opts
+        url_deadline = time.monotonic() + opts.max_url_seconds
         attempts, failure = 0, None
-        for attempt in range(opts.retries + 1):
-            if attempt:
-                wait_s = min(opts.backoff * 2 ** (attempt - 1), opts.backoff_max)
-                with self.rng_lock:
-                    wait_s *= 0.5 + self.rng.random()
-                if failure is not None and failure.retry_after is not None:
-                    wait_s = max(wait_s, min(failure.retry_after, opts.backoff_max))
-                time.sleep(wait_s)
-            attempts += 1
-            try:
-                return dict(self._attempt(url), attempts=attempts)
-            except _Failure as f:
-                failure = f
-                if not f.retryable:
-                    break
-            except Exception as err:  # noqa: BLE001 - one odd URL must not stop a long run
-                failure = _Failure(f"error: {type(err).__name__}: {err}")
-                break
+        try:
+            for attempt in range(opts.retries + 1):
+                if attempt:
+                    wait_s = min(opts.backoff * 2 ** (attempt - 1), opts.backoff_max)
+                    with self.rng_lock:
+                        wait_s *= 0.5 + self.rng.random()
+                    if failure is not None and failure.retry_after is not None:
+                        wait_s = max(wait_s, min(failure.retry_after, opts.backoff_max))
+                    if time.monotonic() + wait_s >= url_deadline:
+                        failure.reason += f"; no time left for a retry (max_url_seconds={opts.max_url_seconds:g})"
+                        break
+                    if self.stop.wait(wait_s):
+                        raise _Stopped()
+                attempts += 1
+                deadline = min(time.monotonic() + opts.max_seconds, url_deadline)
+                try:
+                    with net.attempt(deadline, self.stop) as pins:
+                        return dict(self._attempt(url, pins, deadline), attempts=attempts)
+                except _Failure as f:
+                    failure = f
+                    if not f.retryable:
+                        break
+        except (_Stopped, net.Stopped):
+            return {"status": "stopped", "reason": "stopped", "attempts": attempts}
+        except Exception as err:  # noqa: BLE001 - one odd URL must not stop a long run
+            failure = _Failure(f"error: {type(err).__name__}: {err}")
         reason = failure.reason
         if failure.retryable and attempts > 1:
             reason = f"{reason} (after {attempts} attempts)"
         return {"status": "rejected", "reason": reason, "http_status": failure.http_status,
                 "attempts": attempts, "retryable": failure.retryable}
 
-    def _attempt(self, url: str) -> dict:
+    def _attempt(self, url: str, pins: dict, deadline: float) -> dict:
         opts = self.opts
-        current, seen = url, {url}
-        for _ in range(opts.max_redirects + 1):
-            parsed = check_url(current, opts.allow_private)
-            with self.hosts(parsed.host):
-                nxt = self._request(parsed)
-            if isinstance(nxt, dict):
-                return dict(nxt, final_url=str(parsed))
-            if nxt in seen:
-                raise _Failure(f"redirect loop at {nxt}")
-            seen.add(nxt)
-            current = nxt
+        current, seen, started = url, {url}, time.monotonic()
+        try:
+            for _ in range(opts.max_redirects + 1):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise net.DeadlineExceeded()
+                parsed = check_url(current, opts.allow_private, pins, min(opts.connect_timeout, left))
+                sem = self.hosts(parsed.host)
+                if not sem.acquire(timeout=max(deadline - time.monotonic(), 0)):  # a redirect to a busy host
+                    raise net.DeadlineExceeded()
+                try:
+                    nxt = self._request(parsed)
+                finally:
+                    sem.release()
+                if isinstance(nxt, dict):
+                    return dict(nxt, final_url=str(parsed))
+                if nxt in seen:
+                    raise _Failure(f"redirect loop at {nxt}")
+                seen.add(nxt)
+                current = nxt
+        except net.DeadlineExceeded:
+            took = time.monotonic() - started
+            raise _Failure(f"timeout: gave up after {took:.1f} s (max_seconds={opts.max_seconds:g} covers connect, "
+                           f"headers and body; max_url_seconds={opts.max_url_seconds:g} all attempts)") from None
         raise _Failure(f"too many redirects (more than {opts.max_redirects})")
 
     def _request(self, url: httpx.URL) -> dict | str:
         """One GET: the next URL for a redirect, else the finished download (or _Failure)."""
         opts = self.opts
-        start = time.monotonic()
         try:
             with self.client.stream("GET", url) as resp:
                 status = resp.status_code
@@ -333,14 +342,16 @@ class _Fetcher:
                 if length.isdigit() and int(length) > opts.max_bytes:
                     raise _Failure(f"too large: Content-Length {int(length)} > max_bytes {opts.max_bytes}",
                                    http_status=status)
-                return dict(self._save_body(resp, want, start), http_status=status,
+                return dict(self._save_body(resp, want), http_status=status,
                             content_type=ctype.split(";")[0].strip().lower())
+        except net.Refused as err:
+            raise _Failure(str(err)) from None
         except httpx.TimeoutException as err:
             raise _Failure(f"timeout ({type(err).__name__})", retryable=True) from None
         except httpx.TransportError as err:
             raise _Failure(f"connection error ({type(err).__name__}: {err})", retryable=True) from None
 
-    def _save_body(self, resp: httpx.Response, want: str | None, start: float) -> dict:
+    def _save_body(self, resp: httpx.Response, want: str | None) -> dict:
         opts = self.opts
         digest, size, head, found = hashlib.sha256(), 0, b"", None
         fd, tmp = tempfile.mkstemp(prefix="dl-", suffix=".part", dir=self.tmp_dir)
@@ -350,9 +361,6 @@ class _Fetcher:
                     size += len(chunk)
                     if size > opts.max_bytes:
                         raise _Failure(f"too large: body exceeds max_bytes {opts.max_bytes}",
-                                       http_status=resp.status_code)
-                    if time.monotonic() - start > opts.max_seconds:
-                        raise _Failure(f"timeout: body took longer than {opts.max_seconds:g} s", retryable=True,
                                        http_status=resp.status_code)
                     if found is None:
                         head += chunk[: max(0, 512 - len(head))]
@@ -468,8 +476,7 @@ def download_entries(entries: Sequence[dict], workspace: str | Path, source: str
                      options: DownloadOptions | None = None, progress: bool = True) -> Path:
     """Download every entry (see read_url_list) not finished before; write the web manifest."""
     opts = options or DownloadOptions()
-    if opts.workers < 1 or opts.per_host < 1 or opts.max_bytes < 1 or opts.retries < 0 or opts.max_redirects < 0:
-        raise ValueError("workers, per_host and max_bytes must be >= 1, retries and max_redirects >= 0")
+    opts.check()
     source = check_source_name(source)
     ws = Workspace.of(workspace)
     files_dir = ws.web_files(source)
@@ -526,9 +533,26 @@ def _run(todo: list[dict], opts: DownloadOptions, files_dir: Path, tmp_dir: Path
     t0 = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="download")
     running: dict = {}
-    try:
-        with _progress(progress, len(todo)) as bar:
-            task = bar.add_task("download", total=len(todo), ok=0, failed=0, rate="")
+
+    def record(fut, bar, task) -> None:
+        host, e = running.pop(fut)
+        inflight[host] -= 1
+        mark(host)
+        outcome = dict(fut.result(), url=e["url"], queries=e["queries"])
+        if outcome["status"] == "stopped":  # cut short by Ctrl-C: the next run fetches it
+            return
+        journal.write(json.dumps(outcome) + "\n")
+        journal.flush()
+        done[e["url"]] = outcome
+        counts["ok" if outcome["status"] == "ok" else "failed"] += 1
+        dt = max(time.monotonic() - t0, 1e-6)
+        n = counts["ok"] + counts["failed"]
+        bar.update(task, advance=1, ok=counts["ok"], failed=counts["failed"],
+                   rate=f"{n / dt:.1f} URL/s {fetcher.bytes_done / dt / 2**20:.2f} MB/s")
+
+    with _progress(progress, len(todo)) as bar:
+        task = bar.add_task("download", total=len(todo), ok=0, failed=0, rate="")
+        try:
             while ready or running:
                 while ready and len(running) < opts.workers:
                     host = ready.popleft()
@@ -537,25 +561,22 @@ def _run(todo: list[dict], opts: DownloadOptions, files_dir: Path, tmp_dir: Path
                     inflight[host] += 1
                     running[pool.submit(fetcher.fetch, e["url"])] = (host, e)
                     mark(host)
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    host, e = running.pop(fut)
+                    record(fut, bar, task)
+        except BaseException:  # Ctrl-C (or a bug): stop the requests in flight, keep what finished
+            fetcher.stop.set()
+            ready.clear()
+            for fut in list(running):
+                if fut.cancel():
+                    host, _ = running.pop(fut)
                     inflight[host] -= 1
-                    mark(host)
-                    outcome = dict(fut.result(), url=e["url"], queries=e["queries"])
-                    journal.write(json.dumps(outcome) + "\n")
-                    journal.flush()
-                    done[e["url"]] = outcome
-                    counts["ok" if outcome["status"] == "ok" else "failed"] += 1
-                    dt = max(time.monotonic() - t0, 1e-6)
-                    n = counts["ok"] + counts["failed"]
-                    bar.update(task, advance=1, ok=counts["ok"], failed=counts["failed"],
-                               rate=f"{n / dt:.1f} URL/s {fetcher.bytes_done / dt / 2**20:.2f} MB/s")
-    finally:
-        for fut in running:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        fetcher.close()
+            for fut in wait(list(running), timeout=opts.connect_timeout + 5).done:
+                record(fut, bar, task)
+            raise
+        finally:
+            pool.shutdown(wait=not fetcher.stop.is_set(), cancel_futures=True)
+            fetcher.close()
 
 
 def _write(ws: Path, source: str, entries: list[dict], by_url: dict, done: dict, out_path: Path) -> None:
@@ -568,6 +589,8 @@ def _write(ws: Path, source: str, entries: list[dict], by_url: dict, done: dict,
             prev = done[e["url"]]
             queries = list(prev.get("queries", [])) + [q for q in e["queries"] if q not in prev.get("queries", [])]
             rows.append(_row(source, dict(e, queries=queries), prev))
+        else:  # the run was stopped first: on record, and fetched by the next run
+            rows.append(_row(source, e, {"status": "rejected", "reason": PENDING}))
     for url, prev in done.items():
         if url not in by_url:
             rows.append(_row(source, {"url": url, "queries": prev.get("queries", [])}, prev))
@@ -591,5 +614,9 @@ def download(url_lists: Sequence[str | Path], workspace: str | Path, source: str
     if not url_lists:
         raise ValueError("no URL list given")
     entries = [e for p in url_lists for e in read_url_list(p)]
-    source = source or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(url_lists[0]).stem).lstrip("._-") or "web"
-    return download_entries(entries, workspace, source, options, progress)
+    return download_entries(entries, workspace, source or default_source(url_lists), options, progress)
+
+
+def default_source(url_lists: Sequence[str | Path]) -> str:
+    """The source name of a download without --source: the first list's file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", Path(url_lists[0]).stem).lstrip("._-") or "web"

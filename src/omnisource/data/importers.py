@@ -12,20 +12,36 @@ from collections import defaultdict
 from pathlib import Path
 
 from .manifest import Manifest, ManifestError, _error_rows, check, new_row
-
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp"}
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from .sniff import content_kind, status_of
 
 
-def kind_of(path: Path) -> str | None:
-    if path.is_dir():
-        return "frames"
-    ext = path.suffix.lower()
-    if ext in VIDEO_EXTS:
-        return "video"
-    if ext in IMAGE_EXTS:
-        return "image"
-    return None
+
+def kind_of(path: Path) -> tuple[str, str, str]:
+    """(kind, status, reason) of a file or frame folder, typed by its content (``data.sniff``),
+    never its extension; a non-media file gets kind "video", a status and the validator's reason."""
+    kind, reason = content_kind(path)
+    return (kind, "ok", "") if kind else ("video", status_of(reason), reason)
+
+
+def _media_row(source: str, path: Path, **values) -> dict:
+    kind, status, reason = kind_of(path)
+    return new_row(source, kind, str(path), status=status, reason=reason, **values)
+
+
+def check_classes(manifest: Manifest, where: str, split: str | None = None) -> None:
+    """ManifestError unless at least two classes have usable (ok) rows (in `split` if given): a
+    one-class "classifier" scores top-1 1.000 and an empty dataset has nothing to learn."""
+    rows = [r for r in manifest.rows if r.get("status") == "ok" and r.get("label") is not None
+            and (split is None or r.get("split") == split)]
+    present = sorted({int(r["label"]) for r in rows})
+    names = [manifest.classes[i] if i < len(manifest.classes) else str(i) for i in present]
+    what = f"{split} rows" if split else "rows"
+    if not rows:
+        bad = len([r for r in manifest.rows if r.get("status") != "ok"])
+        raise ManifestError(f"{where}: no usable {what}" + (f" ({bad} corrupt or rejected)" if bad else ""))
+    if len(present) < 2:
+        raise ManifestError(f"{where}: only one class ({names[0]}) has usable {what}; "
+                            "a classifier needs at least two")
 
 
 def _finish(rows: list[dict], classes: list[str], missing: list[str], on_missing: str) -> Manifest:
@@ -51,23 +67,22 @@ def from_folders(root: str | Path, source: str = "target", classes: list[str] | 
         raise ManifestError(f"{root}: no class sub-folders found")
     names = list(classes) if classes else [p.name for p in class_dirs]
     index = {name: i for i, name in enumerate(names)}
-    rows, unknown = [], []
+    rows, unknown, empty = [], [], []
     for cdir in class_dirs:
         if cdir.name not in index:
             unknown.append(f"{cdir}")
             continue
-        for item in sorted(cdir.iterdir()):
-            if item.name.startswith("."):
-                continue
-            kind = kind_of(item)
-            if kind is None:
-                # Unknown extension: keep it on record instead of dropping it silently.
-                rows.append(new_row(source, "video", str(item), label=index[cdir.name], weak_labels=[cdir.name],
-                                    status="corrupt", reason=f"unsupported file type {item.suffix or '(none)'}"))
-                continue
-            rows.append(new_row(source, kind, str(item), label=index[cdir.name], weak_labels=[cdir.name]))
+        items = [p for p in sorted(cdir.iterdir()) if not p.name.startswith(".")]
+        if not items:
+            empty.append(cdir.name)
+        for item in items:  # every entry keeps a row; non-media ones say why (typed by content)
+            rows.append(_media_row(source, item, label=index[cdir.name], weak_labels=[cdir.name]))
     if unknown:
         raise _error_rows("class folders not in the given class list", unknown)
+    if empty:
+        raise ManifestError(f"{root}: class folder(s) without files: {', '.join(empty[:10])}"
+                            + (f" (and {len(empty) - 10} more)" if len(empty) > 10 else "")
+                            + "; add videos or remove the folder(s)")
     return _finish(rows, names, [], "error")
 
 
@@ -116,7 +131,7 @@ def _from_records(records, root, source, classes, on_missing, kind=None, extra=N
         if not full.exists():
             _missing_row(rows, missing, source, full, line, **values)
             continue
-        rows.append(new_row(source, kind or kind_of(full) or "video", str(full), **values))
+        rows.append(new_row(source, kind, str(full), **values) if kind else _media_row(source, full, **values))
     if unknown:
         raise _error_rows(f"unknown labels (classes: {', '.join(names[:20])})", unknown)
     return _finish(rows, names, missing, on_missing)
@@ -179,7 +194,7 @@ def from_kinetics(path: str | Path, root: str | Path, source: str = "target",
         if found is None:
             _missing_row(rows, missing, source, root / e["label"] / (stem + ".mp4"), i, **values)
             continue
-        rows.append(new_row(source, "video", str(found), **values))
+        rows.append(_media_row(source, found, **values))
     if unknown:
         raise _error_rows("unknown labels", unknown)
     return _finish(rows, labels, missing, on_missing)

@@ -60,11 +60,11 @@ class MediaInfo:
 
 
 def infer_kind(path: str | Path) -> str:
-    """"frames" for a directory, "image" for an image extension, "video" otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        return "frames"
-    return "image" if path.suffix.lower() in IMAGE_EXTS else "video"
+    """"frames" for a directory, else the kind the content says (``data.sniff``; never the
+    extension), "video" when it names none (the decoder then says what is wrong)."""
+    from .sniff import content_kind
+
+    return content_kind(path)[0] or "video"
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -438,8 +438,9 @@ def _keyframes(stream, num_frames: int, start: int, tb_fps: float) -> tuple[list
 
 # ----------------------------------------------------------------------------- validation
 def check(path: str | Path, kind: str | None = None, max_pixels: int | None = MAX_PIXELS,
-          min_size: int = 8) -> MediaInfo:
-    """Open, decode (images fully; videos first and last frame) and check sizes; MediaError if bad."""
+          min_size: int = 0) -> MediaInfo:
+    """Open, decode (images fully; videos first and last frame) and check sizes; MediaError if bad.
+    The decode half of the one validator, ``clean.validate`` (which types files and applies the rules)."""
     path = Path(path)
     kind = kind or infer_kind(path)
     if kind not in ("video", "image", "frames"):
@@ -451,7 +452,7 @@ def check(path: str | Path, kind: str | None = None, max_pixels: int | None = MA
             read_image(path, max_pixels)
         elif kind == "frames":
             read_frames(path, [0, info.num_frames - 1], "frames", max_pixels)
-        elif 0 < info.num_frames < 2:
+        elif info.exact and 0 < info.num_frames < 2:  # an estimate (MPEG-PS, Matroska) may say 1: decode
             raise MediaError("single frame video")
         else:
             _, last = decode_pyav(path, [0, max(info.num_frames - 1, 1)], max_pixels)
@@ -465,13 +466,3 @@ def check(path: str | Path, kind: str | None = None, max_pixels: int | None = MA
         raise
     except _BAD_FILE_ERRORS as e:
         raise MediaError(f"unreadable: {type(e).__name__}: {e}") from None
-
-
-def validate(path: str | Path, kind: str | None = None, max_pixels: int | None = MAX_PIXELS,
-             min_size: int = 8) -> tuple[str, str]:
-    """("ok", "") or ("corrupt", reason). Never raises for a bad file, only for programmer errors."""
-    try:
-        check(path, kind, max_pixels, min_size)
-    except MediaError as e:
-        return "corrupt", str(e)
-    return "ok", ""

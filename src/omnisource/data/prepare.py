@@ -1,4 +1,4 @@
-"""Validate manifest media, and re-encode it once into a training-friendly form.
+"""Re-encode manifest media once into a training-friendly form (validation: ``clean.validate``).
 
 Why prepare (DESIGN.md §3): on CPUs decoding, not the model, is the bottleneck (~5 clips/s per core
 at 360p). Re-encoding once to a short side of ~128 px with a keyframe every ~1 s (so the loader's
@@ -206,27 +206,5 @@ def prepare_media(rows: list[dict], out_dir, short_side: int = 128, gop_seconds:
     jobs = [(rows[i], out_dir, short_side, gop_seconds, fps, mode, threads) for i in todo]
     out = [dict(r) for r in rows]
     for i, new in zip(todo, _run(_prepare_one, jobs, workers, progress, f"prepare ({mode})")):
-        out[i] = new
-    return out
-
-
-def _validate_one(job: tuple) -> dict:
-    row, max_pixels = job
-    try:
-        info = media.check(row["path"], row.get("kind"), max_pixels)
-    except media.MediaError as e:
-        return dict(row, status="corrupt", reason=str(e))
-    return dict(row, num_frames=int(info.num_frames), fps=float(info.fps), width=int(info.width),
-                height=int(info.height))
-
-
-def validate_rows(rows: list[dict], max_pixels: int | None = media.MAX_PIXELS, progress: bool = True,
-                  workers: int = 1) -> list[dict]:
-    """media.check on every ok row: corrupt ones get status="corrupt" and a reason, the others
-    num_frames/fps/width/height (of the whole file; images have 1 frame and fps 0)."""
-    todo = [i for i, r in enumerate(rows) if r.get("status", "ok") == "ok"]
-    out = [dict(r) for r in rows]
-    jobs = [(rows[i], max_pixels) for i in todo]
-    for i, new in zip(todo, _run(_validate_one, jobs, workers, progress, "validate")):
         out[i] = new
     return out
