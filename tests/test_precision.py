@@ -138,6 +138,22 @@ def test_channels_last_models_train_and_match_the_default_layout(name):
     assert np.isfinite(stats["total_loss"])
 
 
+def test_channels_last_on_a_network_mixing_2d_and_3d_convs():
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0_2plus1d", 3, dropout=0.0)
+    ref = create_model("efficientnet_lite0_2plus1d", 3, dropout=0.0)
+    ref.load_state_dict(model.state_dict())
+    forward, fmt = prepare_model(model, CPU, channels_last=True)
+    assert fmt is None  # inputs keep their layout; each conv's weights take its own channels-last layout
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))]
+    assert any(m.weight.dim() == 4 for m in convs) and any(m.weight.dim() == 5 for m in convs)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d if m.weight.dim() == 5
+                                      else torch.channels_last) for m in convs)
+    x = torch.rand(2, 3, 4, 32, 32)
+    model.eval(), ref.eval()
+    torch.testing.assert_close(forward(x), ref(x), atol=1e-4, rtol=1e-4)
+
+
 def test_compiled_training_keeps_checkpoint_keys(tmp_path):
     train, val = _loaders()
     torch.manual_seed(0)

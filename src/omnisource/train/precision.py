@@ -56,10 +56,13 @@ def optimizer_step(optimizer: torch.optim.Optimizer, parameters, clip_grad: floa
     optimizer.step()
 
 
-def memory_format(model: nn.Module) -> torch.memory_format:
-    """channels_last_3d for networks with 3D convolutions, channels_last for 2D ones (a TSN
-    reshapes its clips to frames, so its 2D backbone sees channels_last activations)."""
-    return torch.channels_last_3d if any(isinstance(m, nn.Conv3d) for m in model.modules()) else torch.channels_last
+def memory_format(model: nn.Module) -> torch.memory_format | None:
+    """The input layout: channels_last_3d for networks of 3D convolutions, channels_last for 2D
+    ones (a TSN reshapes its clips to frames, so its 2D backbone sees channels_last activations);
+    None for networks mixing both ((2+1)D from 2D convs), whose inputs keep their layout."""
+    has3d = any(isinstance(m, nn.Conv3d) for m in model.modules())
+    has2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return None if has3d and has2d else torch.channels_last_3d if has3d else torch.channels_last
 
 
 def to_memory_format(x: torch.Tensor, fmt: torch.memory_format | None) -> torch.Tensor:
@@ -69,14 +72,24 @@ def to_memory_format(x: torch.Tensor, fmt: torch.memory_format | None) -> torch.
     return x.contiguous(memory_format=fmt)
 
 
+def _channels_last_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        fmt = torch.channels_last_3d if isinstance(m, nn.Conv3d) else \
+            torch.channels_last if isinstance(m, nn.Conv2d) else None
+        if fmt is not None:
+            m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+
+
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool = False, compile: bool = False,
                   backend: str = "inductor") -> tuple[nn.Module, torch.memory_format | None]:
-    """Move ``model`` to ``device`` (in channels-last layout if asked) and return (the module to run
-    forward passes with, the input memory format). The compiled module shares the parameters of
-    ``model``; checkpoints keep being written from ``model`` itself, so their keys do not change."""
-    fmt = memory_format(model) if channels_last else None
+    """Move ``model`` to ``device`` (conv weights channels-last if asked) and return (the module
+    to run forward passes with, the input memory format). The compiled module shares the
+    parameters of ``model``; checkpoints keep being written from ``model`` itself, so their
+    keys do not change."""
     model.to(device)
-    if fmt is not None:
-        model.to(memory_format=fmt)
+    fmt = None
+    if channels_last:
+        _channels_last_weights(model)
+        fmt = memory_format(model)
     forward = torch.compile(model, backend=backend) if compile else model
     return forward, fmt
