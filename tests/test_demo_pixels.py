@@ -13,7 +13,12 @@ def test_pixel_demo_trains_both_teachers_and_every_source_keeps_samples(tmp_path
 
     monkeypatch.setattr(demo, "DATA", dict(groups=3, clips_per_group=2, web_per_class=3, untrimmed_per_class=1,
                                            size=48, frames=12))
-    tiny = ["target.val_groups=['01']", "model.width=0.125", "media.input_size=32", "media.resize_short=36",
+    # The demo's wiring with tiny networks from scratch (its EfficientNet-Lite0 has a fixed width):
+    # a 3D target-only run / student and a 2D teacher for the images.
+    tiny = ["model.name=slowonly_r18", "model.width=0.125", "model.pretrained=",
+            "omni.teachers=[{name: tsn2d, overrides: {model.name: tsn_resnet18, model.width: 0.125, "
+            "model.pretrained: '', media.sampler: tsn, media.num_segments: 2}}]",
+            "target.val_groups=['01']", "media.input_size=32", "media.resize_short=36",
             "media.num_segments=4", "train.epochs=1", "train.eval_every=1", "train.num_workers=0",
             "omni.filter=none", "omni.frame_threshold=0.0", "omni.image_to_clip=translation", "omni.clip_seconds=1"]
     result = runner.invoke(app, ["demo", "-w", str(tmp_path), "mode=pixels", *tiny])
