@@ -29,9 +29,10 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from omnisource.data import media, prepare, sampling, transforms
+from omnisource.data.datasets import worker_loader
 
 FRAMES, RESIZE, CROP = 8, 128, 112
 
@@ -87,18 +88,13 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _one_thread(_):
-    torch.set_num_threads(1)
-
-
 def timed(rows: list[dict], modes: list[str], workers: int, repeats: int) -> dict[str, tuple[float, float]]:
     """Per mode: (median wall seconds of a full pass, median CPU seconds of a pass, workers and
     main process together). CPU time stays meaningful when other jobs share the cores and wall
     rates swing. Passes of the modes alternate, so drifts shift all modes alike. Workers are
     forked afresh for each pass (~0.1 s, counted; joined workers' CPU shows in RUSAGE_CHILDREN):
     persistent workers would keep prefetching for one mode while another is timed."""
-    loaders = {m: DataLoader(Clips(rows, m), batch_size=8, num_workers=workers, worker_init_fn=_one_thread)
-               for m in modes}
+    loaders = {m: worker_loader(Clips(rows, m), batch_size=8, num_workers=workers) for m in modes}
     times, cpus = {m: [] for m in modes}, {m: [] for m in modes}
     for r in range(repeats):
         for m, loader in loaders.items():

@@ -88,3 +88,44 @@ def test_shipped_configs_load_and_the_gpu_recipe_names_a_2d_and_a_3d_teacher():
     assert teacher_config(cfg, "tsn_r50").model.name == "tsn_resnet50" and cfg.model.name == "slowonly_r50"
     assert [s.batch_ratio for s in cfg.web] == [0.5, 0.5, 0.5]  # 2:1:1:1 (OmniSource Table 2)
     assert cfg.omni.untrimmed == "clips" and cfg.train.amp and cfg.train.channels_last
+
+
+def test_list_item_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("web:\n  - {name: a, root: /data/a}\n  - {name: b, root: /data/b, batch_ratio: 0.25}\n")
+    cfg = load_config(f, ["web[0].batch_ratio=1", "web[-1].weight=2", "target.val_groups[1]=12"])
+    assert [w.batch_ratio for w in cfg.web] == [1.0, 0.25] and cfg.web[1].weight == 2.0
+    assert cfg.target.val_groups == ["08", "12", "10", "11"]  # a default list, one item changed
+    for override, message in [("web[2].batch_ratio=1", "web[2].batch_ratio: no item 2; web has 2 item(s)"),
+                              ("train[0]=1", "train is not a list"),
+                              ("web[0].ratio=1", "web[0].ratio: unknown key; allowed: batch_ratio")]:
+        with pytest.raises(ConfigError) as err:
+            load_config(f, [override])
+        assert message in str(err.value)
+    with pytest.raises(ConfigError, match=r"no item 0; web has 0 item\(s\)"):
+        load_config(None, ["web[0].batch_ratio=1"])
+
+
+def test_paths_resolve_against_the_config_file_not_the_current_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    f = folder / "exp.yaml"
+    f.write_text("target: {root: ../data/videos}\nmodel: {pretrained: imagenet}\n"
+                 "web:\n  - {name: a, root: web/a}\nfeatures: {cache_root: cache}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(f, ["target.annotations=lists/train.csv"])
+    assert cfg.target.root == str(tmp_path / "data" / "videos")
+    assert cfg.web[0].root == str(folder / "web" / "a") and cfg.features.cache_root == str(folder / "cache")
+    assert cfg.model.pretrained == "imagenet"  # a keyword, not a path
+    assert cfg.target.annotations == str(elsewhere / "lists" / "train.csv")  # command line: the current directory
+
+
+def test_every_config_key_is_documented():
+    from omnisource.config_io import config_reference
+
+    rows = {key: (tp, default, doc) for key, tp, default, doc in config_reference()}
+    assert all(doc for _, _, doc in rows.values()), [k for k, v in rows.items() if not v[2]]
+    assert rows["train.epochs"][:2] == ("int", "10") and rows["omni.filter"][0] == "confidence | agreement | both | none"
+    assert rows["web[i].batch_ratio"][0] == "float" and rows["target.root"][0] == "path"

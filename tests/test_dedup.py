@@ -213,9 +213,9 @@ def test_stage_and_cli(tmp_path):
     report = json.loads(path.with_suffix(".dedup.json").read_text())
     assert report["near"] == 4 and report["exact"] == 2 and report["threshold_source"] == "crops"
     assert list((ws / "features").glob("dedup-eval-*.npz"))
-    res = CliRunner().invoke(app, ["dedup", "-w", str(ws), "--exact-only"])
+    res = CliRunner().invoke(app, ["clean", "dedup", "-w", str(ws), "--exact-only"])
     assert res.exit_code == 0, res.output
     rows = {r["id"]: r for r in read_manifest(path).rows}
     assert rows["crop"]["status"] == "ok" and rows["pool20_again"]["status"] == "duplicate"
-    res = CliRunner().invoke(app, ["dedup", "-w", str(ws), "--eval-split", "nothing"])
+    res = CliRunner().invoke(app, ["clean", "dedup", "-w", str(ws), "--eval-split", "nothing"])
     assert res.exit_code == 2 and "no evaluation rows" in res.output

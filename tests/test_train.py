@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from omnisource.config import TrainConfig
 from omnisource.data.datasets import FeatureDataset, make_loader
-from omnisource.train.checkpoint import latest_checkpoint
+from omnisource.train.checkpoint import after_epoch, best_epoch, epoch_folders, latest_checkpoint, select_checkpoint
 from omnisource.train.loop import Source, fit, lr_at, soft_cross_entropy, soft_targets, train_step
 
 
@@ -88,14 +89,14 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path):
     fit(straight, train, val, _cfg(), tmp_path / "a", ["a", "b", "c"])
     torch.manual_seed(0)
     first = MeanHead()
-    fit(first, train, val, _cfg(epochs=4), tmp_path / "b", ["a", "b", "c"])
+    fit(first, train, val, _cfg(epochs=4, keep_checkpoints=0), tmp_path / "b", ["a", "b", "c"])
     # Simulate a kill after epoch 2: drop the later checkpoints, then resume with a fresh model.
     import shutil
     for name in ("epoch_003", "epoch_004"):
         shutil.rmtree(tmp_path / "b" / "checkpoints" / name)
     torch.manual_seed(123)  # a different process state must not matter
     resumed = MeanHead()
-    fit(resumed, train, val, _cfg(epochs=4), tmp_path / "b", ["a", "b", "c"], resume=True)
+    fit(resumed, train, val, _cfg(epochs=4, keep_checkpoints=0), tmp_path / "b", ["a", "b", "c"], resume=True)
     for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), k
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
@@ -118,3 +119,85 @@ def test_multi_dim_soft_labels_are_accepted(tmp_path):
     torch.manual_seed(0)
     out = fit(MeanHead(), train, val, _cfg(epochs=6, mixup_alpha=0.0), tmp_path, ["a", "b", "c"])
     assert out["last"]["val"]["top1"] >= 0.75  # soft one-hot rows train like hard labels
+
+
+def test_best_epoch_is_the_first_highest_validated_top1():
+    history = [{"epoch": 1, "val": {"top1": 0.5}}, {"epoch": 2}, {"epoch": 3, "val": {"top1": 0.8}},
+               {"epoch": 4, "val": {"top1": 0.8}}, {"epoch": 5, "val": {"top1": 0.7}}]
+    assert best_epoch(history) == {"epoch": 3, "top1": 0.8}
+    assert best_epoch([{"epoch": 1}, {"epoch": 2}]) is None  # nothing validated (pre-training)
+
+
+def test_retention_keeps_the_last_n_and_the_best(tmp_path):
+    for e in range(1, 6):
+        folder = tmp_path / "checkpoints" / f"epoch_{e:03d}"
+        folder.mkdir(parents=True)
+        (folder / "state.pt").write_bytes(b"x")
+        (folder / "model.safetensors").write_bytes(b"x")
+    history = [{"epoch": e, "val": {"top1": t}} for e, t in zip(range(1, 6), (0.2, 0.9, 0.5, 0.6, 0.4))]
+    assert after_epoch(tmp_path, history, keep=2)["epoch"] == 2
+    assert list(epoch_folders(tmp_path)) == [2, 4, 5]
+    assert select_checkpoint(tmp_path).name == "epoch_002"  # best by default
+    assert select_checkpoint(tmp_path, "last").name == "epoch_005"
+    assert select_checkpoint(tmp_path, "4").name == "epoch_004"
+    with pytest.raises(FileNotFoundError, match="no checkpoint of epoch 3; kept: 2, 4, 5"):
+        select_checkpoint(tmp_path, 3)
+    with pytest.raises(ValueError, match="expected last, best or an epoch number"):
+        select_checkpoint(tmp_path, "first")
+    after_epoch(tmp_path, history, keep=0)  # 0 keeps everything that is there
+    assert list(epoch_folders(tmp_path)) == [2, 4, 5]
+
+
+def test_fit_prunes_checkpoints_and_resumes_from_the_kept_last(tmp_path):
+    train, val = _loaders()
+    torch.manual_seed(0)
+    straight = MeanHead()
+    fit(straight, train, val, _cfg(epochs=6, keep_checkpoints=0), tmp_path / "a", ["a", "b", "c"])
+    torch.manual_seed(0)
+    pruned = MeanHead()
+    out = fit(pruned, train, val, _cfg(epochs=4, keep_checkpoints=1), tmp_path / "b", ["a", "b", "c"])
+    best = best_epoch(out["history"])["epoch"]
+    assert set(epoch_folders(tmp_path / "b")) == {best, 4}
+    assert json.loads((tmp_path / "b" / "checkpoints" / "best.json").read_text())["epoch"] == best
+    resumed = MeanHead()
+    fit(resumed, train, val, _cfg(epochs=6, keep_checkpoints=1), tmp_path / "b", ["a", "b", "c"], resume=True)
+    assert 6 in epoch_folders(tmp_path / "b") and len(epoch_folders(tmp_path / "b")) <= 2
+    # The schedule of a 4-epoch run differs from a 6-epoch one, so compare epoch 6 of two 6-epoch
+    # runs: a straight one and one resumed after pruning.
+    torch.manual_seed(0)
+    fit(MeanHead(), train, val, _cfg(epochs=6, keep_checkpoints=1), tmp_path / "c", ["a", "b", "c"])
+    for name in ("epoch_006",):
+        shutil.rmtree(tmp_path / "c" / "checkpoints" / name)
+    again = MeanHead()
+    fit(again, train, val, _cfg(epochs=6, keep_checkpoints=1), tmp_path / "c", ["a", "b", "c"], resume=True)
+    for (k, a), (_, b) in zip(straight.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_tensorboard_logger_writes_one_point_per_epoch_and_purges_on_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val = _loaders()
+    fit(MeanHead(), train, val, _cfg(epochs=3, log=["tensorboard"], keep_checkpoints=0), tmp_path, ["a", "b", "c"])
+    shutil.rmtree(tmp_path / "checkpoints" / "epoch_003")  # killed during epoch 3's checkpoint
+    fit(MeanHead(), train, val, _cfg(epochs=3, log=["tensorboard"], keep_checkpoints=0), tmp_path, ["a", "b", "c"],
+        resume=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"lr", "train/target/loss", "val/top1"} <= set(events.Tags()["scalars"])
+    steps = [e.step for e in events.Scalars("val/top1")]
+    assert steps == [1, 2, 3]  # epoch 3 once: the events of the interrupted epoch were purged
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [round(e.value, 6) for e in events.Scalars("val/top1")][-1] == round(log[-1]["val"]["top1"], 6)
+
+
+def test_a_save_killed_half_way_leaves_no_debris_after_the_next_start(tmp_path):
+    train, val = _loaders()
+    fit(MeanHead(), train, val, _cfg(epochs=2), tmp_path, ["a", "b", "c"])
+    (tmp_path / "checkpoints" / ".best.json.x1.tmp").write_text("{")
+    (tmp_path / "checkpoints" / ".epoch_003.abc").mkdir()
+    (tmp_path / ".model.json.x2.tmp").write_text("{")
+    fit(MeanHead(), train, val, _cfg(epochs=2), tmp_path, ["a", "b", "c"], resume=True)  # nothing left to train
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".epoch_*"))
+    assert list(epoch_folders(tmp_path)) == [1, 2]

@@ -1,15 +1,16 @@
-"""omnisource: train video classifiers from a small labeled video set plus noisy web data."""
+"""omnisource: train video classifiers from a small labeled video set plus noisy web data.
+
+``from omnisource import load_classifier`` applies a trained model (see omnisource.serve);
+``omnisource.stages`` holds every stage as a function.
+"""
 __version__ = "0.1.0"
+__all__ = ["load_classifier", "__version__"]
 
 
-def _single_threaded_opencv() -> None:
-    # OpenCV's thread pool, once started in a parent process, deadlocks in forked data-loader
-    # workers; decoding runs one process per core anyway (DESIGN.md §3), so keep cv2 serial.
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - opencv is a core dependency
-        return
-    cv2.setNumThreads(1)
+def __getattr__(name: str):
+    # Lazy: `import omnisource` stays light (no torch) until the API is used.
+    if name == "load_classifier":
+        from .serve.predict import load_classifier
 
-
-_single_threaded_opencv()
+        return load_classifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,115 +1,136 @@
 """Typed experiment configuration: dataclasses loaded from YAML, overridable with ``a.b=value``.
 
 Every error names the offending field and what it accepts, in one line, so a typo in a
-config or on the command line fails before any work starts.
+config or on the command line fails before any work starts. Each field carries one line of
+documentation (``opt(default, doc)``); ``omnisource config show --doc`` lists them all.
+Path fields are made absolute when loaded: relative to the config file's folder for values
+from a file, to the current directory for values given on the command line.
 """
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+_MISSING = dataclasses.MISSING
+
 
 class ConfigError(ValueError):
     """A bad config file or override; the message is one line naming the field."""
 
 
+def opt(default: Any = _MISSING, doc: str = "", *, factory: Any = _MISSING, path: bool = False,
+        keywords: tuple[str, ...] = ()) -> Any:
+    """A config field with its one-line doc; ``path``: a file or folder (made absolute on load),
+    except the values in ``keywords`` (e.g. "imagenet")."""
+    meta = {"doc": doc, "path": path, "keywords": keywords}
+    if factory is not _MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TargetConfig:
-    # Where the labeled target videos come from (see data.importers for the formats).
-    root: str = ""
-    format: Literal["folders", "csv", "mmaction", "mmaction_frames", "kinetics", "manifest"] = "folders"
-    annotations: str = ""  # CSV / list file for the non-folder formats
-    val_annotations: str = ""  # optional separate validation list; otherwise split by group
-    group_regex: str = r"_g(\d+)_"  # UCF101-style group id inside file names
-    val_groups: list[str] = field(default_factory=lambda: ["08", "09", "10", "11"])
-    train_groups: list[str] = field(default_factory=list)  # empty = every non-validation group
-    val_fraction: float = 0.2  # used when file names carry no group
-    per_class: int = 0  # keep k labeled training videos per class (0 = all)
-    seed: int = 0
+    """The labeled target videos (see data.importers for the formats)."""
+    root: str = opt("", "folder of class sub-folders, or the media root of an annotation list", path=True)
+    format: Literal["folders", "csv", "mmaction", "mmaction_frames", "kinetics", "manifest"] = opt(
+        "folders", "how the target set is given")
+    annotations: str = opt("", "CSV / list file / manifest for the non-folder formats", path=True)
+    val_annotations: str = opt("", "optional separate validation list; otherwise split by group", path=True)
+    group_regex: str = opt(r"_g(\d+)_", "regex of the group id inside file names (UCF101-style)")
+    val_groups: list[str] = opt(factory=lambda: ["08", "09", "10", "11"], doc="groups held out for validation")
+    train_groups: list[str] = opt(factory=list, doc="training groups (empty = every non-validation group)")
+    val_fraction: float = opt(0.2, "validation fraction when file names carry no group")
+    per_class: int = opt(0, "keep k labeled training videos per class (0 = all)")
+    seed: int = opt(0, "seed of the split and of the per-class subset")
 
 
 @dataclass
 class MediaConfig:
-    num_segments: int = 8  # TSN segments, or frames of a dense clip
-    frame_interval: int = 1  # stride between frames of a dense clip
-    sampler: Literal["tsn", "dense"] = "tsn"
-    input_size: int = 112
-    resize_short: int = 128
-    test_views: int = 1
-    test_crops: int = 1
-    # The rules of the one validator (clean.validate), on every path that gives files a verdict:
-    max_pixels: int = 4096 * 4096  # decompression-bomb guard for images and video frames
-    min_size: int = 32  # smallest accepted width and height (icons, tracking pixels, thumbnails)
-    animated: Literal["reject", "first-frame"] = "reject"  # animated images: refuse, or keep the first frame
+    """Decoding and sampling of clips (pixel mode, scoring, validation), and the rules of the one
+    validator (clean.validate) on every path that gives files a verdict."""
+    num_segments: int = opt(8, "TSN segments, or frames of a dense clip")
+    frame_interval: int = opt(1, "stride between frames of a dense clip")
+    sampler: Literal["tsn", "dense"] = opt("tsn", "TSN segments or one dense clip")
+    input_size: int = opt(112, "crop size fed to the network")
+    resize_short: int = opt(128, "short side frames are resized to before cropping")
+    test_views: int = opt(1, "temporal views averaged at test time")
+    test_crops: int = opt(1, "spatial crops averaged at test time")
+    max_pixels: int = opt(4096 * 4096, "decompression-bomb guard for images and video frames")
+    min_size: int = opt(32, "smallest accepted width and height (icons, tracking pixels, thumbnails)")
+    animated: Literal["reject", "first-frame"] = opt("reject", "animated images: refuse, or keep the first frame")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "tsn_efficientnet_lite0"
-    pretrained: str = "imagenet"  # "", "imagenet" or a path to a checkpoint
-    dropout: float = 0.5
-    width: float = 1.0  # channel multiplier (small widths for CPU tests)
+    """The network trained in pixel mode (models.create_model)."""
+    name: str = opt("tsn_efficientnet_lite0", "model of the zoo (tsn_*, slowonly_*, r3d_18, r2plus1d_*)")
+    pretrained: str = opt("imagenet", '"", "imagenet" or a checkpoint file', path=True, keywords=("imagenet",))
+    dropout: float = opt(0.5, "dropout before the classifier")
+    width: float = opt(1.0, "channel multiplier (small widths for CPU tests)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 8
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    step_epochs: list[int] = field(default_factory=list)
-    step_gamma: float = 0.1
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0  # 0 disables intra-dataset mixup
-    clip_grad: float = 0.0  # 0 disables gradient clipping
-    amp: bool = False  # autocast; fp16 trains with a GradScaler, bf16 without (omnisource.train.precision)
-    amp_dtype: Literal["auto", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, bf16 on CPU
-    channels_last: bool = False  # channels_last (2D nets) / channels_last_3d (3D nets) weights and inputs
-    compile: bool = False  # torch.compile the training forward pass
-    compile_backend: str = "inductor"
-    accumulate: int = 1  # gradient accumulation: one optimizer step per `accumulate` iterations
-    num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    eval_every: int = 1
-    run_name: str = "target_only"  # folder under <workspace>/runs/
-    method: Literal["supervised", "da"] = "supervised"  # da: Kae & Song domain adaptation (the `da` section)
+    """Optimisation of every training run."""
+    epochs: int = opt(10, "training epochs")
+    batch_size: int = opt(8, "target samples per batch (|B_T|)")
+    optimizer: Literal["sgd", "adamw"] = opt("sgd", "optimizer")
+    lr: float = opt(0.01, "peak learning rate")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(1e-4, "weight decay")
+    schedule: Literal["cosine", "step", "constant"] = opt("cosine", "learning-rate schedule")
+    warmup_epochs: float = opt(0.0, "linear warm-up epochs")
+    step_epochs: list[int] = opt(factory=list, doc="epochs at which the step schedule multiplies lr by step_gamma")
+    step_gamma: float = opt(0.1, "factor of the step schedule")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
+    mixup_alpha: float = opt(0.0, "Beta(alpha, alpha) of intra-dataset mixup (0 = off)")
+    clip_grad: float = opt(0.0, "gradient-norm clipping (0 = off)")
+    amp: bool = opt(False, "autocast; fp16 trains with a GradScaler, bf16 without (train.precision)")
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = opt("auto", "autocast dtype: auto = fp16 on CUDA, bf16 on CPU")
+    channels_last: bool = opt(False, "channels_last (2D nets) / channels_last_3d (3D nets) weights and inputs")
+    compile: bool = opt(False, "torch.compile the training forward pass")
+    compile_backend: str = opt("inductor", "backend of torch.compile")
+    accumulate: int = opt(1, "gradient accumulation: one optimizer step per this many iterations")
+    num_workers: int = opt(0, "data-loader worker processes (pixel mode)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    seed: int = opt(0, "seed of weights, shuffles and augmentation")
+    eval_every: int = opt(1, "validate every this many epochs")
+    run_name: str = opt("target_only", "run folder under <workspace>/runs/")
+    method: Literal["supervised", "da"] = opt("supervised", "da: Kae & Song domain adaptation (the `da` section)")
+    keep_checkpoints: int = opt(2, "checkpoints kept: the last N epochs plus the best (validation top-1); 0 keeps all")
+    log: list[Literal["tensorboard"]] = opt(factory=list, doc="extra loggers beside log.jsonl (tensorboard: runs/<name>/tensorboard/)")
 
 
 @dataclass
 class FeatureConfig:
-    backbone: str = "efficientnet_lite0"
-    pretrained: str = "imagenet"
-    size: int = 128  # short side the frames are resized and centre-cropped to
-    frames: int = 8  # frames embedded per video (evenly spaced segment centres)
-    batch_size: int = 64
-    shard_size: int = 256  # rows per cache shard
-    workers: int = 1  # decoding processes feeding the backbone
-    cache_root: str = ""  # default <workspace>/features; set to share one cache between workspaces
-    head: Literal["tsn", "linear", "temporal"] = "tsn"
+    """Feature mode: a frozen backbone embeds frames once; heads train on the cache."""
+    backbone: str = opt("efficientnet_lite0", "frozen frame encoder")
+    pretrained: str = opt("imagenet", '"imagenet" or a checkpoint file of the backbone', path=True,
+                          keywords=("imagenet",))
+    size: int = opt(128, "short side the frames are resized and centre-cropped to")
+    frames: int = opt(8, "frames embedded per video (evenly spaced segment centres)")
+    batch_size: int = opt(64, "frames per backbone batch")
+    shard_size: int = opt(256, "rows per cache shard")
+    workers: int = opt(1, "decoding processes feeding the backbone")
+    cache_root: str = opt("", "default <workspace>/features; set to share one cache between workspaces", path=True)
+    head: Literal["tsn", "linear", "temporal"] = opt("tsn", "head trained on the features")
 
 
 @dataclass
 class WebSourceConfig:
     """One web source: a folder of query sub-folders (the folder name is the weak label)."""
-    name: str = ""
-    root: str = ""
-    kind: Literal["image", "trimmed", "untrimmed"] = "image"
-    format: Literal["folders", "manifest"] = "folders"  # "manifest": root is a Parquet web manifest
-    weight: float = 1.0  # loss weight of this source's batch
-    batch_ratio: float = 0.5  # |B_A| = batch_ratio * |B_T|
-    query_map: dict[str, str] = field(default_factory=dict)  # query -> target class name
-    teachers: list[str] = field(default_factory=list)  # teacher runs scoring this source (empty = omni.teacher_runs)
+    name: str = opt("", "name of the source (manifests/web_<name>.parquet)")
+    root: str = opt("", "folder of query sub-folders, or a web manifest with format: manifest", path=True)
+    kind: Literal["image", "trimmed", "untrimmed"] = opt("image", "what the source holds")
+    format: Literal["folders", "manifest"] = opt("folders", '"manifest": root is a Parquet web manifest')
+    weight: float = opt(1.0, "loss weight of this source's batch")
+    batch_ratio: float = opt(0.5, "|B_A| = batch_ratio * |B_T|")
+    query_map: dict[str, str] = opt(factory=dict, doc="query -> target class name")
+    teachers: list[str] = opt(factory=list, doc="teacher runs scoring this source (empty = omni.teacher_runs)")
 
 
 @dataclass
@@ -118,223 +139,110 @@ class TeacherConfig:
     the experiment's config with ``overrides`` (dotted keys of the model, media, train and
     features sections) applied, e.g. a TSN for web images and a SlowOnly for web videos
     (OmniSource §3.2: deflating a 3D teacher for images hurts; 3D teachers are better for videos)."""
-    name: str = ""
-    overrides: dict[str, Any] = field(default_factory=dict)
+    name: str = opt("", "run folder of the teacher (runs/<name>)")
+    overrides: dict[str, Any] = opt(factory=dict, doc="dotted config keys changed for this teacher")
 
 
 @dataclass
 class OmniConfig:
     """OmniSource (Duan et al. 2020): teacher filtering, format transforms, joint training."""
-    teacher_runs: list[str] = field(default_factory=lambda: ["target_only"])  # several = ensemble
-    teachers: list[TeacherConfig] = field(default_factory=list)  # extra teacher runs trained by `run`
-    score_views: int = 3  # pixel mode: temporal views per clip a teacher averages when scoring
-    student_run: str = "omnisource"
+    teacher_runs: list[str] = opt(factory=lambda: ["target_only"], doc="runs scoring the web data (several = ensemble)")
+    teachers: list[TeacherConfig] = opt(factory=list, doc="extra teacher runs that `run` trains first")
+    score_views: int = opt(3, "pixel mode: temporal views per clip a teacher averages when scoring")
+    student_run: str = opt("omnisource", "run folder of the student")
     # "both" (teacher agrees with the query and is confident) is the default: in a small label
     # space a softmax is confident on off-topic images, so confidence alone lets them through.
-    filter: Literal["confidence", "agreement", "both", "none"] = "both"
-    threshold: float = 0.5
+    filter: Literal["confidence", "agreement", "both", "none"] = opt("both", "teacher filter rule")
+    threshold: float = opt(0.5, "confidence threshold of the filter")
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
-                           "perspective_class"] = "still"
-    warp_scale: float = 1.0  # scales the fitted homography covariance
-    untrimmed: Literal["snippet", "clips"] = "snippet"
-    frame_threshold: float = 0.5  # a frame of an untrimmed video is positive at this probability
-    snippet_pos: int = 1
-    snippet_neg: int = 2
-    snippets_per_video: int = 4
-    clip_seconds: float = 10.0
-    resample: Literal["none", "clip", "power"] = "none"
-    resample_clip: int = 0
-    resample_power: float = 0.2
-    cross_mixup: bool = False  # mix target and auxiliary samples (needs train.mixup_alpha > 0)
-    seed: int = 0
+                           "perspective_class"] = opt("still", "how a web image becomes a clip")
+    warp_scale: float = opt(1.0, "scales the fitted homography covariance")
+    untrimmed: Literal["snippet", "clips"] = opt("snippet", "untrimmed videos: 1 fps snippets or positive clips")
+    frame_threshold: float = opt(0.5, "a frame (clip) of an untrimmed video is positive at this probability")
+    snippet_pos: int = opt(1, "positive frames per snippet")
+    snippet_neg: int = opt(2, "negative frames per snippet")
+    snippets_per_video: int = opt(4, "snippets drawn per untrimmed video")
+    clip_seconds: float = opt(10.0, "length of the clips untrimmed videos are cut into")
+    resample: Literal["none", "clip", "power"] = opt("none", "class resampling of the kept web data")
+    resample_clip: int = opt(0, "N_c of resample=clip")
+    resample_power: float = opt(0.2, "p of resample=power (class probability ∝ N^p)")
+    cross_mixup: bool = opt(False, "mix target and auxiliary samples (needs train.mixup_alpha > 0)")
+    seed: int = opt(0, "seed of the transforms")
 
 
 @dataclass
 class DAConfig:
     """Image-to-video domain adaptation (Kae & Song 2020), run by `omnisource train` with train.method=da:
     web images + web video frames (weak labels) + unlabeled target frames; see omnisource.train.transfer."""
-    stages: Literal["image", "video", "both"] = "both"  # stage 1 (2D triplet), stage 2 ((2+1)D), or both
-    attention: bool = True  # weight web samples by bilinear attention to the target batch
-    adversarial: bool = True  # domain discriminators through gradient reversal
-    discriminators: list[Literal["target_image", "target_frame", "image_frame"]] = field(
-        default_factory=lambda: ["target_image", "target_frame", "image_frame"])
-    multi_layer: bool = True  # discriminators see pooled features of every encoder stage
-    beta: float = 0.5  # gradient reversal weight
-    beta_schedule: Literal["constant", "dann"] = "constant"
-    dann_gamma: float = 10.0
-    top_ratio: float = 0.9  # T = top_ratio * target batch size
-    tau: float = 1.0  # attention softmax temperature
-    learn_w: bool = False  # train the bilinear W (through the weighted loss alone it collapses α; see models.domain)
-    disc_hidden: int = 256
-    adapter_dim: int = 256  # feature mode: width of the trainable encoder on frozen features
-    temporal_kernel: int = 3  # stage 2: k_t of the zero-initialised temporal convs
-    chunk_seconds: float = 10.0  # untrimmed web videos are cut into chunks of this length
-    video_epochs: int = 0  # stage 2 epochs (0 = train.epochs)
-    video_lr_scale: float = 1.0  # stage 2 learning rate = train.lr * video_lr_scale
-    image_run: str = "da_image"  # run folders under <workspace>/runs/
-    video_run: str = "da_video"
+    stages: Literal["image", "video", "both"] = opt("both", "stage 1 (2D triplet), stage 2 ((2+1)D), or both")
+    attention: bool = opt(True, "weight web samples by bilinear attention to the target batch")
+    adversarial: bool = opt(True, "domain discriminators through gradient reversal")
+    discriminators: list[Literal["target_image", "target_frame", "image_frame"]] = opt(
+        factory=lambda: ["target_image", "target_frame", "image_frame"], doc="domain pairs told apart")
+    multi_layer: bool = opt(True, "discriminators see pooled features of every encoder stage")
+    beta: float = opt(0.5, "gradient reversal weight")
+    beta_schedule: Literal["constant", "dann"] = opt("constant", "constant beta or DANN's ramp")
+    dann_gamma: float = opt(10.0, "gamma of the DANN ramp")
+    top_ratio: float = opt(0.9, "T = top_ratio * target batch size")
+    tau: float = opt(1.0, "attention softmax temperature")
+    learn_w: bool = opt(False, "train the bilinear W (through the weighted loss alone it collapses α)")
+    disc_hidden: int = opt(256, "hidden width of the discriminators")
+    adapter_dim: int = opt(256, "feature mode: width of the trainable encoder on frozen features")
+    temporal_kernel: int = opt(3, "stage 2: k_t of the zero-initialised temporal convs")
+    chunk_seconds: float = opt(10.0, "untrimmed web videos are cut into chunks of this length")
+    video_epochs: int = opt(0, "stage 2 epochs (0 = train.epochs)")
+    video_lr_scale: float = opt(1.0, "stage 2 learning rate = train.lr * video_lr_scale")
+    image_run: str = opt("da_image", "run folder of stage 1")
+    video_run: str = opt("da_video", "run folder of stage 2")
 
 
 @dataclass
 class WeakConfig:
     """Weak-label pre-training (Ghadiyaram et al. 2019) and Sub-Pseudo Labels (SPL): `omnisource weak-labels`,
     `pretrain`, `finetune`, `probe` (see omnisource.weak)."""
-    labels: Literal["weak", "teacher", "agreement", "spl_full", "spl_m", "spl_d", "spl_b"] = "spl_b"
-    sources: list[str] = field(default_factory=list)  # web sources used (empty = all)
-    k: int = 2  # SPL-M / SPL-D keep K*N classes
-    resample_power: float = 0.5  # class draw probability ∝ N_c^p in pre-training (0.5: square root)
-    budget_samples: int = 0  # tail-preserving subsampling to this many samples (0 = all)
-    budget_videos: int = 0  # untrimmed videos used (0 = all)
-    budget_minutes: float = 0.0  # minutes of untrimmed video used (0 = all)
-    prefer: Literal["short", "long", "random"] = "short"  # which videos a budget takes first
-    clip_position: Literal["centre", "random"] = "centre"
-    clips_per_video: int = 0  # clips of omni.clip_seconds per untrimmed video (0 = every whole clip)
-    body_lr_scale: float = 0.1  # fine-tuning: lr of the body / lr of the new classifier
-    pretrain_run: str = "pretrain"  # run folders under <workspace>/runs/
-    finetune_run: str = "finetune"
-    probe_run: str = "probe"
-    seed: int = 0
+    labels: Literal["weak", "teacher", "agreement", "spl_full", "spl_m", "spl_d", "spl_b"] = opt(
+        "spl_b", "labels of the pre-training set")
+    sources: list[str] = opt(factory=list, doc="web sources used (empty = all)")
+    k: int = opt(2, "SPL-M / SPL-D keep K*N classes")
+    resample_power: float = opt(0.5, "class draw probability ∝ N_c^p in pre-training (0.5: square root)")
+    budget_samples: int = opt(0, "tail-preserving subsampling to this many samples (0 = all)")
+    budget_videos: int = opt(0, "untrimmed videos used (0 = all)")
+    budget_minutes: float = opt(0.0, "minutes of untrimmed video used (0 = all)")
+    prefer: Literal["short", "long", "random"] = opt("short", "which videos a budget takes first")
+    clip_position: Literal["centre", "random"] = opt("centre", "where a clip is cut from a video")
+    clips_per_video: int = opt(0, "clips of omni.clip_seconds per untrimmed video (0 = every whole clip)")
+    body_lr_scale: float = opt(0.1, "fine-tuning: lr of the body / lr of the new classifier")
+    pretrain_run: str = opt("pretrain", "run folder of pre-training")
+    finetune_run: str = opt("finetune", "run folder of fine-tuning")
+    probe_run: str = opt("probe", "run folder of the linear probe")
+    seed: int = opt(0, "seed of clip choice, tag draws and subsampling")
 
 
 @dataclass
 class Config:
-    workspace: str = "workspace"
-    mode: Literal["features", "pixels"] = "features"
-    target: TargetConfig = field(default_factory=TargetConfig)
-    media: MediaConfig = field(default_factory=MediaConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    web: list[WebSourceConfig] = field(default_factory=list)
-    omni: OmniConfig = field(default_factory=OmniConfig)
-    da: DAConfig = field(default_factory=DAConfig)
-    weak: WeakConfig = field(default_factory=WeakConfig)
+    """One experiment."""
+    workspace: str = opt("", "the workspace folder (-w/--workspace)", path=True)
+    mode: Literal["features", "pixels"] = opt("features", "train heads on cached features, or whole networks")
+    target: TargetConfig = opt(factory=TargetConfig, doc="the labeled target set")
+    media: MediaConfig = opt(factory=MediaConfig, doc="decoding and sampling")
+    model: ModelConfig = opt(factory=ModelConfig, doc="pixel-mode network")
+    train: TrainConfig = opt(factory=TrainConfig, doc="optimisation")
+    features: FeatureConfig = opt(factory=FeatureConfig, doc="feature mode")
+    web: list[WebSourceConfig] = opt(factory=list, doc="web sources, e.g. [{name: images, kind: image, root: DIR}]")
+    omni: OmniConfig = opt(factory=OmniConfig, doc="OmniSource")
+    da: DAConfig = opt(factory=DAConfig, doc="domain adaptation")
+    weak: WeakConfig = opt(factory=WeakConfig, doc="weak-label pre-training and SPL")
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
+def load_config(path: str | Path | list | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load YAML config file(s) (or the defaults when ``path`` is None; a list layers later files
+    over earlier ones) and apply ``a.b=value`` overrides (``web[0].batch_ratio=1`` for list items)."""
+    from .config_io import build, config_data
 
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(f"{where}: {value!r} is not allowed; expected {_type_name(tp)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], where)
-    if origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        key_tp, val_tp = typing.get_args(tp)
-        return {_coerce(k, key_tp, f"{where}.{k}"): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if origin is list:
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return _build(tp, value, where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return "" if value is None else str(value)
-    return value
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(names))}")
-        kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
-
-
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {part} is not a section")
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``train.epochs=5`` -> ("train.epochs", 5); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"{text}: overrides look like section.field=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"{text}: missing field name before '='")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML config (or defaults when ``path`` is None) and apply ``a.b=value`` overrides."""
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections")
-        data = loaded or {}
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(data, key, value)
-    cfg = _build(Config, data)
+    cfg = build(Config, config_data(path, overrides))
     validate(cfg)
     return cfg
 
@@ -355,6 +263,8 @@ def teacher_config(cfg: Config, name: str) -> Config:
     specs = [(i, t) for i, t in enumerate(cfg.omni.teachers) if t.name == name]
     if not specs:
         raise ConfigError(f"{name}: not an omni.teachers entry ({', '.join(t.name for t in cfg.omni.teachers) or 'none'})")
+    from .config_io import _set_dotted, build
+
     i, spec = specs[0]
     where = f"omni.teachers[{i}].overrides"
     data = to_dict(cfg)
@@ -366,7 +276,7 @@ def teacher_config(cfg: Config, name: str) -> Config:
         _set_dotted(data, str(key), value)
     data["train"]["run_name"] = name
     try:
-        out = _build(Config, data)
+        out = build(Config, data)
         validate(out, teachers=False)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
@@ -383,6 +293,7 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
         ("train.accumulate", cfg.train.accumulate >= 1, "must be at least 1"),
+        ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 0, "must be 0 (keep all) or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
         ("media.max_pixels", cfg.media.max_pixels >= 1, "must be positive"),
@@ -446,4 +357,6 @@ def dump_config(cfg: Config) -> str:
 
 
 def from_dict(data: dict) -> Config:
-    return _build(Config, data)
+    from .config_io import build
+
+    return build(Config, data)

@@ -6,18 +6,37 @@ path or a :class:`~omnisource.workspace.Workspace`.
 """
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from pathlib import Path
 
-from .config import Config, dump_config
+import yaml
+
+from .config import Config, dump_config, from_dict
 from .console import console
 from .data import importers
-from .data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
-from .train.build import build_model_and_loaders
+from .data.manifest import Manifest, ManifestError, absolute_paths, atomic_write_text, read_manifest, write_manifest
+from .stamps import config_inputs, file_digest, file_inputs, stage, training_stage, value_digest
+from .train.build import build_model_and_loaders, model_inputs
 from .workspace import Workspace
 
 
+def _import_inputs(cfg: Config, ws: Workspace) -> dict:
+    t = cfg.target
+    files = [p for p in (t.annotations, t.val_annotations) if p]
+    if t.format == "manifest" and not t.annotations:
+        files.append(t.root)
+    return {**config_inputs(cfg, "target"), **file_inputs(ws, files)}
+
+
+def _user_manifest(path: str) -> Manifest:
+    """A manifest the user wrote: relative paths are relative to its folder."""
+    m = read_manifest(path)
+    return Manifest(absolute_paths(m.rows, Path(path).parent), m.classes)
+
+
+@stage("import", _import_inputs, lambda cfg, ws: [ws.target("imported")])
 def import_target(cfg: Config, workspace) -> Path:
     """Build the target manifest from the configured source, split by group, keep k per class."""
     ws = Workspace.of(workspace)
@@ -30,7 +49,7 @@ def import_target(cfg: Config, workspace) -> Path:
         "mmaction": lambda a, c: importers.from_mmaction(a, t.root or None, classes=c),
         "mmaction_frames": lambda a, c: importers.from_mmaction(a, t.root or None, classes=c),
         "kinetics": lambda a, c: importers.from_kinetics(a, t.root, classes=c),
-        "manifest": lambda a, c: read_manifest(a or t.root),
+        "manifest": lambda a, c: _user_manifest(a or t.root),
     }
     manifest = loaders[t.format](t.annotations, None)
     if t.val_annotations:  # a separate validation list (Kinetics' validate.csv), in the same class order
@@ -50,6 +69,9 @@ def import_target(cfg: Config, workspace) -> Path:
     return out
 
 
+@stage("validate", lambda cfg, ws: {**config_inputs(cfg, "media.max_pixels", "media.min_size", "media.animated"),
+                                    **file_inputs(ws, [ws.target("imported")])},
+       lambda cfg, ws: [ws.target("validated")])
 def validate_target(cfg: Config, workspace) -> Path:
     """The one validator (clean.validate, rules from the `media` section) over the target rows."""
     from .clean.validate import Rules, counts, validate_rows
@@ -62,35 +84,38 @@ def validate_target(cfg: Config, workspace) -> Path:
     console.print(f"validate: {counts(rows)} -> {out}")
     for r in bad[:10]:
         console.print(f"  {r['status']}: {r['path']}: {r['reason']}", highlight=False)
+    if rows and len(bad) == len(rows):
+        raise ManifestError(f"validate: none of the {len(rows)} target files is usable (first: {bad[0]['path']}: "
+                            f"{bad[0]['reason']}); check target.root")
     return out
 
 
+def _prepare_source(ws: Workspace) -> Path:
+    return ws.target("validated") if ws.target("validated").exists() else ws.target("imported")
+
+
+@stage("prepare", lambda cfg, ws, short_side=128, gop_seconds=1.0, mode="reencode": {
+    **config_inputs(cfg, "media.max_pixels"), **file_inputs(ws, [_prepare_source(ws)]),
+    "options": value_digest([short_side, gop_seconds, mode])}, lambda cfg, ws, *a, **k: [ws.target("prepared")])
 def prepare_target(cfg: Config, workspace, short_side: int = 128, gop_seconds: float = 1.0,
                    mode: str = "reencode") -> Path:
+    """Re-encode the target videos once (short side, 1 s GOPs) or extract their frames
+    (manifests/target.prepared.parquet)."""
     from .data.prepare import prepare_media
 
     ws = Workspace.of(workspace)
-    src = ws.target("validated") if ws.target("validated").exists() else ws.target("imported")
+    src = _prepare_source(ws)
     manifest = read_manifest(src)
     rows = prepare_media(manifest.rows, ws.media_dir, short_side=short_side,
                          gop_seconds=gop_seconds, mode=mode, progress=console.is_terminal)
     return write_manifest(Manifest(rows, manifest.classes), ws.target("prepared"))
 
 
-def features_stage(cfg: Config, workspace, manifests: list[Path] | None = None) -> Path:
-    """Embed every ok row of the given manifests (default: the target) into the feature cache."""
-    from .features.embed import embed_manifest
-    from .models import create_backbone
-
-    ws = Workspace.of(workspace)
-    f = cfg.features
-    backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
-    for path in manifests or [ws.target_manifest()]:
-        embed_manifest(cfg, ws, path, backbone=backbone)
-    return ws.feature_cache(cfg)
-
-
+@training_stage(lambda cfg, ws, **k: f"train@{cfg.train.run_name}", lambda cfg, ws, **k: model_inputs(cfg, ws),
+                lambda cfg, ws, **k: [ws.run(cfg.train.run_name)])
 def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
+    """Train ``runs/<train.run_name>`` on the target set: a head on cached features, or a whole network in
+    pixel mode."""
     from .train.loop import fit
 
     ws = Workspace.of(workspace)
@@ -105,26 +130,54 @@ def train_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     return out
 
 
-def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None) -> Path:
-    """Evaluate the latest (or given) checkpoint on the validation split; writes metrics.json."""
+def run_config(cfg: Config, run: Path) -> Config:
+    """``cfg`` with the model of the run as it was trained (mode, model, features from its
+    config.yaml), so that a run is evaluated with the architecture it has."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return cfg
+    trained = from_dict(yaml.safe_load(path.read_text()))
+    out = copy.deepcopy(cfg)
+    out.mode, out.model, out.features = trained.mode, trained.model, trained.features
+    return out
+
+
+def _evaluate_inputs(cfg: Config, ws: Workspace, checkpoint=None, epoch: str | int = "best") -> dict:
+    from .train.checkpoint import select_checkpoint
+
+    run = ws.run(cfg.train.run_name)
+    try:
+        ckpt = select_checkpoint(checkpoint or run, epoch)
+    except FileNotFoundError:
+        ckpt = None
+    weights = ckpt / "model.safetensors" if ckpt is not None and ckpt.is_dir() else ckpt
+    return {**config_inputs(cfg, "media"), **file_inputs(ws, [ws.target_manifest(), run / "config.yaml"]),
+            "checkpoint": file_digest(weights) if weights is not None else "missing"}
+
+
+@stage(lambda cfg, ws, *a, **k: f"evaluate@{cfg.train.run_name}", _evaluate_inputs,
+       lambda cfg, ws, *a, **k: [ws.run(cfg.train.run_name) / "metrics.json"])
+def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None, epoch: str | int = "best") -> Path:
+    """Evaluate the given checkpoint, else the run's ``epoch`` (best validation top-1 by default,
+    ``last`` or N) on the validation split; writes metrics.json."""
     from .evaluate.metrics import classification_metrics, metrics_table
-    from .train.checkpoint import latest_checkpoint, load_weights
+    from .train.checkpoint import load_weights, select_checkpoint
     from .train.loop import predict, resolve_device
 
     ws = Workspace.of(workspace)
+    out = ws.run(cfg.train.run_name)
+    ckpt = select_checkpoint(checkpoint or out, epoch)
+    cfg = run_config(cfg, out)
     manifest = read_manifest(ws.target_manifest())
     model, _, val = build_model_and_loaders(cfg, ws, manifest)
     if val is None:
         raise ManifestError("the target manifest has no validation rows")
-    out = ws.run(cfg.train.run_name)
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(out)
-    if ckpt is None:
-        raise FileNotFoundError(f"{out}: no checkpoint to evaluate; run `omnisource train` first")
     load_weights(model, ckpt)
     device = resolve_device(cfg.train.device)
     scores, labels = predict(model.to(device), val, device, cfg.train.amp, cfg.train.amp_dtype)
     metrics = classification_metrics(scores, labels, manifest.classes)
     metrics["checkpoint"] = str(ckpt)
+    metrics["epoch"] = int(ckpt.name[len("epoch_"):]) if ckpt.name.startswith("epoch_") else None
     path = atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     console.print(metrics_table(metrics, title=f"{cfg.train.run_name}: validation"))
     return path

@@ -153,18 +153,13 @@ def run_point(cfg: Config, ws: Path, name: str, teacher: Path | None = None) -> 
     return result
 
 
-# Stages after the teacher: their stamps digest config sections only, so a new teacher must clear them.
-AFTER_TEACHER = ("score", "select", "transform", "features-train", "student", "evaluate-student")
-
-
 def _install_teacher(ws: Workspace, teacher: Path, digest: str) -> None:
-    """Copy a teacher run into ``ws/runs/teacher``; a different teacher than last time makes
-    scoring and everything after it run again."""
+    """Copy a teacher run into ``ws/runs/teacher``; the score stage's stamp holds the teacher's
+    checkpoint digest, so a different teacher than last time makes scoring and everything after
+    it run again."""
     dest, mark = ws.run("teacher"), ws.path("teacher.digest")
     if dest.is_dir() and mark.exists() and mark.read_text() == digest:
         return
-    for name in AFTER_TEACHER:
-        ws.stamp_file(name).unlink(missing_ok=True)
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(teacher, dest)
     atomic_write_text(mark, digest)
@@ -285,10 +280,10 @@ def register(app) -> None:
     """Add ``omnisource sweep labels|teacher|ratio`` to the CLI."""
     import typer
 
-    from .cli.common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
+    from .cli.common import EXPERIMENT, ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
 
     sweep_app = typer.Typer(no_args_is_help=True, help="Rerun the pipeline over a grid (paper Figs. 6-8).")
-    app.add_typer(sweep_app, name="sweep")
+    app.add_typer(sweep_app, name="sweep", rich_help_panel=EXPERIMENT)
 
     def _finish(cfg, ws):
         from .report.stage import write_report

@@ -1,4 +1,4 @@
-"""Web sources of a workspace: import local folders (or manifests), validate, embed.
+"""Web sources of a workspace: import local folders (or manifests) and validate them.
 
 Paths inside the workspace (``Workspace.web(name, stage)``): ``manifests/web_<name>.parquet``
 (imported + validated), ``manifests/aux_<name>.parquet`` (teacher-filtered, pseudo-labelled),
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from .config import Config, WebSourceConfig
 from .console import console
-from .data.manifest import Manifest, ManifestError, new_row, read_manifest, write_manifest
+from .data.manifest import Manifest, ManifestError, absolute_paths, new_row, read_manifest, write_manifest
+from .stamps import config_inputs, file_inputs, stage
 from .workspace import Workspace
 
 
@@ -50,6 +51,15 @@ def from_query_folders(src: WebSourceConfig) -> Manifest:
     return Manifest(rows, [])
 
 
+def _import_web_inputs(cfg: Config, ws: Workspace) -> dict:
+    # A source imported in place (download wrote the manifest this stage rewrites) is no input.
+    files = [src.root for src in cfg.web if src.format == "manifest" and
+             Path(src.root).resolve() != ws.web(src.name).resolve()]
+    return {**config_inputs(cfg, "web", "media.max_pixels", "media.min_size", "media.animated"),
+            **file_inputs(ws, files)}
+
+
+@stage("import-web", _import_web_inputs, lambda cfg, ws: [ws.web(s.name) for s in cfg.web])
 def import_web(cfg: Config, workspace) -> list[Path]:
     """Import every configured web source and check it with the one validator (clean.validate):
     content of the source's kind, decodable, within the `media` rules."""
@@ -61,7 +71,11 @@ def import_web(cfg: Config, workspace) -> list[Path]:
     rules = Rules.from_config(cfg.media)
     outs = []
     for src in cfg.web:
-        manifest = read_manifest(src.root) if src.format == "manifest" else from_query_folders(src)
+        if src.format == "manifest":  # relative paths of a manifest are relative to its folder
+            m = read_manifest(src.root)
+            manifest = Manifest(absolute_paths(m.rows, Path(src.root).parent), m.classes)
+        else:
+            manifest = from_query_folders(src)
         for row in manifest.rows:
             row["source"] = src.name
         rows = validate_rows(manifest.rows, rules, normalized_dir(ws, src.name),
@@ -73,20 +87,3 @@ def import_web(cfg: Config, workspace) -> list[Path]:
         outs.append(out)
     return outs
 
-
-def web_features(cfg: Config, workspace, stage: str = "web") -> None:
-    """Embed the rows of every web source: untrimmed videos one frame per second (own cache),
-    the rest like target videos (T segment centres; images: one frame or their pseudo-clip)."""
-    from .features.embed import embed_manifest
-    from .models import create_backbone
-
-    ws = Workspace.of(workspace)
-    f = cfg.features
-    backbone = create_backbone(f.backbone, pretrained=f.pretrained or None)
-    for src in cfg.web:
-        path = ws.web(src.name, stage)
-        if not path.exists():
-            continue
-        rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and not r.get("frame_indices")]
-        embed_manifest(cfg, ws, path, per_second=src.kind == "untrimmed" and stage == "web", backbone=backbone,
-                       rows=rows)

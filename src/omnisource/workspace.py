@@ -19,6 +19,8 @@ Stages and modules ask a :class:`Workspace` for paths instead of joining strings
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,25 @@ def cache_dir_for(root: str | Path, backbone: str, size: int, frames: int, per_s
     return Path(root) / f"{backbone}-{size}px-{'1fps' if per_second else f'{frames}f'}"
 
 
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The last complete ``runs/<name>/checkpoints/epoch_NNN`` folder (weights and training state)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.glob("epoch_*") if (p / "state.pt").is_file() and (p / "model.safetensors").is_file())
+    return done[-1] if done else None
+
+
+def writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 class Workspace:
     """Paths of one workspace folder. ``os.fspath(ws)`` is its root, so a Workspace goes wherever
     a path does; ``Workspace.of(x)`` accepts either."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
 
     @classmethod
     def of(cls, workspace: "Workspace | str | Path") -> "Workspace":
@@ -195,6 +210,30 @@ class Workspace:
     def stamp_file(self, stage: str) -> Path:
         return self.stamps_dir / f"{stage}.json"
 
+    def read_stamp(self, stage: str) -> dict | None:
+        """The stamp a stage left (see omnisource.stamps), or None."""
+        try:
+            return json.loads(self.stamp_file(stage).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_stamp(self, stage: str, inputs: dict[str, str], state: str) -> Path:
+        from .data.manifest import atomic_write_text
+
+        return atomic_write_text(self.stamp_file(stage), json.dumps({"state": state, "inputs": inputs}, indent=1))
+
     def exists(self) -> bool:
         return self.root.is_dir()
+
+    def create(self) -> "Workspace":
+        """Make the folder (and its parents) and check it can be written: one-line errors otherwise."""
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkspaceError(f"{self.root} is a file, not a workspace folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WorkspaceError(f"cannot create the workspace {self.root}: {err.strerror or err}") from None
+        if not writable(self.root):
+            raise WorkspaceError(f"the workspace {self.root} is not writable (permission denied)")
+        return self
 

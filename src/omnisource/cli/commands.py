@@ -1,4 +1,5 @@
-"""The ``omnisource`` app: one sub-command per stage, plus ``run``, ``demo`` and ``config``."""
+"""The ``omnisource`` app: one sub-command per stage, plus ``run``, ``report``, ``sweep``, ``demo`` and
+``config``, listed by ``--help`` in pipeline order under a few headings."""
 from __future__ import annotations
 
 import importlib
@@ -11,15 +12,31 @@ import typer
 from .. import pipeline
 from ..config import dump_config, load_config
 from ..console import console
-from .common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
+from .common import (EXPERIMENT, OMNI, TARGET, WEB, ConfigOpt, OverridesArg, OverwriteOpt, ResumeOpt, WorkspaceOpt,
+                     friendly, load_cfg, open_workspace, set_debug, workspace_root)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train video classifiers from a small labeled set plus noisy web data.")
-config_app = typer.Typer(no_args_is_help=True, help="Inspect configurations.")
-app.add_typer(config_app, name="config")
+config_app = typer.Typer(no_args_is_help=True, help="Show a config, every key's documentation, or change a "
+                         "workspace's base config.")
 
 
-def _stage_command(name: str, target: str, doc: str) -> None:
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"omnisource {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show the traceback of any error."),
+             version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")):
+    set_debug(debug)
+
+
+def _stage_command(name: str, target: str, doc: str, panel: str) -> None:
     """Register ``omnisource <name>``: load the config, run ``module:function(cfg, workspace)``."""
 
     def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
@@ -29,33 +46,17 @@ def _stage_command(name: str, target: str, doc: str) -> None:
         getattr(importlib.import_module(module, "omnisource"), function)(cfg, ws)
 
     command.__doc__ = doc
-    app.command(name)(friendly(command))
+    app.command(name, rich_help_panel=panel)(friendly(command))
 
 
-for _name, _target, _doc in [
-    ("import", ".pipeline:import_target",
-     "Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it."),
-    ("validate", ".pipeline:validate_target", "Decode every target file; corrupt ones get status=corrupt and a reason."),
-    ("import-web", ".web:import_web", "Import the configured web sources (query folders or manifests) and validate them."),
-    ("score", ".teacher.stage:score_stage",
-     "Score every web sample with its source's teacher run(s) (web[i].teachers, else omni.teacher_runs); "
-     "untrimmed videos clip by clip (omni.clip_seconds); resumable by shard."),
-    ("select", ".select.stage:select_stage", "Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."),
-    ("fit-motion", ".transform.stage:fit_motion_stage",
-     "Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."),
-    ("transform", ".transform.stage:transform_stage", "Turn kept web samples into target-format training samples."),
-]:
-    _stage_command(_name, _target, _doc)
+# --------------------------------------------------------------------------- target set
+_stage_command("import", ".pipeline:import_target",
+               "Build the target manifest (class folders, CSV, mmaction2 or Kinetics lists) and split it.", TARGET)
+_stage_command("validate", ".pipeline:validate_target",
+               "Decode every target file; corrupt ones get status=corrupt and a reason.", TARGET)
 
 
-@config_app.command("show")
-@friendly
-def config_show(config: Optional[Path] = ConfigOpt, overrides: Optional[List[str]] = OverridesArg):
-    """Print the resolved config (defaults + file + overrides) as YAML."""
-    typer.echo(dump_config(load_config(config, list(overrides or []))), nl=False)
-
-
-@app.command()
+@app.command(rich_help_panel=TARGET)
 @friendly
 def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
             short_side: int = typer.Option(128, help="Short side of the re-encoded videos."),
@@ -67,85 +68,157 @@ def prepare(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
     pipeline.prepare_target(cfg, ws, short_side, gop, "frames" if frames else "reencode")
 
 
-@app.command()
+@app.command(rich_help_panel=TARGET)
 @friendly
 def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
              manifest: Optional[List[Path]] = typer.Option(None, "--manifest", "-m",
-                                                           help="Manifest(s) to embed (default: target)."),
+                                                           help="Manifest(s) to embed (default: target and web)."),
              overrides: Optional[List[str]] = OverridesArg):
-    """Embed frames with the frozen backbone into the workspace feature cache (resumable)."""
-    from ..web import web_features
+    """Embed frames with the frozen backbone into the feature cache (resumable).
+
+    The target set and the web sources (imported, and transformed when there are such manifests)."""
+    from ..features.embed import embed_manifest, embed_stage, embed_web
 
     cfg, ws = load_cfg(config, workspace, overrides)
-    pipeline.features_stage(cfg, ws, list(manifest) if manifest else None)
-    if not manifest:
-        web_features(cfg, ws)
-        web_features(cfg, ws, stage="train")
+    if manifest:
+        for path in manifest:
+            embed_manifest(cfg, ws, path)
+        return
+    embed_stage(cfg, ws)
+    embed_web(cfg, ws, stage="train")
 
 
-@app.command()
+# --------------------------------------------------------------------------- web data (collect, clean)
+def _register_web() -> None:
+    from ..collect.cli import register_clean, register_collect
+
+    register_collect(app)  # queries, download
+    _stage_command("import-web", ".web:import_web",
+                   "Import the configured web sources (query folders or manifests) and validate them.", WEB)
+    register_clean(app)  # clean validate, clean dedup
+
+
+_register_web()
+
+
+# --------------------------------------------------------------------------- teacher, selection, student
+@app.command(rich_help_panel=OMNI)
 @friendly
 def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-          resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
-          overrides: Optional[List[str]] = OverridesArg):
-    """Train on the target set (feature mode: a head on cached features; pixel mode: a whole network).
-    With train.method=da: image-to-video domain adaptation on the web sources (the `da` section)."""
+          resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt, overrides: Optional[List[str]] = OverridesArg):
+    """Train the teacher on the target set (train.method=da: domain adaptation on the web sources).
+
+    Feature mode trains a head on cached features, pixel mode a whole network. A run folder trained
+    from other inputs is refused unless --resume or --overwrite."""
     cfg, ws = load_cfg(config, workspace, overrides)
     if cfg.train.method == "da":
         from ..train.da_stage import da_stage
 
-        da_stage(cfg, ws, resume=resume)
+        da_stage(cfg, ws, resume=resume, overwrite=overwrite)
         return
-    pipeline.train_stage(cfg, ws, resume=resume)
+    pipeline.train_stage(cfg, ws, resume=resume, overwrite=overwrite)
 
 
-@app.command()
+@app.command(rich_help_panel=OMNI)
 @friendly
 def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: latest)."),
+             checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: the run's --epoch)."),
              run_name: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: train.run_name)."),
+             epoch: str = typer.Option("best", "--epoch", help="best (validation top-1), last or N."),
              overrides: Optional[List[str]] = OverridesArg):
     """Evaluate on the validation split: top-1, top-5, mean class accuracy, confusion matrix."""
     cfg, ws = load_cfg(config, workspace, overrides)
     if run_name:
         cfg.train.run_name = run_name
-    pipeline.evaluate_stage(cfg, ws, checkpoint)
+    pipeline.evaluate_stage(cfg, ws, checkpoint, epoch)
 
 
-@app.command()
+for _name, _target, _doc in [
+    ("score", ".teacher.stage:score_stage",
+     "Score every web sample with its source's teacher run(s) (web[i].teachers, else omni.teacher_runs); "
+     "untrimmed videos clip by clip (omni.clip_seconds); resumable by shard."),
+    ("select", ".select.stage:select_stage", "Keep confident web samples with pseudo-labels (omni.filter, omni.threshold)."),
+    ("fit-motion", ".transform.stage:fit_motion_stage",
+     "Fit the homography Gaussian on target videos (for omni.image_to_clip=perspective)."),
+    ("transform", ".transform.stage:transform_stage", "Turn kept web samples into target-format training samples."),
+]:
+    _stage_command(_name, _target, _doc, OMNI)
+
+
+@app.command(rich_help_panel=OMNI)
+@friendly
+def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+            resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt, overrides: Optional[List[str]] = OverridesArg):
+    """Jointly train the student on target + web batches (omni.student_run).
+
+    Embeds the training samples the transform made that the feature cache lacks."""
+    from ..train.joint import student_stage
+
+    cfg, ws = load_cfg(config, workspace, overrides)
+    student_stage(cfg, ws, resume=resume, overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------- pre-training on web data
+def _register_weak() -> None:
+    from ..weak.cli import register
+
+    register(app)  # weak-labels, pretrain, finetune, probe
+
+
+_register_weak()
+
+
+# --------------------------------------------------------------------------- whole experiments
+def summary(results: dict, teacher: str, student: str | None) -> str:
+    """One line: "teacher 95.0 → student 96.7 (+1.7 top-1 on 120 clips)"."""
+    t = results[teacher]
+    if student is None or student not in results:
+        return f"{teacher} {100 * t['top1']:.1f} top-1 on {t['num_samples']} validation clips"
+    s = results[student]
+    return (f"teacher {100 * t['top1']:.1f} → student {100 * s['top1']:.1f} "
+            f"({100 * (s['top1'] - t['top1']):+.1f} top-1 on {s['num_samples']} validation clips)")
+
+
+@app.command(rich_help_panel=EXPERIMENT)
 @friendly
 def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
         overrides: Optional[List[str]] = OverridesArg):
-    """Chain the stages (target-only, or OmniSource when web sources are configured),
-    skipping those whose outputs are complete; ends by writing the HTML report."""
+    """Chain the stages, skipping those that are up to date (also when run by hand).
+
+    Target-only, or OmniSource when web sources are configured; ends with the HTML report and one
+    line: teacher → student top-1."""
     from ..report import write_report
     from ..runner import run_pipeline
 
     cfg, ws = load_cfg(config, workspace, overrides)
-    run_pipeline(cfg, ws)
+    results = run_pipeline(cfg, ws)
     console.print(f"report: {write_report(cfg, ws)}")
+    console.print(summary(results, cfg.train.run_name, cfg.omni.student_run if cfg.web else None))
 
 
-@app.command()
-@friendly
-def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-            resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
-            overrides: Optional[List[str]] = OverridesArg):
-    """Jointly train the student on target + web batches (omni.student_run)."""
-    from ..train.joint import student_stage
+def _register_experiments() -> None:
+    from ..report.stage import register as register_report
+    from ..sweep import register as register_sweep
 
-    cfg, ws = load_cfg(config, workspace, overrides)
-    student_stage(cfg, ws, resume=resume)
+    from ..serve.cli import register as register_serve
+
+    register_report(app)  # report
+    register_sweep(app)  # sweep labels|teacher|ratio
+    register_serve(app)  # predict, export, upgrade-checkpoint
 
 
-@app.command()
+_register_experiments()
+
+
+@app.command(rich_help_panel=EXPERIMENT)
 @friendly
 def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "-w"),
          overrides: Optional[List[str]] = OverridesArg):
     """Generate a small synthetic dataset and run the pipeline on it end to end
     (`omnisource demo mode=pixels`: whole small networks, see omnisource.demo.pixels)."""
-    from ..config import parse_override
+    from ..config_io import parse_override
 
+    open_workspace(workspace_root(workspace))
     overrides = list(overrides or [])
     modes = [v for k, v in map(parse_override, overrides) if k == "mode"]
     if modes and modes[-1] == "pixels":
@@ -158,23 +231,68 @@ def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "
     run_demo(workspace, overrides)
 
 
-def _register_packages() -> None:
-    from ..collect.cli import register as register_collect
-    from ..report.stage import register as register_report
-    from ..sweep import register as register_sweep
-    from ..weak.cli import register as register_weak
+@config_app.command("show")
+@friendly
+def config_show(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+                doc: bool = typer.Option(False, "--doc", help="List every key with its type, default and meaning."),
+                overrides: Optional[List[str]] = OverridesArg):
+    """Print the resolved config as YAML, or with --doc every key.
 
-    register_collect(app)  # queries, download, dedup, clean validate, clean dedup
-    register_weak(app)  # weak-labels, pretrain, finetune, probe
-    register_report(app)  # report
-    register_sweep(app)  # sweep labels|teacher|ratio
+    Defaults, then the workspace's base config (-w), the --config file, the overrides."""
+    if doc:
+        from ..config_io import config_reference
+
+        rows = config_reference()
+        width = max(len(k) for k, *_ in rows)
+        for key, tp, default, text in rows:
+            typer.echo(f"{key:<{width}}  {tp} = {default}  {text}")
+        return
+    files = [config] if config else []
+    if workspace is not None:
+        ws = workspace_root(workspace)
+        if not ws.config_file.is_file():
+            raise FileNotFoundError(f"{ws}: no config.yaml (a workspace gets one from its first command)")
+        files.insert(0, ws.config_file)
+    typer.echo(dump_config(load_config(files, list(overrides or []))), nl=False)
 
 
-_register_packages()
+@config_app.command("set")
+@friendly
+def config_set(workspace: Optional[Path] = WorkspaceOpt, overrides: List[str] = typer.Argument(
+        ..., help="section.field=value pairs to store in WS/config.yaml.", show_default=False)):
+    """Change the workspace's base config (WS/config.yaml), which every later command starts from."""
+    from ..config import to_dict
+    from ..data.manifest import atomic_write_text
+
+    ws = open_workspace(workspace_root(workspace, what="`config set`"))
+    base = [ws.config_file] if ws.config_file.is_file() else []
+    old, new = load_config(base), load_config(base, list(overrides))
+    new.workspace = str(ws.root)
+    atomic_write_text(ws.config_file, dump_config(new))
+    flat_old, flat_new = _flatten(to_dict(old)), _flatten(to_dict(new))
+    for key in sorted(k for k in set(flat_old) | set(flat_new) if flat_old.get(k) != flat_new.get(k)):
+        console.print(f"{key}: {flat_old.get(key, '–')!r} -> {flat_new.get(key, '–')!r}", highlight=False)
+    console.print(f"config: {ws.config_file}")
+
+
+def _flatten(data, prefix: str = "") -> dict:
+    """{"web[0].root": ..., "train.epochs": ...} of a nested config mapping."""
+    if isinstance(data, dict) and data:
+        return {k: v for key, value in data.items() for k, v in _flatten(value, f"{prefix}.{key}" if prefix else
+                                                                            str(key)).items()}
+    if isinstance(data, list) and data and all(isinstance(v, dict) for v in data):
+        return {k: v for i, value in enumerate(data) for k, v in _flatten(value, f"{prefix}[{i}]").items()}
+    return {prefix: data}
+
+
+app.add_typer(config_app, name="config", rich_help_panel=EXPERIMENT)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="omnisource")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:]:  # accepted after the command too
+        args = ["--debug", *[a for a in args if a != "--debug"]]
+    app(args=args, prog_name="omnisource")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 * ``omnisource queries``   class names -> queries + hashtags (+ translations)
 * ``omnisource download``  URL lists -> content-hashed files + ``web_<source>`` manifest
 * ``omnisource clean validate``  decode checks of web manifests
-* ``omnisource clean dedup`` (also ``omnisource dedup``)  exact and evaluation-set de-duplication
+* ``omnisource clean dedup``  exact and evaluation-set de-duplication
 
-(The top-level ``omnisource validate`` stays the target-manifest validation.)
+(The top-level ``omnisource validate`` stays the target-manifest validation.) Every command
+needs ``-w/--workspace``: none of them creates ``./workspace`` by default.
 """
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from typing import List, Optional
 
 import typer
 
-WorkspaceOpt = typer.Option(Path("workspace"), "--workspace", "-w", help="Workspace folder.")
+from ..cli.common import (WEB, ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg, open_workspace,
+                          workspace_root)
+from ..console import console
+
 SourceOpt = typer.Option(None, "--source", "-s", help="Web source name(s) (default: every web_<source> manifest).")
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
@@ -30,13 +34,11 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def _console():
-    from ..console import console
-
-    return console
+def _workspace(workspace: Optional[Path], what: str):
+    return open_workspace(workspace_root(workspace, what=what))
 
 
-def queries_cmd(workspace: Path = WorkspaceOpt,
+def queries_cmd(workspace: Optional[Path] = WorkspaceOpt,
                 class_name: Optional[List[str]] = typer.Option(None, "--class", "-C", help="A class name (repeatable)."),
                 classes: Optional[Path] = typer.Option(None, "--classes", help="File with one class name per line."),
                 translations: Optional[Path] = typer.Option(
@@ -49,23 +51,25 @@ def queries_cmd(workspace: Path = WorkspaceOpt,
                 vocabulary: Optional[Path] = typer.Option(
                     None, "--vocabulary", help="Extra known words (one per line) for splitting compounds."),
                 out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output (default manifests/queries.parquet).")):
-    """Search queries and hashtags (stemmed, permuted, optionally translated) from class names
-    (default: the classes of the target manifest)."""
+    """Search queries and hashtags (stemmed, permuted, optionally translated) from class names.
+
+    The class names default to those of the target manifest."""
     from .queries import queries_stage, read_class_list, read_queries
 
+    ws = _workspace(workspace, "`queries`")
     names = list(class_name or []) + (read_class_list(classes) if classes else [])
     words = read_class_list(vocabulary) if vocabulary else []
-    path = queries_stage(workspace, names or None, translations, language, hashtags, max_words, words, out)
+    path = queries_stage(ws, names or None, translations, language, hashtags, max_words, words, out)
     rows = read_queries(path)
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("query", "hashtag")}
     langs = sorted({r["language"] for r in rows})
-    _console().print(f"queries: {kinds['query']} queries, {kinds['hashtag']} hashtags, "
+    console.print(f"queries: {kinds['query']} queries, {kinds['hashtag']} hashtags, "
                      f"languages {', '.join(langs)} -> {path} (+ .tsv)")
 
 
 def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: url<TAB>query lines, or CSV with "
                                                         "url and query columns."),
-                 workspace: Path = WorkspaceOpt,
+                 workspace: Optional[Path] = WorkspaceOpt,
                  source: Optional[str] = typer.Option(None, "--source", "-s", help="Source name (default: the "
                                                       "first list's file name)."),
                  workers: int = typer.Option(8, help="Requests in flight in total."),
@@ -91,8 +95,9 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
                  ca_bundle: Optional[Path] = typer.Option(None, help="CA certificates (PEM) to trust instead of "
                                                           "the system's, for a mirror with a private CA."),
                  retry_failed: bool = typer.Option(False, "--retry-failed", help="Try failed URLs again.")):
-    """Download URL lists into WORKSPACE/web/<source>/ (content-hash names) and write
-    manifests/web_<source>.parquet; resumable, re-runs skip finished URLs. Public addresses only
+    """Download URL lists into WS/web/<source>/ and write manifests/web_<source>.parquet.
+
+    Files get content-hash names; resumable, re-runs skip finished URLs. Public addresses only
     unless --allow-private. By default each URL takes at most 120 s in all (60 s per attempt);
     Ctrl-C stops within a second, keeping what finished (run the command again to resume)."""
     from .download import DownloadOptions, download
@@ -102,19 +107,18 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
                            retries=retries, backoff=backoff, max_redirects=max_redirects,
                            max_bytes=parse_size(max_size), allow_private=allow_private, strict_type=strict_type,
                            ca_bundle=str(ca_bundle or ""), retry_failed=retry_failed)
-    console = _console()
+    ws = _workspace(workspace, "`download`")
     try:
-        path = download(url_lists, workspace, source, opts, progress=console.is_terminal)
+        path = download(url_lists, ws, source, opts, progress=console.is_terminal)
     except KeyboardInterrupt:
         from .download import PENDING, default_source
         from ..data.manifest import read_manifest
-        from ..workspace import Workspace
 
-        rows = read_manifest(Workspace.of(workspace).web(source or default_source(url_lists))).rows
+        rows = read_manifest(ws.web(source or default_source(url_lists))).rows
         left = sum(r["reason"] == PENDING for r in rows)
         console.print(f"[yellow]download stopped:[/] {len(rows) - left} of {len(rows)} URLs finished and journaled, "
                       f"{left} left; run the same command again to resume", highlight=False, soft_wrap=True)
-        raise SystemExit(130) from None  # (typer.Exit is a RuntimeError, which `friendly` would catch)
+        raise SystemExit(130) from None  # (not typer.Exit: `friendly` reports KeyboardInterrupt on its own)
     from ..data.manifest import read_manifest
 
     rows = read_manifest(path).rows
@@ -129,7 +133,7 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
         console.print(f"  {n:6d}  {reason}", highlight=False)
 
 
-def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = SourceOpt,
+def validate_cmd(workspace: Optional[Path] = WorkspaceOpt, source: Optional[List[str]] = SourceOpt,
                  min_size: Optional[int] = typer.Option(None, help="Smallest accepted width/height in pixels "
                                                         "(sets media.min_size; default: the workspace config's, 32)."),
                  max_pixels: Optional[int] = typer.Option(None, help="Largest accepted width x height, against "
@@ -140,27 +144,25 @@ def validate_cmd(workspace: Path = WorkspaceOpt, source: Optional[List[str]] = S
                                                 help="Write RGB copies of CMYK/alpha/gray/palette/16-bit/rotated images."),
                  workers: int = typer.Option(1, help="Decoding processes."),
                  force: bool = typer.Option(False, "--force", help="Check rows validated before again."),
-                 overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides such as media.min_size=16.",
-                                                                 show_default=False)):
-    """Check every web file with the one validator (the rules of the config's `media` section, as
-    `import-web` and the target `validate` use them): typed by content, decoded (images fully;
-    videos first and last frame); bad ones get a status (corrupt | rejected) and a reason."""
+                 overrides: Optional[List[str]] = OverridesArg):
+    """Check every web file with the one validator; bad ones get a status and a reason.
+
+    The rules of the config's `media` section, as `import-web` and the target `validate` use them:
+    typed by content, decoded (images fully; videos first and last frame); corrupt | rejected."""
     from ..clean.validate import Rules, counts, validate_web
     from ..config import load_config
     from ..data.manifest import read_manifest
-    from ..workspace import Workspace
 
     flags = {"min_size": min_size, "max_pixels": max_pixels, "animated": animated}
     extra = [f"media.{k}={v}" for k, v in flags.items() if v is not None] + list(overrides or [])
-    config = Workspace.of(workspace).config_file  # the rules the workspace's other stages use
+    ws = _workspace(workspace, "`clean validate`")
+    config = ws.config_file  # the rules the workspace's other stages use
     rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
-    console = _console()
-    for path in validate_web(workspace, source, rules, normalize, workers, console.is_terminal, force):
+    for path in validate_web(ws, source, rules, normalize, workers, console.is_terminal, force):
         console.print(f"validate: {path.name}: {counts(read_manifest(path).rows)}")
 
 
-def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
-              workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace folder."),
+def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
               source: Optional[List[str]] = SourceOpt,
               eval_manifest: Optional[Path] = typer.Option(None, "--eval", help="Evaluation manifest (default: "
                                                            "the workspace's target manifest)."),
@@ -175,29 +177,30 @@ def dedup_cmd(config: Optional[Path] = typer.Option(None, "--config", "-c", help
               search_batch: int = typer.Option(8192, help="Web vectors whitened and searched per batch "
                                                "(bounds memory)."),
               exact_only: bool = typer.Option(False, "--exact-only", help="Only exact (content hash) duplicates."),
-              overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides such as features.size=160.",
-                                                              show_default=False)):
-    """Flag exact duplicates (content hash) and near-duplicates of the evaluation set (ImageNet
-    features, whitening, cosine similarity, threshold from crops of the evaluation frames)."""
+              overrides: Optional[List[str]] = OverridesArg):
+    """Flag exact duplicates and near-duplicates of the evaluation set.
+
+    Exact: content hash. Near: ImageNet features, whitening, cosine similarity, threshold from
+    crops of the evaluation frames."""
     from ..clean.dedup import dedup_stage
-    from ..cli.common import load_cfg
 
     cfg, ws = load_cfg(config, workspace, overrides)
-    console = _console()
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
                                     web_frames, exact_max, search_batch, exact_only, progress=console.is_terminal):
         console.print(f"dedup: {path.name}: {report['exact']} exact duplicates, {report['near']} near-duplicates "
                       f"of the evaluation set (threshold {report['threshold']}) of {report['checked']} rows")
 
 
-def register(app: typer.Typer) -> None:
-    """Add queries, download, dedup and the ``clean`` group (validate, dedup) to the main app."""
-    from ..cli.common import friendly
+def register_collect(app: typer.Typer) -> None:
+    """Add ``queries`` and ``download`` to the main app."""
+    app.command("queries", rich_help_panel=WEB)(friendly(queries_cmd))
+    app.command("download", rich_help_panel=WEB)(friendly(download_cmd))
 
-    app.command("queries")(friendly(queries_cmd))
-    app.command("download")(friendly(download_cmd))
-    app.command("dedup")(friendly(dedup_cmd))
-    clean_app = typer.Typer(no_args_is_help=True, help="Clean web manifests: decode checks, de-duplication.")
+
+def register_clean(app: typer.Typer) -> None:
+    """Add the ``clean`` group (validate, dedup) to the main app."""
+    clean_app = typer.Typer(no_args_is_help=True, help="Clean web manifests: decode checks, de-duplication "
+                            "against the evaluation set.")
     clean_app.command("validate")(friendly(validate_cmd))
     clean_app.command("dedup")(friendly(dedup_cmd))
-    app.add_typer(clean_app, name="clean")
+    app.add_typer(clean_app, name="clean", rich_help_panel=WEB)

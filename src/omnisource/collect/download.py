@@ -58,7 +58,7 @@ from typing import Iterable, Sequence
 
 import httpx
 
-from ..data.manifest import Manifest, ManifestError, make_id, new_row, read_manifest, write_manifest
+from ..data.manifest import Manifest, ManifestError, default_mode, make_id, new_row, read_manifest, write_manifest
 from ..data.sniff import sniff
 from ..workspace import Workspace
 from . import net
@@ -355,6 +355,7 @@ class _Fetcher:
         opts = self.opts
         digest, size, head, found = hashlib.sha256(), 0, b"", None
         fd, tmp = tempfile.mkstemp(prefix="dl-", suffix=".part", dir=self.tmp_dir)
+        os.fchmod(fd, default_mode())  # renamed into the workspace when complete
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in resp.iter_bytes():  # as it arrives (a chunk size would buffer)

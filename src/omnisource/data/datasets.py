@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -164,13 +165,24 @@ class FeatureDataset(Dataset):
 def make_loader(dataset: Dataset, batch_size: int, train: bool, num_workers: int = 0,
                 drop_last: bool | None = None) -> DataLoader:
     """Shuffling draws from the global torch RNG, which the training loop reseeds every epoch."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
-                        drop_last=train and len(dataset) > batch_size if drop_last is None else drop_last,
-                        worker_init_fn=_one_thread, persistent_workers=False)
+    loader = worker_loader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers,
+                           drop_last=train and len(dataset) > batch_size if drop_last is None else drop_last,
+                           persistent_workers=False)
     loader.multi_view = getattr(dataset, "multi_view", False)
     return loader
 
 
+def worker_loader(dataset: Dataset, **kwargs) -> DataLoader:
+    """A DataLoader whose worker processes decode with one thread each (DESIGN.md §3: more gave
+    nothing on 2 cores).
+
+    Forked workers inherit OpenCV's thread pool without its threads: using or even resizing it
+    there hangs (in pthread_cond_destroy). So the process that starts workers makes OpenCV serial
+    before it forks them, and only then: importing omnisource leaves OpenCV alone."""
+    if kwargs.get("num_workers", 0) > 0:
+        cv2.setNumThreads(1)
+    return DataLoader(dataset, worker_init_fn=_one_thread, **kwargs)
+
+
 def _one_thread(_worker_id: int) -> None:
-    # One decoder/compute thread per worker: more gave nothing on 2 cores (DESIGN.md §3).
     torch.set_num_threads(1)

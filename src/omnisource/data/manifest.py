@@ -50,8 +50,25 @@ def make_id(source: str, path: str, start_s: float | None = None, end_s: float |
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
+def absolute_path(path: str | Path, base: str | Path | None = None) -> str:
+    """An absolute, normalised path (relative ones against ``base``, default the current
+    directory): manifests never depend on where a command runs. "" stays ""."""
+    path = os.fspath(path)
+    if not path:
+        return path
+    p = Path(path).expanduser()
+    return os.path.abspath(p if p.is_absolute() or base is None else Path(base) / p)
+
+
+def absolute_paths(rows: list[dict], base: str | Path) -> list[dict]:
+    """Rows of a manifest given by the user, their relative paths taken against ``base`` (its
+    folder); ids stay as they are."""
+    return [dict(r, path=absolute_path(r["path"], base)) if r.get("path") else r for r in rows]
+
+
 def new_row(source: str, kind: str, path: str, **values) -> dict:
-    row = {"source": source, "kind": kind, "path": str(path), **_DEFAULTS, **values}
+    path = absolute_path(path)
+    row = {"source": source, "kind": kind, "path": path, **_DEFAULTS, **values}
     row["weak_labels"] = [str(w) for w in (row.get("weak_labels") or [])]
     row.setdefault("id", None)
     if not row["id"]:
@@ -129,11 +146,30 @@ def _to_table(manifest: Manifest) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=meta))
 
 
+def _umask() -> int:
+    try:  # Linux tells it without changing it (os.umask would, for a moment, in every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(folder: bool = False) -> int:
+    """The mode a plain ``open`` (or ``mkdir``) would give under the process umask; temp files
+    are created 0600 and must get it before they are renamed into a shared workspace."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def atomic_write_bytes(path: Path, writer) -> Path:
     """Call ``writer(tmp_path)`` then rename into place, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, default_mode())
     os.close(fd)
     try:
         writer(tmp)

@@ -163,11 +163,15 @@ def _prepare_one(job: tuple) -> dict:
     return new
 
 
+def _single_threaded() -> None:
+    cv2.setNumThreads(1)  # a decoding process: the pool itself runs one per core
+
+
 def _run(fn: Callable, jobs: list, workers: int, progress: bool, label: str) -> Iterable:
     """fn over jobs in order, in a spawn pool when workers > 1, behind a rich progress bar."""
     def results():
         if workers > 1 and len(jobs) > 1:
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with multiprocessing.get_context("spawn").Pool(workers, initializer=_single_threaded) as pool:
                 yield from pool.imap(fn, jobs, chunksize=1)
         else:
             yield from map(fn, jobs)

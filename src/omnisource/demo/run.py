@@ -20,7 +20,7 @@ from ..config import dump_config, load_config
 from ..console import console
 from ..data.manifest import atomic_write_text
 from ..report import write_report
-from ..runner import run_pipeline
+from ..runner import run_pipeline, step
 from ..workspace import Workspace
 from .synthetic import generate, web_manifests
 
@@ -62,12 +62,13 @@ def _more_seeds(cfg, ws: Path, name: str, student: bool) -> list[dict]:
         run = f"{name}_seed{seed}"
         if student:
             scfg.omni.student_run = run
-            student_stage(scfg, ws)
+            student_stage(scfg, ws, auto=True)
             scfg = student_config(scfg)
         else:
             scfg.train.run_name = run
-            pipeline.train_stage(scfg, ws)
-        out.append(json.loads(pipeline.evaluate_stage(scfg, ws).read_text()))
+            pipeline.train_stage(scfg, ws, auto=True)
+        step(pipeline.evaluate_stage, scfg, ws)
+        out.append(json.loads((Workspace.of(ws).run(scfg.train.run_name) / "metrics.json").read_text()))
     return out
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..data import media, sampling, transforms
-from ..data.datasets import _one_thread, frame_span, image_clip
+from ..data.datasets import frame_span, image_clip, worker_loader
 from ..data.manifest import atomic_write_bytes
 
 
@@ -89,6 +89,12 @@ def _write_shard(cache_dir: Path, ids: list[str], feats: list[np.ndarray]) -> No
                        lambda tmp: save_file({"features": tensor}, tmp, metadata=meta))
 
 
+def missing_rows(rows: list[dict], cache_dir: Path) -> list[dict]:
+    """The ``ok`` rows that the cache neither holds nor records as failed to decode."""
+    done = set(cached_ids(cache_dir)) | set(load_failures(cache_dir)) if Path(cache_dir).is_dir() else set()
+    return [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
+
+
 @torch.no_grad()
 def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Path, size: int = 128,
                      frames: int = 8, batch_size: int = 64, shard_size: int = 256, workers: int = 1,
@@ -99,14 +105,13 @@ def extract_features(rows: list[dict], backbone: torch.nn.Module, cache_dir: Pat
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    done = set(cached_ids(cache_dir)) | set(load_failures(cache_dir))
-    todo = [r for r in rows if r.get("status", "ok") == "ok" and r["id"] not in done]
+    todo = missing_rows(rows, cache_dir)
     failures: dict[str, str] = {}
     if not todo:
         return {rid: reason for rid, reason in load_failures(cache_dir).items()}
     backbone = backbone.to(device).eval()
-    loader = DataLoader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1, num_workers=workers,
-                        collate_fn=_collate, worker_init_fn=_one_thread)
+    loader = worker_loader(_FrameDataset(todo, size, frames, max_pixels, per_second), batch_size=1,
+                           num_workers=workers, collate_fn=_collate)
     pending_ids, pending_feats = [], []
     batch_clips, batch_ids = [], []
 

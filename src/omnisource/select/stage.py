@@ -10,6 +10,7 @@ import numpy as np
 from ..config import Config
 from ..console import console
 from ..data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
+from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..workspace import Workspace
 from .filter import keep_mask, map_queries, precision_recall, pseudo_labels
@@ -89,7 +90,13 @@ def _stats(out, scored, keep, labels, classes) -> dict:
     return stats
 
 
+@stage("select", lambda cfg, ws: {
+    **config_inputs(cfg, "omni.filter", "omni.threshold", "web"),
+    **file_inputs(ws, [ws.target_manifest()] + [p for s in cfg.web for p in (ws.web(s.name), ws.scores(s.name))])},
+    lambda cfg, ws: [p for s in cfg.web for p in (ws.web(s.name, "aux"), ws.selection(s.name))])
 def select_stage(cfg: Config, workspace) -> list[Path]:
+    """Keep the web samples the teacher filter accepts, pseudo-labelled
+    (``manifests/aux_<source>.parquet``, ``selection/<source>.json``)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     outs = []

@@ -20,12 +20,12 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..config import Config
 from ..console import console
 from ..data import media
-from ..data.datasets import VideoClipDataset, _one_thread, frame_span
+from ..data.datasets import VideoClipDataset, frame_span, worker_loader
 from ..transform.untrimmed import window_rows, windows_of
 from .score import Teacher, summarise
 
@@ -92,8 +92,7 @@ def clip_probs(teacher: Teacher, rows: list[dict], views: int, device, batch: in
                images: bool = False) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """{row index: (C,) probabilities averaged over views}, {row index: why it failed}."""
     dataset = _Tolerant(rows, scoring_media(teacher, views, images))
-    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=_collate,
-                        worker_init_fn=_one_thread)
+    loader = worker_loader(dataset, batch_size=batch, num_workers=workers, collate_fn=_collate)
     model = teacher.model.to(device).eval()
     probs, failed = {}, {}
     for x, idx, bad in loader:
@@ -112,8 +111,8 @@ def clip_probs(teacher: Teacher, rows: list[dict], views: int, device, batch: in
 def frame_probs(teacher: Teacher, rows: list[dict], device, workers: int
                 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """{row index: (F, C) probabilities of the 1 fps frames} of a 2D teacher."""
-    loader = DataLoader(_SecondFrames(rows, teacher.cfg.media), batch_size=1, num_workers=workers,
-                        collate_fn=_collate, worker_init_fn=_one_thread)
+    loader = worker_loader(_SecondFrames(rows, teacher.cfg.media), batch_size=1, num_workers=workers,
+                           collate_fn=_collate)
     model = teacher.model.to(device).eval()
     probs, failed = {}, {}
     for x, idx, bad in loader:

@@ -20,7 +20,7 @@ import yaml
 
 from ..config import Config, from_dict
 from ..data.manifest import ManifestError, atomic_write_bytes
-from ..train.checkpoint import latest_checkpoint, load_weights
+from ..train.checkpoint import load_weights, select_checkpoint
 from ..transform.untrimmed import clip_windows
 from ..workspace import Workspace
 
@@ -56,14 +56,15 @@ def describe(t: Teacher) -> dict:
 
 
 def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
-    """The latest checkpoint of ``runs/<run_name>``, rebuilt from the config it was trained with."""
+    """The best checkpoint (validation top-1, as `evaluate` scores it) of ``runs/<run_name>``,
+    rebuilt from the config it was trained with."""
     from ..models import create_head, create_model
 
     run = Workspace.of(workspace).run(run_name)
-    ckpt = latest_checkpoint(run)
-    if ckpt is None or not (run / "config.yaml").exists():
+    if not run.is_dir() or not (run / "config.yaml").exists():
         raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first "
                                 "(`omnisource run` trains the teachers listed in omni.teachers)")
+    ckpt = select_checkpoint(run, "best")
     tcfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if tcfg.mode == "features":
         if feature_dim is None:
@@ -135,8 +136,9 @@ def read_scores(path: Path) -> dict[str, dict]:
 def score_in_shards(rows: list[dict], score_fn, out_dir: Path, shard_size: int = 2048, progress: bool = False,
                     key: str = "") -> Path:
     """Apply ``score_fn(rows) -> list[record]`` shard by shard; existing shards are kept, so a
-    killed run resumes. A shard's name encodes its rows and ``key`` (the teachers and scoring
-    settings), so a changed manifest or a retrained teacher re-scores."""
+    killed run resumes. A shard's name encodes its rows and ``key`` (the identity of the
+    teachers and of how they score), so a changed manifest or another teacher re-scores; shards
+    of neither are deleted."""
     import hashlib
 
     from rich.progress import Progress

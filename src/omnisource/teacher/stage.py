@@ -14,6 +14,7 @@ import numpy as np
 from ..config import Config, ConfigError, source_teachers, to_dict
 from ..console import console
 from ..data.manifest import atomic_write_text, read_manifest
+from ..stamps import config_inputs, file_inputs, stage, teacher_inputs, value_digest
 from ..workspace import Workspace
 from .score import Teacher, describe, head_probs, load_teacher, score_in_shards, summarise, untrimmed_scores
 
@@ -65,6 +66,19 @@ def scores_key(teachers: list[Teacher], cfg: Config) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
+def teacher_identity(cfg: Config, ws: Workspace) -> dict:
+    """What scores depend on besides the rows: the teachers' weights and configs, and how they score."""
+    keys = ["mode", "omni.teacher_runs", "omni.clip_seconds"] + (
+        ["features.backbone", "features.pretrained", "features.size", "features.frames"] if cfg.mode == "features"
+        else ["media", "train.device", "train.amp", "train.amp_dtype", "omni.score_views", "omni.untrimmed"])
+    runs = dict.fromkeys(n for src in cfg.web for n in source_teachers(cfg, src))
+    return {**config_inputs(cfg, *keys), **teacher_inputs(ws, runs),
+            "web kinds": value_digest([(s.name, s.kind, source_teachers(cfg, s)) for s in cfg.web])}
+
+
+@stage("score", lambda cfg, ws: {**teacher_identity(cfg, ws),
+                                 **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
+       lambda cfg, ws: [ws.scores(s.name) for s in cfg.web])
 def score_stage(cfg: Config, workspace) -> list[Path]:
     """Score every web source with its teachers (``web[i].teachers``, else ``omni.teacher_runs``)."""
     from ..train.loop import resolve_device
@@ -79,6 +93,7 @@ def score_stage(cfg: Config, workspace) -> list[Path]:
         if loaded[name].cfg.mode != cfg.mode:
             raise ConfigError(f"teacher run {name} was trained in {loaded[name].cfg.mode} mode; "
                               f"this experiment scores in {cfg.mode} mode")
+    identity = teacher_identity(cfg, ws)
     outs = []
     for src in cfg.web:
         names = source_teachers(cfg, src)
@@ -91,6 +106,7 @@ def score_stage(cfg: Config, workspace) -> list[Path]:
                 (32 if src.kind == "untrimmed" else 256)
         out = score_in_shards(rows, fn, ws.scores(src.name), shard_size=shard, progress=console.is_terminal,
                               key=scores_key(teachers, cfg))
+        atomic_write_text(out / "teacher.json", json.dumps({"key": value_digest(identity), **identity}, indent=1))
         atomic_write_text(ws.scores_info(src.name), json.dumps(
             {"source": src.name, "kind": src.kind, "teachers": [describe(t) for t in teachers],
              "clip_seconds": cfg.omni.clip_seconds, "views": cfg.omni.score_views if cfg.mode == "pixels" else 1},

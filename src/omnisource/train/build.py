@@ -6,7 +6,16 @@ import numpy as np
 from ..config import Config
 from ..console import console
 from ..data.manifest import Manifest, ManifestError
+from ..stamps import config_inputs, file_inputs
 from ..workspace import Workspace
+
+
+def model_inputs(cfg: Config, ws: Workspace) -> dict:
+    """What a training run on the target set is made from (its stamp's inputs): the training,
+    model and feature (or media) sections and the target manifest."""
+    keys = ["mode", "model", "train"] + (["features.backbone", "features.pretrained", "features.size",
+                                          "features.frames", "features.head"] if cfg.mode == "features" else ["media"])
+    return {**config_inputs(cfg, *keys), **file_inputs(ws, [ws.target_manifest()])}
 
 
 def feature_split(cfg: Config, workspace, manifest: Manifest, split: str):

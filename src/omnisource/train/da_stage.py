@@ -25,7 +25,8 @@ from safetensors.torch import load_file
 from ..config import Config, ConfigError, DAConfig, TrainConfig, dump_config
 from ..console import console
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
-from ..workspace import Workspace
+from ..stamps import config_inputs, file_inputs, teacher_inputs, training_stage
+from ..workspace import Workspace, latest_checkpoint
 from .transfer import DANet, fit_da, stage_config
 
 
@@ -52,8 +53,6 @@ def frames_of(clips: np.ndarray, labels: np.ndarray, ids: list[str]):
 
 def load_image_model(model: torch.nn.Module, run_dir: Path) -> None:
     """Load the classifier of a stage-1 run's latest checkpoint into ``model``."""
-    from .checkpoint import latest_checkpoint
-
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"{run_dir}: no stage-1 checkpoint; run with da.stages=image or both first")
@@ -245,12 +244,29 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
     return results
 
 
+def _da_stages(cfg: Config) -> tuple[str, ...]:
+    return ("image", "video") if cfg.da.stages == "both" else (cfg.da.stages,)
+
+
+def _da_inputs(cfg: Config, ws: Workspace, **_) -> dict:
+    from .build import model_inputs
+
+    loaded = [cfg.da.image_run] if _da_stages(cfg) == ("video",) else []  # stage 2 alone starts from stage 1
+    for name in loaded:
+        if latest_checkpoint(ws.run(name)) is None:
+            raise FileNotFoundError(f"{ws.run(name)}: no stage-1 checkpoint; run with da.stages=image or both first")
+    return {**model_inputs(cfg, ws), **config_inputs(cfg, "da", "web"), **teacher_inputs(ws, loaded),
+            **file_inputs(ws, [ws.web(s.name) for s in cfg.web])}  # untrimmed ones: chunks in stage 2
+
+
+@training_stage("da", _da_inputs, lambda cfg, ws, **k: [ws.run(cfg.da.image_run if s == "image" else cfg.da.video_run)
+                                                        for s in _da_stages(cfg)])
 def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Run the configured DA stages (``da.stages``); returns the last run folder."""
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target_manifest())
     web = _sources(cfg, ws, manifest.classes)
-    stages = ("image", "video") if cfg.da.stages == "both" else (cfg.da.stages,)
+    stages = _da_stages(cfg)
     console.print(f"da: {cfg.mode} mode, stages {', '.join(stages)}; web images {len(web['image'])}, "
                   f"web videos {len(web['video'])}")
     if cfg.mode == "features":

@@ -13,11 +13,12 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, WebSourceConfig, dump_config
 from ..console import console
-from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
+from ..data.datasets import FeatureDataset, VideoClipDataset, worker_loader
 from ..data.manifest import ManifestError, atomic_write_text, read_manifest
 from ..data.resample import ResampledSampler, sample_weights
+from ..stamps import config_inputs, file_inputs, training_stage
 from ..workspace import Workspace
-from .build import build_model_and_loaders
+from .build import build_model_and_loaders, model_inputs
 from .loop import Source, fit
 
 
@@ -57,10 +58,18 @@ def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps:
     weights = None if o.resample == "none" else sample_weights(labels, num_classes, o.resample, o.resample_clip,
                                                                o.resample_power)
     sampler = ResampledSampler(weights, steps * batch, seed=cfg.train.seed + 17, size=len(labels))
-    return DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers,
-                      worker_init_fn=_one_thread)
+    return worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=num_workers)
 
 
+def _student_inputs(cfg: Config, ws: Workspace, sources: list[str] | None = None, **_) -> dict:
+    used = [s for s in cfg.web if sources is None or s.name in sources]
+    return {**model_inputs(cfg, ws), **config_inputs(cfg, "web", "omni.resample", "omni.resample_clip",
+                                                      "omni.resample_power", "omni.cross_mixup"),
+            **file_inputs(ws, [ws.web(s.name, "train") for s in used])}
+
+
+@training_stage(lambda cfg, ws, *a, **k: f"student@{cfg.omni.student_run}", _student_inputs,
+                lambda cfg, ws, *a, **k: [ws.run(cfg.omni.student_run)])
 def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[str] | None = None) -> Path:
     """Train ``omni.student_run`` on the target plus the transformed web sources."""
     ws = Workspace.of(workspace)
@@ -78,7 +87,16 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
         rows = [r for r in read_manifest(path).rows if r["status"] == "ok" and r.get("label") is not None]
         batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
         if cfg.mode == "features":
+            from ..features.embed import embed_web
+
+            # Rows the transform derived (pseudo-clips) are new to the cache; embed what is missing.
+            embed_web(cfg, ws, "train", sources=[src.name])
+            if src.kind == "untrimmed":
+                embed_web(cfg, ws, "web", sources=[src.name])  # the 1 fps frames snippets are cut from
             x, y = aux_features(cfg, ws, src, rows)
+            if len(y) < len(rows):
+                console.print(f"[yellow]student: {len(rows) - len(y)} of {len(rows)} training samples of {src.name} "
+                              "have no features (failed to decode); left out[/]")
             dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
         else:
             dataset = VideoClipDataset(rows, cfg.media, True, cfg.train.seed)
@@ -90,6 +108,9 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
                                                cfg.train.num_workers if cfg.mode == "pixels" else 0), src.weight))
         console.print(f"student: {src.name}: {len(y)} samples, batch {batch} per iteration, "
                       f"resampling {cfg.omni.resample}")
+    if not aux:
+        raise ManifestError("student: no web source has a training sample, so the student would be the target-only "
+                            "model under another name; see ws/selection/*.json (omni.filter, omni.threshold)")
     out = ws.run(cfg.omni.student_run)
     fit(model, train, val, cfg.train, out, classes, dump_config(cfg), aux=aux, resume=resume, console=console,
         cross_mixup=cfg.omni.cross_mixup)

@@ -20,7 +20,10 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..evaluate.metrics import classification_metrics
-from .checkpoint import latest_checkpoint, load_training_state, load_weights, save_checkpoint, set_rng_state
+from .card import card_from_text
+from .checkpoint import (after_epoch, latest_checkpoint, load_training_state, load_weights, save_checkpoint,
+                         set_rng_state)
+from .loggers import open_loggers
 from .precision import amp_dtype, autocast, backward, make_scaler, optimizer_step, prepare_model, to_memory_format
 
 
@@ -241,6 +244,8 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     log_path = run_dir / "log.jsonl"
+    card, loggers = card_from_text(config_text, classes, model), open_loggers(cfg.log, run_dir, start_epoch)
+    after_epoch(run_dir, history, cfg.keep_checkpoints)  # what a kill left: debris, an unpruned epoch
     aux_iters = [(s, _cycle(s.loader)) for s in aux]
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
@@ -279,11 +284,14 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
             f.write(json.dumps(record) + "\n")
         save_checkpoint(run_dir, epoch + 1, model, optimizer,
                         {"history": history, **({"scaler": scaler.state_dict()} if scaler is not None else {})},
-                        config_text)
+                        config_text, card)
+        after_epoch(run_dir, history, cfg.keep_checkpoints)  # best.json, retention
+        loggers.log(record)
         parts = [f"{src} loss {v['loss']:.3f} acc {v['acc']:.3f}" for src, v in record["train"].items()]
         if "val" in record:
             parts.append(f"val top1 {record['val']['top1']:.3f} mca {record['val']['mean_class_accuracy']:.3f}")
         console.print(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(parts))
+    loggers.close()
     return {"history": history, "last": history[-1] if history else None}
 
 

@@ -41,7 +41,8 @@ from ..config import DAConfig, TrainConfig
 from ..data.manifest import atomic_write_text
 from ..evaluate.metrics import classification_metrics
 from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator, beta_at, domain_loss, grad_reverse
-from .checkpoint import save_checkpoint
+from .checkpoint import after_epoch, save_checkpoint
+from .loggers import open_loggers
 from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
                    resolve_device, soft_targets, start_or_resume)
 from .precision import amp_dtype, backward, make_scaler, optimizer_step, prepare_model, to_memory_format
@@ -171,6 +172,7 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
+    loggers = open_loggers(cfg.log, run_dir, start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
         others = {n: _cycle(l) for n, l in loaders.items() if n != main}
@@ -207,10 +209,13 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
         save_checkpoint(run_dir, epoch + 1, net, optimizer,
                         {"history": history, "attention": att.state(),
                          **({"scaler": scaler.state_dict()} if scaler is not None else {})}, config_text)
+        after_epoch(run_dir, history, cfg.keep_checkpoints)
+        loggers.log(record)
         terms = ", ".join(f"{k} {v:.3f}" for k, v in record["train"].items())
         val = f", val top1 {record['val']['top1']:.3f}" if "val" in record else ""
         console.print(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}: {terms}, α×n {record['attention']['min']:.2f}"
                       f"..{record['attention']['max']:.2f}{val}")
+    loggers.close()
     att.write(run_dir / "attention.jsonl")
     metrics = {}
     if val_loader is not None:

@@ -18,6 +18,7 @@ from ..data import media, transforms
 from ..data.datasets import frame_span
 from ..console import console
 from ..data.manifest import Manifest, ManifestError, make_id, read_manifest, write_manifest
+from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..workspace import Workspace
 from .image_to_clip import estimate_homographies, fit_gaussian, save_motion
@@ -51,6 +52,9 @@ def fit_motion(rows: list[dict], classes: list[str], max_pixels: int, frames_per
     return fits, counts
 
 
+@stage("fit-motion", lambda cfg, ws: {**config_inputs(cfg, "media.max_pixels"),
+                                      **file_inputs(ws, [ws.target_manifest()])},
+       lambda cfg, ws: [ws.motion])
 def fit_motion_stage(cfg: Config, workspace) -> Path:
     """Fit N(μ, Σ) on homographies between consecutive frames of target training videos."""
     ws = Workspace.of(workspace)
@@ -108,12 +112,28 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
     return out
 
 
+def _warps(cfg: Config) -> bool:
+    return cfg.omni.image_to_clip.startswith("perspective") and any(s.kind == "image" for s in cfg.web)
+
+
+def _transform_inputs(cfg: Config, ws: Workspace) -> dict:
+    o = [f"omni.{k}" for k in ("image_to_clip", "warp_scale", "untrimmed", "frame_threshold", "snippet_pos",
+                               "snippet_neg", "snippets_per_video", "clip_seconds", "seed")]
+    files = [ws.target_manifest()] + [ws.web(s.name, "aux") for s in cfg.web] + \
+        [ws.scores(s.name) for s in cfg.web if s.kind == "untrimmed"]
+    # The motion fit is made inside this stage; its own inputs (the target set) stand for it.
+    return {**config_inputs(cfg, "web", *o, *(["media.max_pixels"] if _warps(cfg) else [])),
+            **file_inputs(ws, files)}
+
+
+@stage("transform", _transform_inputs, lambda cfg, ws: [ws.web(s.name, "train") for s in cfg.web])
 def transform_stage(cfg: Config, workspace) -> list[Path]:
+    """Turn the kept web samples into target-format training samples
+    (``manifests/train_<source>.parquet``)."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     motion = ws.motion
-    if cfg.omni.image_to_clip.startswith("perspective") and any(s.kind == "image" for s in cfg.web) \
-            and not motion.exists():
+    if _warps(cfg) and fit_motion_stage.stale(cfg, ws):  # refit when the target set changed
         fit_motion_stage(cfg, ws)
     outs = []
     for src in cfg.web:

@@ -8,41 +8,44 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli.common import ConfigOpt, OverridesArg, WorkspaceOpt, friendly, load_cfg
+    from ..cli.common import WEAK, ConfigOpt, OverridesArg, OverwriteOpt, ResumeOpt, WorkspaceOpt, friendly, load_cfg
 
     def weak_labels(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
                     overrides: Optional[List[str]] = OverridesArg):
-        """Build the pre-training set from the web sources: tags (weak.labels=weak) or, from teacher
-        scores, teacher / agreement / SPL labels (spl_full, spl_m, spl_d, spl_b), with its label map."""
+        """Build the pre-training set from the web sources, with its label map.
+
+        Tags (weak.labels=weak) or, from teacher scores, teacher / agreement / SPL labels (spl_full,
+        spl_m, spl_d, spl_b)."""
         from .stage import weak_labels_stage
 
         weak_labels_stage(*load_cfg(config, workspace, overrides))
 
     def pretrain(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-                 resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+                 resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt,
                  overrides: Optional[List[str]] = OverridesArg):
         """Pre-train on manifests/weak.parquet (one tag drawn per epoch, square-root class resampling)."""
         from .stage import pretrain_stage
 
-        pretrain_stage(*load_cfg(config, workspace, overrides), resume=resume)
+        pretrain_stage(*load_cfg(config, workspace, overrides), resume=resume, overwrite=overwrite)
 
     def make_transfer(how: str, doc: str):
         def command(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
                     checkpoint: Optional[Path] = typer.Option(
                         None, "--checkpoint", help="Run folder, epoch folder or weights file "
                         "(default: runs/<weak.pretrain_run>)."),
-                    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+                    resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt,
                     overrides: Optional[List[str]] = OverridesArg):
             from .stage import transfer_stage
 
-            transfer_stage(*load_cfg(config, workspace, overrides), how, checkpoint, resume=resume)
+            transfer_stage(*load_cfg(config, workspace, overrides), how, checkpoint, resume=resume,
+                           overwrite=overwrite)
 
         command.__doc__ = doc
         return command
 
-    app.command("weak-labels")(friendly(weak_labels))
-    app.command("pretrain")(friendly(pretrain))
-    app.command("finetune")(friendly(make_transfer(
+    app.command("weak-labels", rich_help_panel=WEAK)(friendly(weak_labels))
+    app.command("pretrain", rich_help_panel=WEAK)(friendly(pretrain))
+    app.command("finetune", rich_help_panel=WEAK)(friendly(make_transfer(
         "finetune", "Fine-tune any checkpoint on the target: new classifier, body at weak.body_lr_scale x lr.")))
-    app.command("probe")(friendly(make_transfer(
+    app.command("probe", rich_help_panel=WEAK)(friendly(make_transfer(
         "probe", "Linear probe of any checkpoint on the target: body and BatchNorm frozen, a new fc trained.")))

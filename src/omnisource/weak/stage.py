@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..config import Config, ConfigError, dump_config, from_dict
 from ..console import console
 from ..data.manifest import Manifest, ManifestError, atomic_write_text, make_id, read_manifest, write_manifest
+from ..stamps import config_inputs, file_digest, file_inputs, stage, training_stage
+from ..train.build import model_inputs
 from ..workspace import Workspace
 from . import labels as wl
 
@@ -88,6 +90,13 @@ def web_samples(cfg: Config, workspace, classes: list[str]) -> list[dict]:
     return out
 
 
+def _weak_label_inputs(cfg: Config, ws: Workspace) -> dict:
+    names = cfg.weak.sources or [s.name for s in cfg.web]
+    return {**config_inputs(cfg, "weak", "web", "omni.clip_seconds"),
+            **file_inputs(ws, [ws.target_manifest()] + [p for n in names for p in (ws.web(n), ws.scores(n))])}
+
+
+@stage("weak-labels", _weak_label_inputs, lambda cfg, ws: [ws.weak_manifest, ws.weak_label_map])
 def weak_labels_stage(cfg: Config, workspace) -> Path:
     """Write ``manifests/weak.parquet`` (one labelled row per pre-training sample) and its label map."""
     from ..select import spl
@@ -153,11 +162,20 @@ class TagDrawDataset(Dataset):
         return x, int(self.drawn[j]), j
 
 
+def _pretrain_inputs(cfg: Config, ws: Workspace, **_) -> dict:
+    keys = ["mode", "model", "train", "weak.resample_power", "weak.seed"] + (
+        ["features.backbone", "features.pretrained", "features.size", "features.frames", "features.head"]
+        if cfg.mode == "features" else ["media"])
+    return {**config_inputs(cfg, *keys), **file_inputs(ws, [ws.weak_manifest, ws.weak_label_map])}
+
+
+@training_stage(lambda cfg, ws, **k: f"pretrain@{cfg.weak.pretrain_run}", _pretrain_inputs,
+                lambda cfg, ws, **k: [ws.run(cfg.weak.pretrain_run)])
 def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Train ``runs/<weak.pretrain_run>`` on ``manifests/weak.parquet`` (feature mode: the
     configured head on cached features, whose body — e.g. ``features.head=temporal`` — is what
     fine-tuning keeps; pixel mode: ``model.name``)."""
-    from ..data.datasets import FeatureDataset, VideoClipDataset, _one_thread
+    from ..data.datasets import FeatureDataset, VideoClipDataset, worker_loader
     from ..data.resample import ResampledSampler
     from ..features.cache import stack_features
     from ..models import create_head, create_model
@@ -195,8 +213,8 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     weights = wl.tag_sample_weights(tag_ids, len(names), cfg.weak.resample_power)
     batch = min(cfg.train.batch_size, len(dataset))
     sampler = ResampledSampler(weights, max(1, len(dataset) // batch) * batch, seed=cfg.train.seed + 23)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.train.num_workers if cfg.mode == "pixels" else 0, worker_init_fn=_one_thread)
+    loader = worker_loader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                           num_workers=cfg.train.num_workers if cfg.mode == "pixels" else 0)
     out = ws.run(cfg.weak.pretrain_run)
     console.print(f"pretrain: {len(dataset)} samples, {len(names)} classes ({doc.get('method')}), "
                   f"resampling ∝ N^{cfg.weak.resample_power} -> {out}")
@@ -205,27 +223,30 @@ def pretrain_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     return out
 
 
-def resolve_checkpoint(path: str | Path) -> tuple[Path, Config | None]:
-    """(weights file, config it was trained with if known) for a run folder, an epoch folder or a file."""
-    from ..train.checkpoint import latest_checkpoint
+def resolve_checkpoint(path: str | Path, epoch: str | int = "best") -> tuple[Path, Config | None]:
+    """(weights file, config it was trained with if known) for a run folder (its ``epoch``), an
+    epoch folder or a file."""
+    from ..train.card import config_near
+    from ..train.checkpoint import select_checkpoint
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} not found")
-    if p.is_dir() and (p / "checkpoints").is_dir():
-        p = latest_checkpoint(p) or p
-    file = p / "model.safetensors" if p.is_dir() else p
+    ckpt = select_checkpoint(path, epoch)
+    file = ckpt / "model.safetensors" if ckpt.is_dir() else ckpt
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no model.safetensors (give a run folder, an epoch folder or a weights file)")
-    for cand in (file.parent / "config.yaml", file.parent.parent.parent / "config.yaml"):
-        if cand.is_file() and cand.read_text().strip():
-            try:
-                return file, from_dict(yaml.safe_load(cand.read_text()))
-            except (ConfigError, yaml.YAMLError):
-                pass
-    return file, None
+    return file, config_near(file)
 
 
+def _transfer_run(cfg: Config, how: str) -> str:
+    return cfg.weak.finetune_run if how == "finetune" else cfg.weak.probe_run
+
+
+def _transfer_inputs(cfg: Config, ws: Workspace, how: str, checkpoint=None, **_) -> dict:
+    file, _trained = resolve_checkpoint(checkpoint or ws.run(cfg.weak.pretrain_run))
+    return {**model_inputs(cfg, ws), **config_inputs(cfg, "weak.body_lr_scale"), "checkpoint": file_digest(file)}
+
+
+@training_stage(lambda cfg, ws, how, *a, **k: f"{how}@{_transfer_run(cfg, how)}", _transfer_inputs,
+                lambda cfg, ws, how, *a, **k: [ws.run(_transfer_run(cfg, how))])
 def transfer_stage(cfg: Config, workspace, how: str, checkpoint: str | Path | None = None, resume: bool = False) -> Path:
     """Fine-tune (new classifier, body at ``weak.body_lr_scale`` × lr) or linear-probe (frozen body and
     BatchNorm) a checkpoint on the target; default checkpoint: ``runs/<weak.pretrain_run>``.
@@ -247,7 +268,7 @@ def transfer_stage(cfg: Config, workspace, how: str, checkpoint: str | Path | No
     model, train, val = build_model_and_loaders(run_cfg, ws, manifest)
     if cfg.mode == "features":
         load_pretrained(model, file)
-    out = ws.run(cfg.weak.finetune_run if how == "finetune" else cfg.weak.probe_run)
+    out = ws.run(_transfer_run(cfg, how))
     console.print(f"{how}: {file} -> {out}")
     metrics = transfer(model, how, train, val, cfg.train, out, manifest.classes, cfg.weak.body_lr_scale,
                        console=console, config_text=dump_config(run_cfg), resume=resume)
