@@ -2,7 +2,7 @@
 
     python benchmarks/score.py --data ../shared/data [--images 512] [--workers 2]
 
-End to end = the product's pixel-mode scorer (``teacher.stage``): decode + resize + crop in
+End to end = the product's pixel-mode scorer (``teacher.pixels``): decode + resize + crop in
 loader workers, TSN-EfficientNet-Lite0 forward, softmax, top-5 records. Model only = the same
 forward on the same batches already decoded in memory. Goal: end to end >= 85 % of model only.
 """
@@ -21,7 +21,7 @@ from omnisource.data import transforms
 from omnisource.data.manifest import new_row
 from omnisource.models import create_model
 from omnisource.teacher.score import Teacher
-from omnisource.teacher.stage import _pixel_scorer
+from omnisource.teacher.pixels import pixel_scorer
 
 
 def main(argv=None) -> int:
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
                              f"train.num_workers={args.workers}", "train.device=cpu"])
     model = create_model("tsn_efficientnet_lite0", 6, pretrained="imagenet").eval()
     teacher = Teacher(model, cfg, [str(i) for i in range(6)], Path("."))
-    score = _pixel_scorer([teacher], cfg, "image")
+    score = pixel_scorer([teacher], cfg, "image", torch.device("cpu"))
 
     loader = make_loader(VideoClipDataset(rows, cfg.media, False), args.batch, False, 0)
     batches = [transforms.to_float(x) for x, *_ in loader]  # decoded once, kept in memory

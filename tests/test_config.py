@@ -50,6 +50,46 @@ def test_bad_files(tmp_path):
         load_config(notmap)
 
 
+def test_teacher_configs_apply_their_overrides_and_fail_in_one_line():
+    from omnisource.config import ConfigError, load_config, source_teachers, teacher_config
+
+    cfg = load_config(None, ["mode=pixels", "omni.teachers=[{name: slow, overrides: {model.name: slowonly_r50, "
+                             "media.sampler: dense, train.epochs: 3}}]",
+                             "web=[{name: a, root: x, teachers: [slow]}, {name: b, root: y}]"])
+    t = teacher_config(cfg, "slow")
+    assert (t.model.name, t.media.sampler, t.train.epochs, t.train.run_name) == ("slowonly_r50", "dense", 3, "slow")
+    assert cfg.model.name != "slowonly_r50"  # the experiment's own config is untouched
+    assert source_teachers(cfg, cfg.web[0]) == ["slow"] and source_teachers(cfg, cfg.web[1]) == ["target_only"]
+    bad = {
+        "omni.teachers=[{name: t, overrides: {web: []}}]": "a teacher may set model, media, train, features",
+        "omni.teachers=[{name: t, overrides: {model.nme: x}}]": "model.nme: unknown key",
+        "omni.teachers=[{name: t, overrides: {train.epochs: 0}}]": "train.epochs: must be at least 1",
+        "omni.teachers=[{name: target_only}]": "is train.run_name",
+        "omni.teachers=[{name: a}, {name: a}]": "unique",
+    }
+    for override, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, ["mode=pixels", override])
+    with pytest.raises(ConfigError, match="share the experiment's feature cache"):
+        load_config(None, ["omni.teachers=[{name: t, overrides: {features.frames: 4}}]"])
+
+
+def test_shipped_configs_load_and_the_gpu_recipe_names_a_2d_and_a_3d_teacher():
+    from pathlib import Path
+
+    from omnisource.config import source_teachers, teacher_config
+
+    root = Path(__file__).parent.parent / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        load_config(path)
+    cfg = load_config(root / "kinetics400_pixel_gpu.yaml")
+    teachers = {s.name: source_teachers(cfg, s) for s in cfg.web}
+    assert teachers == {"images": ["tsn_r50"], "videos": ["target_only"], "untrimmed": ["target_only"]}
+    assert teacher_config(cfg, "tsn_r50").model.name == "tsn_resnet50" and cfg.model.name == "slowonly_r50"
+    assert [s.batch_ratio for s in cfg.web] == [0.5, 0.5, 0.5]  # 2:1:1:1 (OmniSource Table 2)
+    assert cfg.omni.untrimmed == "clips" and cfg.train.amp and cfg.train.channels_last
+
+
 def test_list_item_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("web:\n  - {name: a, root: /data/a}\n  - {name: b, root: /data/b, batch_ratio: 0.25}\n")

@@ -143,7 +143,8 @@ def _score(ws, out, factory, opts=OPTS):
 def _factory(ws):
     cfg = _cfg(ws)
     dim = int(next(iter(load_features(ws.feature_cache(cfg), [web_rows(ws)[0]["id"]]).values())).shape[-1])
-    return ScorerFactory(cfg, ws, "image", read_manifest(ws.target_manifest()).classes, dim)
+    return ScorerFactory(cfg, ws, "image", read_manifest(ws.target_manifest()).classes, dim,
+                         cfg.omni.teacher_runs)
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost_or_duplicated(ws, tmp_path):

@@ -136,6 +136,23 @@ def test_from_kinetics(tmp_path):
         importers.from_kinetics(csv, tmp_path)
 
 
+def test_kinetics_train_and_validate_lists_import_in_one_class_order(tmp_path):
+    from omnisource.config import load_config
+    from omnisource.pipeline import import_target
+
+    for split, stem in (("train", "abc_000010_000020"), ("train", "def_000000_000010"), ("val", "xyz_000000_000010")):
+        _touch(tmp_path / "videos" / split / ("zumba" if stem.startswith("d") else "abseiling") / f"{stem}.mp4")
+    head = "label,youtube_id,time_start,time_end,split\n"
+    (tmp_path / "train.csv").write_text(head + "abseiling,abc,10,20,train\nzumba,def,0,10,train\n")
+    (tmp_path / "validate.csv").write_text(head + "abseiling,xyz,0,10,val\n")
+    cfg = load_config(None, ["target.format=kinetics", f"target.annotations={tmp_path / 'train.csv'}",
+                             f"target.val_annotations={tmp_path / 'validate.csv'}", f"target.root={tmp_path / 'videos'}"])
+    m = read_manifest(import_target(cfg, tmp_path / "ws"))
+    assert m.classes == ["abseiling", "zumba"]
+    assert sorted((r["split"], m.classes[r["label"]]) for r in m.rows) == [
+        ("train", "abseiling"), ("train", "zumba"), ("val", "abseiling")]
+
+
 def _ucf_like(tmp_path, groups=range(1, 13), clips=3):
     for cls in ("A", "B"):
         for g in groups:

@@ -130,6 +130,8 @@ def test_snippets_by_hand():
     assert select_snippet(np.zeros(4, bool), 1, 2, rng) is None
     assert clip_windows(25.0) == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
     assert clip_windows(21.0) == [(0.0, 10.0), (10.0, 20.0)]
+    assert clip_windows(1.5) == [(0.0, 1.5)]  # shorter than a clip: the whole video
+    assert clip_windows(3.5, 1.0) == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]  # clips shorter than min_s are kept
     assert positive_clips(np.array([0.2, 0.6, 0.9]), 0, 0.5).tolist() == [1, 2]
 
 

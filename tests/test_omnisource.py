@@ -147,3 +147,37 @@ def test_pixel_mode_chain_with_pseudo_clips_and_snippets(data, tmp_path):
     assert snippets and all(len(r["frame_indices"]) == 3 for r in snippets)
     m = json.loads((ws / "runs" / "omnisource" / "metrics.json").read_text())
     assert m["num_samples"] == 12
+
+
+def test_pixel_run_trains_a_2d_and_a_3d_teacher_and_keeps_positive_clips(data, tmp_path):
+    """`run` in pixel mode: a TSN teacher for the images, a SlowOnly teacher scoring the
+    untrimmed videos' clips (omni.untrimmed=clips), each trained as its own run first."""
+    root, manifests = data
+    ws = tmp_path / "ws"
+    teachers = ("omni.teachers=[{name: t2d, overrides: {model.name: tsn_resnet18}}, "
+                "{name: t3d, overrides: {model.name: slowonly_r18, media.sampler: dense, media.num_segments: 4}}]")
+    web = (f"web=[{{name: images, kind: image, format: manifest, root: '{manifests['images']}', teachers: [t2d]}}, "
+           f"{{name: untrimmed, kind: untrimmed, format: manifest, root: '{manifests['untrimmed']}', "
+           f"teachers: [t3d]}}]")
+    args = overrides(data, ws, **{"mode": "pixels", "model.name": "tsn_resnet18", "model.pretrained": "",
+                                  "model.width": 0.125, "media.num_segments": 3, "media.input_size": 32,
+                                  "media.resize_short": 36, "train.epochs": 1, "train.batch_size": 8,
+                                  "omni.untrimmed": "clips", "omni.filter": "none", "omni.frame_threshold": 0.0,
+                                  "omni.score_views": 2})[:-1]
+    out = invoke("run", *args, web, teachers)
+    for name in ("target_only", "t2d", "t3d", "omnisource"):
+        assert json.loads((ws / "runs" / name / "metrics.json").read_text())["num_samples"] == 12, name
+    import yaml
+
+    assert yaml.safe_load((ws / "runs" / "t3d" / "config.yaml").read_text())["model"]["name"] == "slowonly_r18"
+    info = json.loads((ws / "scores" / "untrimmed" / "teachers.json").read_text())
+    assert [(t["run"], t["kind"]) for t in info["teachers"]] == [("t3d", "3d")]
+    from omnisource.teacher.score import read_scores
+    scores = read_scores(ws / "scores" / "untrimmed")
+    clips = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows
+    windows = sum(len(rec["clip_windows"]) for rec in scores.values())
+    assert windows > 0 and len(clips) == windows  # no filter: every 2 s clip of every video kept
+    assert all(r["end_s"] - r["start_s"] == pytest.approx(2.0) for r in clips)
+    log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
+    assert {"target", "images", "untrimmed"} <= set(log[-1]["train"])
+    assert "t3d" in (ws / "report" / "index.html").read_text() and "score untrimmed" in out

@@ -91,7 +91,12 @@ class TrainConfig:
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy")
     mixup_alpha: float = opt(0.0, "Beta(alpha, alpha) of intra-dataset mixup (0 = off)")
     clip_grad: float = opt(0.0, "gradient-norm clipping (0 = off)")
-    amp: bool = opt(False, "autocast (bf16 on CPU, fp16 with GradScaler on CUDA)")
+    amp: bool = opt(False, "autocast; fp16 trains with a GradScaler, bf16 without (train.precision)")
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = opt("auto", "autocast dtype: auto = fp16 on CUDA, bf16 on CPU")
+    channels_last: bool = opt(False, "channels_last (2D nets) / channels_last_3d (3D nets) weights and inputs")
+    compile: bool = opt(False, "torch.compile the training forward pass")
+    compile_backend: str = opt("inductor", "backend of torch.compile")
+    accumulate: int = opt(1, "gradient accumulation: one optimizer step per this many iterations")
     num_workers: int = opt(0, "data-loader worker processes (pixel mode)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     seed: int = opt(0, "seed of weights, shuffles and augmentation")
@@ -131,6 +136,17 @@ class WebSourceConfig:
     weight: float = opt(1.0, "loss weight of this source's batch")
     batch_ratio: float = opt(0.5, "|B_A| = batch_ratio * |B_T|")
     query_map: dict[str, str] = opt(factory=dict, doc="query -> target class name")
+    teachers: list[str] = opt(factory=list, doc="teacher runs scoring this source (empty = omni.teacher_runs)")
+
+
+@dataclass
+class TeacherConfig:
+    """A teacher that ``omnisource run`` trains on the target set as its own run (``runs/<name>``):
+    the experiment's config with ``overrides`` (dotted keys of the model, media, train and
+    features sections) applied, e.g. a TSN for web images and a SlowOnly for web videos
+    (OmniSource §3.2: deflating a 3D teacher for images hurts; 3D teachers are better for videos)."""
+    name: str = opt("", "run folder of the teacher (runs/<name>)")
+    overrides: dict[str, Any] = opt(factory=dict, doc="dotted config keys changed for this teacher")
 
 
 @dataclass
@@ -144,6 +160,8 @@ class CleanConfig:
 class OmniConfig:
     """OmniSource (Duan et al. 2020): teacher filtering, format transforms, joint training."""
     teacher_runs: list[str] = opt(factory=lambda: ["target_only"], doc="runs scoring the web data (several = ensemble)")
+    teachers: list[TeacherConfig] = opt(factory=list, doc="extra teacher runs that `run` trains first")
+    score_views: int = opt(3, "pixel mode: temporal views per clip a teacher averages when scoring")
     student_run: str = opt("omnisource", "run folder of the student")
     # "both" (teacher agrees with the query and is confident) is the default: in a small label
     # space a softmax is confident on off-topic images, so confidence alone lets them through.
@@ -194,6 +212,7 @@ class DAConfig:
     disc_hidden: int = opt(256, "hidden width of the discriminators")
     adapter_dim: int = opt(256, "feature mode: width of the trainable encoder on frozen features")
     temporal_kernel: int = opt(3, "stage 2: k_t of the zero-initialised temporal convs")
+    chunk_seconds: float = opt(10.0, "untrimmed web videos are cut into chunks of this length")
     video_epochs: int = opt(0, "stage 2 epochs (0 = train.epochs)")
     video_lr_scale: float = opt(1.0, "stage 2 learning rate = train.lr * video_lr_scale")
     image_run: str = opt("da_image", "run folder of stage 1")
@@ -252,7 +271,43 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | tu
     return cfg
 
 
-def validate(cfg: Config) -> None:
+TEACHER_SECTIONS = ("model", "media", "train", "features")
+# Feature-mode teachers read the experiment's feature cache, so they cannot change what it holds.
+CACHE_FIELDS = ("features.backbone", "features.pretrained", "features.size", "features.frames", "features.cache_root")
+
+
+def source_teachers(cfg: Config, source: WebSourceConfig) -> list[str]:
+    """The teacher runs scoring a web source: its own ``teachers`` or ``omni.teacher_runs``."""
+    return list(source.teachers or cfg.omni.teacher_runs)
+
+
+def teacher_config(cfg: Config, name: str) -> Config:
+    """The config of the ``omni.teachers`` entry ``name``: ``cfg`` with its overrides applied and
+    ``train.run_name = name``."""
+    specs = [(i, t) for i, t in enumerate(cfg.omni.teachers) if t.name == name]
+    if not specs:
+        raise ConfigError(f"{name}: not an omni.teachers entry ({', '.join(t.name for t in cfg.omni.teachers) or 'none'})")
+    from .config_io import _set_dotted, build
+
+    i, spec = specs[0]
+    where = f"omni.teachers[{i}].overrides"
+    data = to_dict(cfg)
+    for key, value in spec.overrides.items():
+        if str(key).split(".")[0] not in TEACHER_SECTIONS:
+            raise ConfigError(f"{where}.{key}: a teacher may set {', '.join(TEACHER_SECTIONS)} fields only")
+        if cfg.mode == "features" and key in CACHE_FIELDS:
+            raise ConfigError(f"{where}.{key}: feature-mode teachers share the experiment's feature cache")
+        _set_dotted(data, str(key), value)
+    data["train"]["run_name"] = name
+    try:
+        out = build(Config, data)
+        validate(out, teachers=False)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return out
+
+
+def validate(cfg: Config, teachers: bool = True) -> None:
     """Range checks that types alone cannot express."""
     checks = [
         ("train.epochs", cfg.train.epochs >= 1, "must be at least 1"),
@@ -263,6 +318,7 @@ def validate(cfg: Config) -> None:
         ("train.label_smoothing", 0 <= cfg.train.label_smoothing < 1, "must be in [0, 1)"),
         ("train.num_workers", cfg.train.num_workers >= 0, "must be 0 or more"),
         ("features.workers", cfg.features.workers >= 0, "must be 0 (one per core) or more"),
+        ("train.accumulate", cfg.train.accumulate >= 1, "must be at least 1"),
         ("train.keep_checkpoints", cfg.train.keep_checkpoints >= 0, "must be 0 (keep all) or more"),
         ("media.num_segments", cfg.media.num_segments >= 1, "must be at least 1"),
         ("media.input_size", cfg.media.input_size >= 8, "must be at least 8"),
@@ -294,6 +350,8 @@ def validate(cfg: Config) -> None:
         ("da.disc_hidden", cfg.da.disc_hidden >= 1, "must be at least 1"),
         ("da.video_epochs", cfg.da.video_epochs >= 0, "must be 0 (= train.epochs) or more"),
         ("da.video_lr_scale", cfg.da.video_lr_scale > 0, "must be positive"),
+        ("da.chunk_seconds", cfg.da.chunk_seconds > 0, "must be positive"),
+        ("omni.clip_seconds", cfg.omni.clip_seconds > 0, "must be positive"),
         ("weak.k", cfg.weak.k >= 1, "must be at least 1"),
         ("weak.budget_samples", cfg.weak.budget_samples >= 0, "must be 0 (all) or more"),
         ("weak.budget_videos", cfg.weak.budget_videos >= 0, "must be 0 (all) or more"),
@@ -308,9 +366,20 @@ def validate(cfg: Config) -> None:
         checks.append((f"web[{i}].name", all(c.isalnum() or c in "-_" for c in w.name),
                        "may use letters, digits, '-' and '_' only"))
         checks.append((f"web[{i}].batch_ratio", w.batch_ratio > 0, "must be positive"))
+    checks.append(("omni.score_views", cfg.omni.score_views >= 1, "must be at least 1"))
+    tnames = [t.name for t in cfg.omni.teachers]
+    for i, t in enumerate(cfg.omni.teachers if teachers else []):
+        checks.append((f"omni.teachers[{i}].name", bool(t.name) and tnames.count(t.name) == 1 and
+                       all(c.isalnum() or c in "-_" for c in t.name),
+                       "must be set, unique, and use letters, digits, '-' and '_' only"))
+        checks.append((f"omni.teachers[{i}].name", t.name != cfg.train.run_name,
+                       f"{t.name!r} is train.run_name, the target-only run; pick another name"))
     for name, ok, msg in checks:
         if not ok:
             raise ConfigError(f"{name}: {msg}")
+    if teachers:
+        for t in cfg.omni.teachers:
+            teacher_config(cfg, t.name)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -44,14 +44,20 @@ def import_target(cfg: Config, workspace) -> Path:
     if not t.root and not t.annotations:
         raise ManifestError("target.root (or target.annotations) is not set in the config")
     loaders = {
-        "folders": lambda: importers.from_folders(t.root),
-        "csv": lambda: importers.from_csv(t.annotations, t.root or None),
-        "mmaction": lambda: importers.from_mmaction(t.annotations, t.root or None),
-        "mmaction_frames": lambda: importers.from_mmaction(t.annotations, t.root or None),
-        "kinetics": lambda: importers.from_kinetics(t.annotations, t.root),
-        "manifest": lambda: _user_manifest(t.annotations or t.root),
+        "folders": lambda a, c: importers.from_folders(a or t.root, classes=c),
+        "csv": lambda a, c: importers.from_csv(a, t.root or None, classes=c),
+        "mmaction": lambda a, c: importers.from_mmaction(a, t.root or None, classes=c),
+        "mmaction_frames": lambda a, c: importers.from_mmaction(a, t.root or None, classes=c),
+        "kinetics": lambda a, c: importers.from_kinetics(a, t.root, classes=c),
+        "manifest": lambda a, c: _user_manifest(a or t.root),
     }
-    manifest = loaders[t.format]()
+    manifest = loaders[t.format](t.annotations, None)
+    if t.val_annotations:  # a separate validation list (Kinetics' validate.csv), in the same class order
+        val = loaders[t.format](t.val_annotations, manifest.classes)
+        if val.classes and val.classes != manifest.classes:
+            raise ManifestError(f"target.val_annotations: classes {val.classes[:5]}... differ from the training "
+                                f"list's {manifest.classes[:5]}...")
+        manifest.rows = [dict(r, split="train") for r in manifest.rows] + [dict(r, split="val") for r in val.rows]
     if not any(r.get("split") for r in manifest.rows):
         manifest = importers.split_by_group(manifest, t.group_regex, t.val_groups, t.train_groups,
                                             t.val_fraction, t.seed)
@@ -190,7 +196,7 @@ def evaluate_stage(cfg: Config, workspace, checkpoint: str | Path | None = None,
         raise ManifestError("the target manifest has no validation rows")
     load_weights(model, ckpt)
     device = resolve_device(cfg.train.device)
-    scores, labels = predict(model.to(device), val, device, cfg.train.amp)
+    scores, labels = predict(model.to(device), val, device, cfg.train.amp, cfg.train.amp_dtype)
     metrics = classification_metrics(scores, labels, manifest.classes)
     ds = val.dataset
     ids = ds.ids if isinstance(ds, FeatureDataset) else [r["id"] for r in ds.rows]

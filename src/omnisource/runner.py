@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, source_teachers, teacher_config
 from .console import console
 from .stamps import Stage
 from .workspace import Workspace
@@ -78,28 +78,7 @@ def run_pipeline(cfg: Config, workspace) -> dict:
         from .teacher.stage import score_stage
         from .weak.stage import pretrain_stage, transfer_stage, weak_labels_stage
 
-        if cfg.weak.labels != "weak":  # teacher, agreement and SPL labels come from teacher scores
-            step(score_stage, cfg, ws)
-        step(weak_labels_stage, cfg, ws)
-        pretrain_stage(cfg, ws, auto=True)
-        transfer_stage(cfg, ws, "finetune", auto=True)
-    else:
-        from .select.stage import select_stage
-        from .teacher.stage import score_stage
-        from .train.joint import student_stage
-        from .transform.stage import transform_stage
-
-        step(score_stage, cfg, ws)
-        step(select_stage, cfg, ws)
-        step(transform_stage, cfg, ws)
-        student_stage(cfg, ws, auto=True)  # embeds the rows the transform derived itself
-        step(evaluate_stage, student_config(cfg), ws)
-    results[final_run(cfg)] = _metrics(ws, final_run(cfg))
-    return results
-
-
-def _metrics(ws: Workspace, run: str) -> dict:
-    return json.loads((ws.run(run) / "metrics.json").read_text())
+from .config import Config, ConfigError, source_teachers, teacher_config
 
 
 def student_config(cfg: Config) -> Config:

@@ -129,8 +129,10 @@ def run_point(cfg: Config, ws: Path, name: str, teacher: Path | None = None) -> 
     cfg = copy.deepcopy(cfg)
     ws = Workspace.of(ws)
     cfg.workspace = str(ws)
-    if teacher is not None:
+    if teacher is not None:  # the swept teacher scores every source
         cfg.omni.teacher_runs = ["teacher"]
+        for w in cfg.web:
+            w.teachers = []
     digest = _digest(cfg) + (_digest(load_config(teacher / "config.yaml")) if teacher is not None else "")
     done = ws.path("point.json")
     if done.exists():

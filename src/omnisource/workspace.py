@@ -10,7 +10,7 @@ Stages and modules ask a :class:`Workspace` for paths instead of joining strings
     manifests/train_<src>.parquet    transformed to the target format (``web(src, "train")``)
     manifests/queries.parquet, weak.parquet, weak.labelmap.json
     features/<backbone>-<size>px-<T>f|1fps/   feature caches (``feature_cache(cfg)``; ``features.cache_root``)
-    scores/<src>/                    teacher scores (``scores(src)``)
+    scores/<src>/                    teacher scores (``scores(src)``; ``teachers.json``: ``scores_info(src)``)
     selection/<src>.json             filter statistics (``selection(src)``)
     motion.npz                       homography fit (``motion``)
     runs/<name>/                     training runs (``run(name)``; ``predictions(name)``: per-clip scores)
@@ -159,6 +159,10 @@ class Workspace:
 
     def scores(self, name: str) -> Path:
         return self.root / "scores" / name
+
+    def scores_info(self, name: str) -> Path:
+        """Which teachers scored a source, with which settings (``teachers.json`` beside the shards)."""
+        return self.scores(name) / "teachers.json"
 
     def selection(self, name: str) -> Path:
         return self.root / "selection" / f"{name}.json"

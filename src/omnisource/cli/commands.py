@@ -159,7 +159,8 @@ def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
 def score(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
           engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
           overrides: Optional[List[str]] = OverridesArg):
-    """Score every web sample with the teacher run(s) (omni.teacher_runs); resumable by shard.
+    """Score every web sample with its source's teacher run(s) (web[i].teachers, else omni.teacher_runs);
+    untrimmed videos clip by clip (omni.clip_seconds); resumable by shard.
 
     --engine ray scores on a Ray cluster into the same shards."""
     from ..teacher.stage import score_stage
@@ -251,11 +252,23 @@ def demo(workspace: Path = typer.Option(Path("demo-workspace"), "--workspace", "
          data: Optional[Path] = typer.Option(None, "--data", help="Folder of the synthetic data (generated "
                                              "there unless present; default WORKSPACE/data)."),
          overrides: Optional[List[str]] = OverridesArg):
-    """Generate a small synthetic dataset and run the pipeline on it end to end."""
-    from ..demo.run import run_demo
+    """Generate a small synthetic dataset and run the pipeline on it end to end
+    (`omnisource demo mode=pixels`: whole small networks, see omnisource.demo.pixels)."""
+    from ..config_io import parse_override
 
     open_workspace(workspace_root(workspace))
-    run_demo(workspace, list(overrides or []), data)
+    overrides = list(overrides or [])
+    modes = [v for k, v in map(parse_override, overrides) if k == "mode"]
+    if modes and modes[-1] == "pixels":
+        from ..demo.pixels import run_pixel_demo
+
+        if data is not None:
+            raise typer.BadParameter("--data applies to the feature-mode demo (mode=pixels makes its own)")
+        run_pixel_demo(workspace, [o for o in overrides if parse_override(o)[0] != "mode"])
+        return
+    from ..demo.run import run_demo
+
+    run_demo(workspace, overrides, data)
 
 
 @config_app.command("show")

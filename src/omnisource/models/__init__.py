@@ -14,7 +14,7 @@ from .registry import (
     register_backbone,
     register_model,
 )
-from . import efficientnet, resnet, resnet3d, tsn  # noqa: F401  (register the zoo)
+from . import efficientnet, inflate2plus1, resnet, resnet3d, tsn  # noqa: F401  (register the zoo)
 from .checkpoint import load_pretrained, load_state_dict_file
 from .heads import create_head
 from .resnet3d import inflate_from_2d

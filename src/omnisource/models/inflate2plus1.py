@@ -104,6 +104,9 @@ class VideoFromImage(nn.Module):
         self._set_frames(x)
         return self.net.forward_stages(x)
 
+    def reset_classifier(self, num_classes: int) -> None:
+        self.net.reset_classifier(num_classes)
+
     def spatial_parameters(self) -> List[nn.Parameter]:
         return [p for b in self.blocks for p in b.spatial.parameters()]
 
@@ -125,6 +128,24 @@ def inflate_2plus1(image_model: nn.Module, kernel_t: int = 3) -> VideoFromImage:
     """Stage 2 of Kae & Song: a (2+1)D video model from a trained 2D image model (a copy; the
     image model is left untouched)."""
     return VideoFromImage(image_model, kernel_t)
+
+
+# ---------------------------------------------------------------------------- registry
+from .registry import register_model  # noqa: E402
+
+
+@register_model("efficientnet_lite0_2plus1d")
+def efficientnet_lite0_2plus1d(num_classes: int, imagenet: bool = False, width: float = 1.0, dropout: float = 0.5,
+                               kernel_t: int = 3) -> VideoFromImage:
+    """A (2+1)D video network from TSN-EfficientNet-Lite0 (Kae & Song §3.4): the (ImageNet)
+    spatial convolutions frozen, each followed by a zero-initialised residual temporal conv of
+    ``kernel_t`` frames, so it starts as the 2D network averaged over time and learns motion in
+    the temporal branches, norms and classifier. A spatio-temporal network that a CPU can train
+    from the offline ImageNet weights (a SlowOnly needs torchvision's ResNet weights)."""
+    from .tsn import tsn_efficientnet_lite0
+
+    return inflate_2plus1(tsn_efficientnet_lite0(num_classes, imagenet=imagenet, width=width, dropout=dropout),
+                          kernel_t)
 
 
 # ---------------------------------------------------------------------------- feature mode

@@ -207,6 +207,26 @@ def gather_filter_quality(cfg: Config, ws) -> list[dict]:
     return rows
 
 
+def gather_teachers(cfg: Config, ws) -> list[dict]:
+    """Per source: the teachers that scored it (``scores/<source>/teachers.json``) and its kept count."""
+    ws = Workspace.of(ws)
+    rows, why = [], []
+    for name in source_names(cfg, ws):
+        if not ws.scores_info(name).exists():
+            why.append(f"{name}: not scored yet")
+            continue
+        info = read_json(ws.scores_info(name), name)
+        sel = read_json(ws.selection(name), name) if ws.selection(name).exists() else {}
+        for t in info["teachers"]:
+            rows.append({"source": name, "kind": info.get("kind"), "teacher": t["run"], "model": t.get("model"),
+                         "type": t.get("kind"), "sampling": t.get("sampler"),
+                         "windows": f"{info.get('clip_seconds'):g} s, {info.get('views')} views"
+                         if info.get("kind") == "untrimmed" else "", "kept": sel.get("kept")})
+    if not rows:
+        raise Unavailable("; ".join(why) or "no web sources")
+    return rows
+
+
 def run_names(ws) -> list[str]:
     return Workspace.of(ws).run_names()
 

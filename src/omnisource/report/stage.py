@@ -88,6 +88,14 @@ def _class_counts(cfg, ws, w: _Writer) -> str:
     return "\n".join(parts)
 
 
+def _teachers(cfg, ws, w: _Writer) -> str:
+    rows = collect.gather_teachers(cfg, ws)
+    cols = ["source", "kind", "teacher", "model", "type", "sampling", "windows", "kept"]
+    note = "<p>An ensemble (several teachers of one source) averages their probabilities.</p>"
+    return note + H.table(["source", "source kind", "teacher run", "model", "2D / 3D", "sampling",
+                           "untrimmed windows", "kept"], [[r[c] for c in cols] for r in rows])
+
+
 def _filter_quality(cfg, ws, w: _Writer) -> str:
     rows = collect.gather_filter_quality(cfg, ws)
     cols = ["total", "kept", "relevant", "precision", "recall"]
@@ -262,6 +270,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("headline", "Did web data help?", lambda: _headline(cfg, ws, baseline)),
         ("counts", "Samples per stage", lambda: _counts(cfg, ws, w)),
         ("classes", "Per-class counts before and after filtering", lambda: _class_counts(cfg, ws, w)),
+        ("teachers", "Teachers per source", lambda: _teachers(cfg, ws, w)),
         ("filter", "Teacher filter precision and recall", lambda: _filter_quality(cfg, ws, w)),
         ("results", "Results", lambda: _results(cfg, ws, w, baseline)),
         ("curves", "Training curves", lambda: runs.curves_section(cfg, ws, w, baseline)),

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import Config
 from ..console import console
-from ..data.manifest import Manifest, atomic_write_text, read_manifest, write_manifest
+from ..data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
 from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..web import query_classes, query_inputs
@@ -19,9 +19,11 @@ from .filter import keep_mask, map_queries, precision_recall, pseudo_labels, que
 
 def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], rule: str, threshold: float,
                 query_map: dict[str, str], query_index: dict[str, int] | None = None,
-                min_keep: float = 0.0) -> tuple[list[dict], dict]:
+                min_keep: float = 0.0, evidence: str = "frames") -> tuple[list[dict], dict]:
     """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics.
     ``query_index`` (query -> class, ``web.query_classes``) replaces mapping by ``query_map``.
+    ``evidence``: what decides for an untrimmed video, its best 1 fps frame (``frames``, for
+    snippets) or its best ``omni.clip_seconds`` clip (``clips``, OmniSource §3.5).
 
     ``min_keep``: each query also keeps its ``min_keep`` share of samples with the highest
     teacher probability of its class (of the teacher's top-1 under ``confidence``;
@@ -38,8 +40,18 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
         # An untrimmed video keeps its query's class (OmniSource §3.4): the teacher decides
         # whether some frames show it, i.e. confidence is that of the query's class.
         for i in np.flatnonzero(untrimmed & (qcls >= 0)):
-            frame_probs = np.asarray(scores[scored[i]["id"]]["frame_probs"])
-            prob[i] = frame_probs[:, qcls[i]].max()
+            rec = scores[scored[i]["id"]]
+            if evidence == "clips" and not rec.get("clip_probs"):
+                raise ManifestError(f"{scored[i]['path']}: the teacher scores have no clip scores; "
+                                    "re-run `omnisource score` (omni.untrimmed=clips needs them)")
+            if evidence == "clips":
+                # Agreement is judged on the clip that shows the query's class best: the other
+                # clips of a long video may show anything (§3.5 keeps the positive clips).
+                clips = np.asarray(rec["clip_probs"])
+                best = int(clips[:, qcls[i]].argmax())
+                prob[i], pred[i] = clips[best, qcls[i]], int(clips[best].argmax())
+            else:
+                prob[i] = np.asarray(rec["frame_probs"])[:, qcls[i]].max()
             if rule == "confidence":
                 pred[i] = qcls[i]
     keep = keep_mask(pred, prob, qcls, rule, threshold)
@@ -67,7 +79,7 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
             # never embedded nor scored: the rule drops it whatever the teacher says
             r.update(status="rejected", drop_reason="no class", reason="query names no target class")
         elif r["status"] == "ok" and r["id"] not in scores:
-            r.update(status="corrupt", reason="no teacher score (failed to decode for features)")
+            r.update(status="corrupt", reason="no teacher score (failed to decode when embedded or scored)")
         elif r["id"] in by_id:
             i = by_id[r["id"]]
             r["teacher_pred"], r["teacher_prob"] = int(pred[i]), float(prob[i])
@@ -128,7 +140,9 @@ def select_stage(cfg: Config, workspace) -> list[Path]:
         queries = [r["weak_labels"][0] for r in manifest.rows if r["status"] == "ok" and r.get("weak_labels")]
         index = query_classes(ws, src, classes, queries, "select")
         rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                                  index, cfg.omni.min_keep)
+                                  index, cfg.omni.min_keep, "clips" if cfg.omni.untrimmed == "clips" else "frames")
+        info = ws.scores_info(src.name)
+        stats["teachers"] = [t["run"] for t in json.loads(info.read_text())["teachers"]] if info.exists() else []
         out = write_manifest(Manifest(rows, classes), ws.web(src.name, "aux"))
         atomic_write_text(ws.selection(src.name), json.dumps(stats, indent=2))
         pr = stats.get("filter")

@@ -31,6 +31,28 @@ class Teacher:
     cfg: Config
     classes: list[str]
     run: Path
+    checkpoint: Path | None = None
+    digest: str = ""  # of the weights file: scores of other weights are never reused
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def describe(t: Teacher) -> dict:
+    """What the report says about a teacher."""
+    pixel = t.cfg.mode == "pixels"
+    return {"run": t.run.name, "mode": t.cfg.mode, "model": t.cfg.model.name if pixel else f"head:{t.cfg.features.head}",
+            "kind": ("2d" if hasattr(t.model, "forward_frame_logits") else "3d") if pixel else "features",
+            "sampler": f"{t.cfg.media.sampler} {t.cfg.media.num_segments}x{t.cfg.media.frame_interval}" if pixel
+            else f"{t.cfg.features.frames} frames",
+            "checkpoint": str(t.checkpoint) if t.checkpoint else "", "digest": t.digest}
 
 
 def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int | None = None) -> Teacher:
@@ -40,7 +62,8 @@ def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int 
 
     run = Workspace.of(workspace).run(run_name)
     if not run.is_dir() or not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first")
+        raise FileNotFoundError(f"teacher run {run} has no finished checkpoint; train it first "
+                                "(`omnisource run` trains the teachers listed in omni.teachers)")
     ckpt = select_checkpoint(run, "best")
     tcfg = from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     if tcfg.mode == "features":
@@ -50,7 +73,7 @@ def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int 
     else:
         model = create_model(tcfg.model.name, len(classes), pretrained=None, width=tcfg.model.width)
     load_weights(model, ckpt)
-    return Teacher(model.eval(), tcfg, classes, run)
+    return Teacher(model.eval(), tcfg, classes, run, ckpt, _file_digest(ckpt / "model.safetensors"))
 
 
 @torch.no_grad()

@@ -1,4 +1,9 @@
-"""``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2)."""
+"""``omnisource score``: run the teacher(s) over every web source (OmniSource §3.2).
+
+Each source has its own teachers (``web[i].teachers``, else ``omni.teacher_runs``; several =
+an ensemble averaging probabilities): a 2D teacher for images, a 3D one for videos.
+``scores/<source>/teachers.json`` records which teachers scored the source.
+"""
 from __future__ import annotations
 
 import copy
@@ -8,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, ConfigError, source_teachers, to_dict
 from ..console import console
 from ..data.manifest import atomic_write_text, read_manifest
 from ..select.filter import teacher_rows
 from ..stamps import config_inputs, file_inputs, stage, teacher_inputs, value_digest
 from ..workspace import Workspace
-from .score import Teacher, load_teacher, score_clips, score_in_shards, score_untrimmed, summarise
+from .score import Teacher, describe, load_teacher, score_clips, score_in_shards, score_untrimmed
 
 
 def _feature_dim(cache: Path) -> int:
@@ -45,77 +50,35 @@ def _feature_scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
     return score
 
 
-class _SecondFrames:
-    """One frame per second of an untrimmed video, decoded in a loader worker; a file that
-    fails gives (None, reason) and stays unscored (select records it as corrupt)."""
-
-    def __init__(self, rows: list[dict], media_cfg):
-        self.rows, self.cfg = rows, media_cfg
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        from ..data import media, sampling, transforms
-        from ..data.datasets import frame_span
-
-        r = self.rows[i]
-        try:
-            first, num, fps = frame_span(r)
-            frames = media.read_frames(r["path"], sampling.one_fps_indices(num, fps) + first, kind=r["kind"],
-                                       max_pixels=self.cfg.max_pixels)
-        except (media.MediaError, ValueError, OSError) as err:
-            return i, None, str(err) or type(err).__name__
-        clip = transforms.center_crop(transforms.resize_short(frames, self.cfg.resize_short), self.cfg.input_size)
-        return i, transforms.to_tensor(clip).permute(1, 0, 2, 3).unsqueeze(2), ""  # (F, 3, 1, H, W)
-
-
-def _pixel_scorer(teachers: list[Teacher], cfg: Config, kind: str):
-    import torch
-    from ..data.datasets import VideoClipDataset, make_loader, worker_loader
-    from ..progress import track
-    from ..train.loop import predict, resolve_device
-
-    device = resolve_device(cfg.train.device)
-
-    def score(rows: list[dict]) -> list[dict]:
-        if kind != "untrimmed":
-            loader = make_loader(VideoClipDataset(rows, cfg.media, False), cfg.train.batch_size, False,
-                                 cfg.train.num_workers)
-            probs = np.mean([predict(t.model.to(device), loader, device, label=f"score: teacher {t.run.name}")[0]
-                             for t in teachers], axis=0)
-            return [{"id": r["id"], **summarise(p)} for r, p in zip(loader.dataset.rows, probs)]
-        out = []
-        loader = worker_loader(_SecondFrames(rows, cfg.media), batch_size=None, num_workers=cfg.train.num_workers)
-        for i, x, reason in track(loader, "score: untrimmed videos", len(rows), "videos"):
-            if x is None:
-                console.print(f"[yellow]score: {rows[i]['path']}: {reason}; left unscored[/]")
-                continue
-            with torch.no_grad():
-                x = x.to(device)
-                frame_probs = np.mean([t.model.to(device).eval()(x).softmax(-1).cpu().numpy() for t in teachers], 0)
-            out.append({"id": rows[i]["id"], **summarise(frame_probs.max(axis=0)), "frame_probs": frame_probs.tolist()})
-        return out
-
-    return score
+def scores_key(teachers: list[Teacher], cfg: Config) -> str:
+    """What a score depends on besides the rows: the teachers' weights and sampling, the windows."""
+    o = cfg.omni
+    pixel = cfg.mode == "pixels"  # pixel-mode 2D teachers score 1 fps frames for snippets only
+    parts = [cfg.mode, o.clip_seconds, o.score_views if pixel else 1, o.untrimmed if pixel else ""]
+    parts += [[t.digest, to_dict(t.cfg.media), t.cfg.features.frames] for t in teachers]
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 def _scorer(teachers: list[Teacher], cfg: Config, workspace, kind: str):
-    return _feature_scorer(teachers, cfg, workspace, kind) if cfg.mode == "features" \
-        else _pixel_scorer(teachers, cfg, kind)
+    if cfg.mode == "features":
+        return _feature_scorer(teachers, cfg, workspace, kind)
+    from ..train.loop import resolve_device
+    from .pixels import pixel_scorer
+
+    return pixel_scorer(teachers, cfg, kind, resolve_device(cfg.train.device))
 
 
 class ScorerFactory:
     """What a Ray actor of ``score --engine ray`` builds once: the teachers, loaded, and the local
     engine's scoring function over them, giving one record (or None: unscored) per row."""
 
-    def __init__(self, cfg: Config, workspace, kind: str, classes: list[str], dim: int | None):
-        self.cfg = copy.deepcopy(cfg)
+    def __init__(self, cfg: Config, workspace, kind: str, classes: list[str], dim: int | None, runs: list[str]):
+        self.cfg, self.runs = copy.deepcopy(cfg), list(runs)
         self.cfg.train.num_workers = 0  # Ray's actors are the parallelism; no loader processes inside them
         self.workspace, self.kind, self.classes, self.dim = Workspace.of(workspace), kind, classes, dim
 
     def __call__(self):
-        teachers = [load_teacher(self.workspace, run, self.classes, self.dim) for run in self.cfg.omni.teacher_runs]
+        teachers = [load_teacher(self.workspace, run, self.classes, self.dim) for run in self.runs]
         fn = _scorer(teachers, self.cfg, self.workspace, self.kind)
 
         def one_per_row(rows: list[dict]) -> list[dict | None]:
@@ -129,27 +92,34 @@ def teacher_identity(cfg: Config, ws: Workspace) -> dict:
     """What scores depend on besides the rows: the teachers' weights and configs, and how they score."""
     keys = ["mode", "omni.teacher_runs", "omni.clip_seconds"] + (
         ["features.backbone", "features.pretrained", "features.size", "features.frames"] if cfg.mode == "features"
-        else ["media", "train.device", "train.amp"])
-    return {**config_inputs(cfg, *keys), **teacher_inputs(ws, cfg.omni.teacher_runs),
-            "web kinds": value_digest([(s.name, s.kind) for s in cfg.web])}
+        else ["media", "train.device", "train.amp", "train.amp_dtype", "omni.score_views", "omni.untrimmed"])
+    runs = dict.fromkeys(n for src in cfg.web for n in source_teachers(cfg, src))
+    return {**config_inputs(cfg, *keys), **teacher_inputs(ws, runs),
+            "web kinds": value_digest([(s.name, s.kind, source_teachers(cfg, s)) for s in cfg.web])}
 
 
 @stage("score", lambda cfg, ws, engine=None: {  # the engine changes no score
     **teacher_identity(cfg, ws), **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
        lambda cfg, ws, engine=None: [ws.scores(s.name) for s in cfg.web])
 def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
-    """Score every web sample with the teacher run(s) of ``omni.teacher_runs`` into ``scores/<source>/``
-    (resumable by shard); ``engine`` (distributed.ray.RayOptions) runs the missing shards as a Ray
-    Data pipeline instead, into the same shards."""
+    """Score every web source with its teachers (``web[i].teachers``, else ``omni.teacher_runs``)
+    into ``scores/<source>/`` (resumable by shard); ``engine`` (distributed.ray.RayOptions) runs
+    the missing shards as a Ray Data pipeline instead, into the same shards."""
     ws = Workspace.of(workspace)
     classes = read_manifest(ws.target_manifest()).classes
     dim = _feature_dim(ws.feature_cache(cfg)) if cfg.mode == "features" else None
-    # Loaded here with either engine, so a missing teacher fails before any cluster work starts.
-    teachers = [load_teacher(ws, run, classes, dim) for run in cfg.omni.teacher_runs]
+    # Loaded here with either engine, so a missing teacher fails before any (cluster) work starts.
+    loaded: dict[str, Teacher] = {}
+    for name in dict.fromkeys(n for src in cfg.web for n in source_teachers(cfg, src)):
+        loaded[name] = load_teacher(ws, name, classes, dim)
+        if loaded[name].cfg.mode != cfg.mode:
+            raise ConfigError(f"teacher run {name} was trained in {loaded[name].cfg.mode} mode; "
+                              f"this experiment scores in {cfg.mode} mode")
     identity = teacher_identity(cfg, ws)
-    key = value_digest(identity)
     outs = []
     for src in cfg.web:
+        names = source_teachers(cfg, src)
+        teachers = [loaded[n] for n in names]
         ok = [r for r in read_manifest(ws.web(src.name)).rows if r["status"] == "ok"]
         rows = teacher_rows(ok, classes, src.query_map, cfg.omni.filter)
         if len(rows) < len(ok):
@@ -159,12 +129,16 @@ def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
         if engine is not None:
             from ..distributed import ray as ray_engine
 
-            factory = ScorerFactory(cfg, ws, src.kind, classes, dim)
+            factory = ScorerFactory(cfg, ws, src.kind, classes, dim, names)
             run_shards = functools.partial(ray_engine.map_shards, factory=factory, opts=engine)
-        out = score_in_shards(rows, _scorer(teachers, cfg, ws, src.kind), ws.scores(src.name),
-                              progress=True, key=key, run_shards=run_shards)
-        atomic_write_text(out / "teacher.json", json.dumps({"key": key, **identity}, indent=1))
-        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(cfg.omni.teacher_runs)}"
-                      f"{' (ray)' if engine else ''} -> {out}")
+        shard = 2048 if cfg.mode == "features" else (32 if src.kind == "untrimmed" else 256)
+        out = score_in_shards(rows, _scorer(teachers, cfg, ws, src.kind), ws.scores(src.name), shard_size=shard,
+                              progress=True, key=scores_key(teachers, cfg), run_shards=run_shards)
+        atomic_write_text(out / "teacher.json", json.dumps({"key": value_digest(identity), **identity}, indent=1))
+        atomic_write_text(ws.scores_info(src.name), json.dumps(
+            {"source": src.name, "kind": src.kind, "teachers": [describe(t) for t in teachers],
+             "clip_seconds": cfg.omni.clip_seconds, "views": cfg.omni.score_views if cfg.mode == "pixels" else 1},
+            indent=2))
+        console.print(f"score {src.name}: {len(rows)} rows by {', '.join(names)}{' (ray)' if engine else ''} -> {out}")
         outs.append(out)
     return outs

@@ -1,9 +1,10 @@
 """``omnisource train`` with ``train.method=da``: the two stages of Kae & Song on a workspace.
 
 Sources: the web sources of the config (``omnisource import-web`` first) — ``kind: image``
-sources are the web images, ``kind: trimmed`` sources the web videos (their frames in stage 1,
-their clips in stage 2); each sample's weak label (query, mapped through ``query_map``) is its
-label, and samples whose query names no target class are left out. The target manifest's
+sources are the web images, ``kind: trimmed`` sources and the ``da.chunk_seconds`` chunks of
+``kind: untrimmed`` sources the web videos (their frames in stage 1, their clips in stage 2);
+each sample's weak label (query, mapped through ``query_map``) is its label, and samples whose
+query names no target class are left out. The target manifest's
 training rows are the unlabeled target frames/clips (their labels are never read); its
 validation rows evaluate both stages.
 
@@ -114,13 +115,26 @@ def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DACon
     return results
 
 
+def video_chunks(rows: list[dict], seconds: float) -> list[dict]:
+    """Untrimmed web videos cut into consecutive ``seconds`` chunks (Kae & Song §3.4: the video
+    model trains on web video chunks), each a row with ``start_s``/``end_s`` and ``parent_id``."""
+    from ..data.media import MediaError
+    from ..transform.untrimmed import window_rows, windows_of
+
+    out = []
+    for r in rows:
+        try:
+            out += window_rows(r, windows_of(r, seconds))
+        except (MediaError, ValueError, OSError) as err:
+            console.print(f"[yellow]da: {r['path']}: {err}; left out[/]")
+    return out
+
+
 def _sources(cfg: Config, workspace, classes: list[str]) -> dict[str, list[dict]]:
+    """Weakly-labelled web rows: ``image`` (web images) and ``video`` (trimmed web videos, and the
+    ``da.chunk_seconds`` chunks of untrimmed ones; their frames in stage 1, their clips in stage 2)."""
     found: dict[str, list[dict]] = {"image": [], "video": []}
     for src in cfg.web:
-        if src.kind == "untrimmed":
-            console.print(f"[yellow]da: web source {src.name} is untrimmed; domain adaptation uses image and "
-                          f"trimmed sources only, skipped[/]")
-            continue
         path = Workspace.of(workspace).web(src.name)
         if not path.exists():
             raise ManifestError(f"{path} is missing: run `omnisource import-web` first")
@@ -128,22 +142,50 @@ def _sources(cfg: Config, workspace, classes: list[str]) -> dict[str, list[dict]
         index = query_classes(Workspace.of(workspace), src, classes,
                               [str(q) for r in rows for q in r.get("weak_labels") or []], "da")
         kept = weak_labelled(rows, classes, src.query_map, index)
+        chunks = video_chunks(kept, cfg.da.chunk_seconds) if src.kind == "untrimmed" else kept
         console.print(f"da: web source {src.name}: {len(kept)} of {len(rows)} samples have a weak label "
-                      f"naming a target class")
-        found["image" if src.kind == "image" else "video"] += kept
+                      f"naming a target class" + (f", cut into {len(chunks)} chunks of {cfg.da.chunk_seconds:g} s"
+                                                  if src.kind == "untrimmed" else ""))
+        found["image" if src.kind == "image" else "video"] += chunks
     if not found["image"] and not found["video"]:
-        raise ManifestError("train.method=da needs web sources (image or trimmed) whose queries name target classes")
+        raise ManifestError("train.method=da needs web sources whose queries name target classes")
     return found
 
 
-def _feature_data(cfg: Config, workspace, manifest, web: dict[str, list[dict]]) -> dict:
-    from ..features.cache import stack_features
+def chunk_features(per_second: dict[str, np.ndarray], chunks: list[dict], frames: int):
+    """(N, T, D) features of chunk rows from the 1 fps cache of their videos (T seconds of the
+    chunk, evenly spaced) and the chunks that had them."""
+    from ..data.sampling import tsn_indices
 
-    cache, t = Workspace.of(workspace).feature_cache(cfg), cfg.features.frames
+    feats, kept = [], []
+    for r in chunks:
+        parent = per_second.get(r["parent_id"])
+        if parent is None or not len(parent):
+            continue
+        lo = min(int(r["start_s"]), len(parent) - 1)
+        part = parent[lo:max(lo + 1, min(len(parent), int(np.ceil(r["end_s"]))))]
+        feats.append(part[tsn_indices(len(part), frames, train=False)])
+        kept.append(r)
+    return (np.stack(feats) if feats else np.zeros((0, frames, 0), np.float32)), kept
+
+
+def _feature_data(cfg: Config, workspace, manifest, web: dict[str, list[dict]]) -> dict:
+    from ..features.cache import load_features, stack_features
+
+    ws = Workspace.of(workspace)
+    cache, t = ws.feature_cache(cfg), cfg.features.frames
     data = {}
     for name, rows in web.items():
-        x, kept = stack_features(cache, rows, t) if rows else (np.zeros((0, t, 0), np.float16), [])
-        data[name] = (x.astype(np.float32), np.array([r["label"] for r in kept], np.int64), [r["id"] for r in kept])
+        chunks = [r for r in rows if r.get("parent_id") and r.get("start_s") is not None]
+        whole = [r for r in rows if not (r.get("parent_id") and r.get("start_s") is not None)]
+        x, kept = stack_features(cache, whole, t) if whole else (np.zeros((0, t, 0), np.float16), [])
+        ids = [r["id"] for r in kept]
+        if chunks:
+            per_second = load_features(ws.feature_cache(cfg, per_second=True), sorted({r["parent_id"] for r in chunks}))
+            xc, kc = chunk_features(per_second, chunks, t)
+            x, kept = (np.concatenate([x.astype(np.float32), xc]) if len(kept) else xc), kept + kc
+            ids += [r["parent_id"] for r in kc]  # logged under its video's id (the web manifest's), chunks pooled
+        data[name] = (x.astype(np.float32), np.array([r["label"] for r in kept], np.int64), ids)
     for split in ("train", "val"):
         rows = [r for r in manifest.rows if r.get("split") == split and r.get("status") == "ok"]
         x, kept = stack_features(cache, rows, t)
@@ -154,6 +196,11 @@ def _feature_data(cfg: Config, workspace, manifest, web: dict[str, list[dict]]) 
     if not any(len(data[n][1]) for n in ("image", "video")):
         raise ManifestError("no web sample has cached features: run `omnisource features` first")
     return data
+
+
+def _log_id(row: dict) -> str:
+    """The id a sample has in the attention log: a chunk is logged under its video."""
+    return row["parent_id"] if row.get("parent_id") and row.get("start_s") is not None else row["id"]
 
 
 def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, ...], resume: bool) -> dict:
@@ -175,7 +222,8 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
 
     target = [dict(r, label=None) for r in rows["train"]]  # the target labels are never read
     if "video" in stages and not web["video"]:
-        raise ManifestError("stage 2 needs a trimmed web video source (da.stages=image trains the image model only)")
+        raise ManifestError("stage 2 needs a trimmed or untrimmed web video source "
+                            "(da.stages=image trains the image model only)")
 
     def loader(rs, media):
         return make_loader(VideoClipDataset(rs, media, True, t.seed), t.batch_size, True, t.num_workers, seed=t.seed)
@@ -187,14 +235,14 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
         for name, key in (("image", "image"), ("frame", "video")):
             if web[key]:
                 loaders[name] = loader(web[key], one)
-                ids[name] = [r["id"] for r in loaders[name].dataset.rows]
+                ids[name] = [_log_id(r) for r in loaders[name].dataset.rows]
         results["image"] = fit_da(DANet(model, da, loaders), loaders, ids, val, t, da, out / da.image_run, classes,
                                   dump_config(cfg), resume, console)
     else:
         load_image_model(model, out / da.image_run)
     if "video" in stages:
         loaders = {"frame": loader(web["video"], cfg.media), "target": loader(target, cfg.media)}
-        ids = {"frame": [r["id"] for r in loaders["frame"].dataset.rows]}
+        ids = {"frame": [_log_id(r) for r in loaders["frame"].dataset.rows]}
         net = DANet(inflate_2plus1(model, da.temporal_kernel), da, loaders)
         results["video"] = fit_da(net, loaders, ids, val, stage_config(t, da, "video"), da, out / da.video_run,
                                   classes, dump_config(cfg), resume, console)
@@ -213,7 +261,7 @@ def _da_inputs(cfg: Config, ws: Workspace, **_) -> dict:
         if latest_checkpoint(ws.run(name)) is None:
             raise FileNotFoundError(f"{ws.run(name)}: no stage-1 checkpoint; run with da.stages=image or both first")
     return {**model_inputs(cfg, ws), **config_inputs(cfg, "da", "web"), **teacher_inputs(ws, loaded),
-            **file_inputs(ws, [ws.web(s.name) for s in cfg.web if s.kind != "untrimmed"] + [ws.queries])}
+            **file_inputs(ws, [ws.web(s.name) for s in cfg.web] + [ws.queries])}  # untrimmed ones: chunks in stage 2
 
 
 def single_process() -> None:

@@ -6,7 +6,6 @@ Target-only training is the same step with no auxiliary batches.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -27,6 +26,7 @@ from .card import card_from_text
 from .checkpoint import (after_epoch, latest_checkpoint, load_training_state, load_weights, save_checkpoint,
                          set_rng_state)
 from .loggers import open_loggers
+from .precision import amp_dtype, autocast, backward, make_scaler, optimizer_step, prepare_model, to_memory_format
 
 
 @dataclass
@@ -47,11 +47,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast_for(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+def autocast_for(device: torch.device, enabled: bool, dtype: str = "auto"):
+    """Autocast in ``dtype`` (auto: fp16 on CUDA, bf16 elsewhere), or nothing when disabled."""
+    return autocast(device, amp_dtype(device, enabled, dtype))
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, param_groups=None) -> torch.optim.Optimizer:
@@ -99,6 +97,29 @@ def mixup(x: torch.Tensor, t: torch.Tensor, alpha: float, *extra: torch.Tensor) 
     return tuple(lam * a + (1 - lam) * a[perm] for a in (x, t, *extra))
 
 
+def cross_partners(source: torch.Tensor) -> torch.Tensor:
+    """For each sample, the index of a partner drawn uniformly from the samples of the *other*
+    sources (within its own source when there is only one)."""
+    n = len(source)
+    partner = torch.randperm(n, device=source.device)
+    for s in torch.unique(source):
+        mine, others = (source == s).nonzero().flatten(), (source != s).nonzero().flatten()
+        if len(others):
+            partner[mine] = others[torch.randint(len(others), (len(mine),), device=source.device)]
+    return partner
+
+
+def mix_across_sources(x: torch.Tensor, t: torch.Tensor, source: torch.Tensor, alpha: float,
+                       *extra: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mixup across datasets (OmniSource §3.3): every sample is mixed with a sample of another
+    source (a target clip with a web one and vice versa), λ ~ Beta(α, α). Returns (x, t, partner,
+    *extra mixed alike, e.g. logit offsets)."""
+    lam = float(np.random.beta(alpha, alpha))
+    partner = cross_partners(source)
+    mixed = [lam * a + (1 - lam) * a[partner] for a in (x, t, *extra)]
+    return mixed[0], mixed[1], partner, *mixed[2:]
+
+
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
 
@@ -108,45 +129,55 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def train_step(model, batches: list[tuple], optimizer, cfg: TrainConfig, num_classes: int, device: torch.device,
-               cross_mixup: bool = False) -> dict:
+               cross_mixup: bool = False, *, scaler: torch.amp.GradScaler | None = None,
+               memory_format: torch.memory_format | None = None, zero_grad: bool = True, step: bool = True,
+               loss_scale: float = 1.0) -> dict:
     """One iteration: for each (source, x, y, weight[, logit_offset]) batch, forward + weighted
     CE; sum; one backward.
 
     ``logit_offset`` (C,), when given, is added to that batch's logits inside its loss only
     (``aux_logit_offset``: the prior correction of web sources). Mixup is within each batch;
-    with ``cross_mixup`` the batches are concatenated and mixed across sources (OmniSource
-    §3.3), each sample keeping its source's weight / batch size and offset, which is the same
-    summed loss as the per-batch form before mixing.
+    with ``cross_mixup`` the batches are concatenated and each sample is mixed with one of
+    another source (OmniSource §3.3), keeping its source's weight / batch size and offset, which
+    is the same summed loss as the per-batch form before mixing.
+    Gradient accumulation: ``zero_grad`` / ``step`` say whether this iteration opens / closes an
+    accumulation window, and ``loss_scale`` (1 / window length) makes the window's summed
+    gradient that of one large batch. ``scaler``: fp16 loss scaling (``train.precision``).
     """
     model.train()
-    optimizer.zero_grad(set_to_none=True)
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
     prepared = []
     for source, x, y, weight, *rest in batches:
         # uint8 clips cross to the device and become floats there (features pass as they are)
-        x, y = to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        x = to_memory_format(to_float(x.to(device, non_blocking=True)), memory_format)
+        y = y.to(device, non_blocking=True)
         off = torch.zeros(num_classes, device=device) if not rest or rest[0] is None else rest[0].to(device)
         prepared.append((source, x, y, soft_targets(y, num_classes, cfg.label_smoothing), weight,
                          off.float().expand(len(x), num_classes)))
-    if cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1:
-        groups = [("mixed", torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
-                   torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device) for p in prepared]),
-                   torch.cat([p[5] for p in prepared]))]
+    mixed = cross_mixup and cfg.mixup_alpha > 0 and len(prepared) > 1
+    if mixed:
+        x, t, _, off = mix_across_sources(
+            torch.cat([p[1] for p in prepared]), torch.cat([p[3] for p in prepared]),
+            torch.cat([torch.full((len(p[1]),), k, device=device) for k, p in enumerate(prepared)]), cfg.mixup_alpha,
+            torch.cat([p[5] for p in prepared]))
+        groups = [("mixed", x, t, torch.cat([torch.full((len(p[1]),), p[4] / len(p[1]), device=device)
+                                             for p in prepared]), off)]
     else:
         groups = [(src, x, t, torch.full((len(x),), w / len(x), device=device), off)
                   for src, x, _, t, w, off in prepared]
     total = torch.zeros((), device=device)
     logits_of = {}
     for name, x, t, w, off in groups:
-        if cfg.mixup_alpha > 0:
+        if cfg.mixup_alpha > 0 and not mixed:
             x, t, off = mixup(x, t, cfg.mixup_alpha, off)
-        with autocast_for(device, cfg.amp):
+        with autocast_for(device, cfg.amp, cfg.amp_dtype):
             logits = model(x)
         total = total + (w * per_sample_cross_entropy(logits.float() + off, t)).sum()
         logits_of[name] = logits.detach()
-    total.backward()
-    if cfg.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-    optimizer.step()
+    backward(total * loss_scale if loss_scale != 1.0 else total, scaler)
+    if step:
+        optimizer_step(optimizer, model.parameters(), cfg.clip_grad, scaler)
     stats = {"total_loss": total.item()}
     offset = 0
     for source, x, y, t, weight, _ in prepared:
@@ -162,7 +193,7 @@ def train_step(model, batches: list[tuple], optimizer, cfg: TrainConfig, num_cla
 
 @torch.no_grad()
 def predict(model, loader, device: torch.device, amp: bool = False, label: str = "predict",
-            progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+            progress: bool = True, dtype: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Softmax scores averaged over views when x is (B, V, ...) for a model expecting (B, ...)."""
     from ..progress import track
 
@@ -174,7 +205,7 @@ def predict(model, loader, device: torch.device, amp: bool = False, label: str =
         if multi_view:
             b, v = x.shape[:2]
             x = x.flatten(0, 1)
-        with autocast_for(device, amp):
+        with autocast_for(device, amp, dtype):
             p = model(x).float().softmax(-1)
         if multi_view:
             p = p.view(b, v, -1).mean(1)
@@ -236,8 +267,11 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     console = console or default_console
     dist = dist or ddp.context()
     run_dir = Path(run_dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     device = ddp.rank_device(resolve_device(cfg.device), dist)
-    model.to(device)
+    model, fmt = prepare_model(model, device, cfg.channels_last)  # compiled below, after the DDP wrap
+    scaler = make_scaler(device, amp_dtype(device, cfg.amp, cfg.amp_dtype))
     optimizer = build_optimizer(model, cfg, param_groups)
     steps_per_pass = len(train_loader)
     if steps_per_pass == 0:
@@ -247,9 +281,12 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     state = start_or_resume(model, optimizer, run_dir, resume, device, console, main=dist.is_main)
     start_epoch, history = state["epoch"], state.get("history", [])
     net = ddp.wrap(model, device, dist)
+    forward = torch.compile(net, backend=cfg.compile_backend) if cfg.compile else net
     if dist.enabled:
         console.print(f"DistributedDataParallel: world size {dist.world_size} ({dist.backend}), "
                       f"{steps_per_epoch} steps per epoch")
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     log_path = run_dir / "log.jsonl"
     card = card_from_text(config_text, classes, model)
     loggers = open_loggers(cfg.log if dist.is_main else [], run_dir, start_epoch)  # rank 0 writes the run folder
@@ -271,22 +308,29 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                 for source, it in aux_iters:
                     ax, ay, *_ = next(it)
                     batches.append((source.name, ax, ay, source.weight, source.logit_offset))
-                items.append(train_step(net, batches, optimizer, cfg, len(classes), device, cross_mixup))
+                # Accumulation windows of train.accumulate iterations (the epoch's last may be shorter).
+                window = min(cfg.accumulate, steps_per_epoch - i + i % cfg.accumulate)
+                items.append(train_step(forward, batches, optimizer, cfg, len(classes), device, cross_mixup,
+                                        scaler=scaler, memory_format=fmt, zero_grad=i % cfg.accumulate == 0,
+                                        step=(i + 1) % cfg.accumulate == 0 or i + 1 == steps_per_epoch,
+                                        loss_scale=1.0 / window))
                 bar.advance(note=f"loss {items[-1]['total_loss']:.3f} lr {lr:.2e}")
         record = {"epoch": epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2),
                   "steps": (epoch + 1) * steps_per_epoch, "world_size": dist.world_size,
                   "train": _mean_stats(items, dist)}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             scores, labels = ddp.gather_predictions(
-                *predict(model, ddp.shard_eval_loader(val_loader, dist), device, cfg.amp, f"{run_dir.name} validation"),
-                dist)
+                *predict(model, ddp.shard_eval_loader(val_loader, dist), device, cfg.amp, f"{run_dir.name} validation",
+                         dtype=cfg.amp_dtype), dist)
             m = classification_metrics(scores, labels, classes)
             record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
         history.append(record)
         if dist.is_main:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            save_checkpoint(run_dir, epoch + 1, model, optimizer, {"history": history}, config_text, card)
+            save_checkpoint(run_dir, epoch + 1, model, optimizer,
+                            {"history": history, **({"scaler": scaler.state_dict()} if scaler is not None else {})},
+                            config_text, card)
             after_epoch(run_dir, history, cfg.keep_checkpoints)  # best.json, retention
             loggers.log(record)
         parts = [f"{src} loss {v['loss']:.3f} acc {v['acc']:.3f}" for src, v in record["train"].items()]

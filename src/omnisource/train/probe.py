@@ -93,5 +93,5 @@ def transfer(model: nn.Module, how: str, train_loader, val_loader, cfg, run_dir,
     if val_loader is None:
         return {}
     device = resolve_device(cfg.device)
-    scores, labels = predict(model, val_loader, device, cfg.amp)
+    scores, labels = predict(model, val_loader, device, cfg.amp, cfg.amp_dtype)
     return classification_metrics(scores, labels, classes)

@@ -46,6 +46,7 @@ from .checkpoint import after_epoch, save_checkpoint
 from .loggers import open_loggers
 from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
                    resolve_device, set_epoch, soft_targets, start_or_resume)
+from .precision import amp_dtype, backward, make_scaler, optimizer_step, prepare_model, to_memory_format
 
 WEB = ("image", "frame")
 
@@ -73,14 +74,18 @@ class DANet(nn.Module):
 
 
 def da_step(net: DANet, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
-            beta: float, cfg: TrainConfig, num_classes: int, device: torch.device) -> dict:
+            beta: float, cfg: TrainConfig, num_classes: int, device: torch.device, *, scaler=None,
+            memory_format=None, zero_grad: bool = True, step: bool = True, loss_scale: float = 1.0) -> dict:
     """One iteration: forward every branch, α-weighted CE on the web branches, discriminator
     losses through the GRL, one backward, one step. ``batches`` maps a branch name (image,
-    frame, target) to ``(x, y)``; target labels are ignored. Returns each loss term and α."""
+    frame, target) to ``(x, y)``; target labels are ignored. Returns each loss term and α.
+    ``scaler``, ``zero_grad``, ``step`` and ``loss_scale`` as in ``loop.train_step``."""
     net.train()
-    optimizer.zero_grad(set_to_none=True)
-    with autocast_for(device, cfg.amp):
-        stages = {name: net.model.forward_stages(to_float(x.to(device, non_blocking=True)))
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+    with autocast_for(device, cfg.amp, cfg.amp_dtype):
+        stages = {name: net.model.forward_stages(to_memory_format(to_float(x.to(device, non_blocking=True)),
+                                                                  memory_format))
                   for name, (x, _) in batches.items()}
         logits = {name: net.model.fc(net.model.dropout(stages[name][-1])) for name in WEB if name in batches}
     target = stages.get("target")
@@ -101,10 +106,9 @@ def da_step(net: DANet, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], o
         fb = [grad_reverse(f, beta) for f in (stages[b] if net.multi_layer else stages[b][-1:])]
         losses[f"domain_{pair}"] = domain_loss(disc, fa, fb)
     total = sum(losses.values())
-    total.backward()
-    if cfg.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-    optimizer.step()
+    backward(total * loss_scale if loss_scale != 1.0 else total, scaler)
+    if step:
+        optimizer_step(optimizer, net.parameters(), cfg.clip_grad, scaler)
     return {"total_loss": float(total.item()), "losses": {k: float(v.item()) for k, v in losses.items()},
             "alpha": alphas}
 
@@ -157,7 +161,10 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    net.to(device)
+    if cfg.compile:  # the step runs forward_stages, which a compiled forward() would not cover
+        raise ValueError("train.compile is not supported with train.method=da")
+    _, fmt = prepare_model(net, device, cfg.channels_last)
+    scaler = make_scaler(device, amp_dtype(device, cfg.amp, cfg.amp_dtype))
     optimizer = build_optimizer(net, cfg)
     main = max((n for n in WEB if n in loaders), key=lambda n: len(loaders[n]))
     steps_per_epoch = len(loaders[main])
@@ -166,6 +173,8 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     total_steps = cfg.epochs * steps_per_epoch
     state = start_or_resume(net, optimizer, run_dir, resume, device, console)
     start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     loggers = open_loggers(cfg.log, run_dir, start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         _seed_epoch(cfg.seed, epoch)
@@ -184,7 +193,10 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
                     bx, by, bidx = next(it)
                     batches[name], index[name] = (bx, by), bidx
                 beta = beta_at(step / max(1, total_steps), da.beta, da.beta_schedule, da.dann_gamma)
-                out = da_step(net, batches, optimizer, beta, cfg, len(classes), device)
+                window = min(cfg.accumulate, steps_per_epoch - i + i % cfg.accumulate)
+                out = da_step(net, batches, optimizer, beta, cfg, len(classes), device, scaler=scaler,
+                              memory_format=fmt, zero_grad=i % cfg.accumulate == 0,
+                              step=(i + 1) % cfg.accumulate == 0 or i + 1 == steps_per_epoch, loss_scale=1.0 / window)
                 for name, alpha in out["alpha"].items():
                     att.add(name, [ids[name][int(j)] for j in index[name]], alpha)
                     weights.append((alpha * len(alpha)).cpu())
@@ -195,14 +207,15 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
                   "train": _mean(items), "attention": {"min": float(w.min()), "max": float(w.max()),
                                                       "std": float(w.std()) if len(w) > 1 else 0.0}}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            scores, labels = predict(net.model, val_loader, device, cfg.amp)
+            scores, labels = predict(net.model, val_loader, device, cfg.amp, cfg.amp_dtype)
             m = classification_metrics(scores, labels, classes)
             record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
         history.append(record)
         with open(run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        save_checkpoint(run_dir, epoch + 1, net, optimizer, {"history": history, "attention": att.state()},
-                        config_text)
+        save_checkpoint(run_dir, epoch + 1, net, optimizer,
+                        {"history": history, "attention": att.state(),
+                         **({"scaler": scaler.state_dict()} if scaler is not None else {})}, config_text)
         after_epoch(run_dir, history, cfg.keep_checkpoints)
         loggers.log(record)
         terms = ", ".join(f"{k} {v:.3f}" for k, v in record["train"].items())
@@ -213,7 +226,7 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     att.write(run_dir / "attention.jsonl")
     metrics = {}
     if val_loader is not None:
-        scores, labels = predict(net.model, val_loader, device, cfg.amp)
+        scores, labels = predict(net.model, val_loader, device, cfg.amp, cfg.amp_dtype)
         metrics = classification_metrics(scores, labels, classes)
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     return {"history": history, "metrics": metrics}

@@ -17,12 +17,12 @@ from ..config import Config
 from ..data import media, transforms
 from ..data.datasets import frame_span
 from ..console import console
-from ..data.manifest import Manifest, make_id, read_manifest, write_manifest
+from ..data.manifest import Manifest, ManifestError, make_id, read_manifest, write_manifest
 from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..workspace import Workspace
 from .image_to_clip import estimate_homographies, fit_gaussian, load_motion, save_motion
-from .untrimmed import positive_frames, select_snippet
+from .untrimmed import positive_frames, select_snippet, window_rows
 
 
 MIN_PER_CLASS = 10  # homographies a class needs for a fit of its own
@@ -116,12 +116,13 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
                 out.append(dict(r, id=make_id(r["source"], f"{r['path']}#snippet{j}"), parent_id=r["id"],
                                 frame_indices=[int(i) for i in idx]))
         else:
-            probs = np.array(rec["clip_probs"] or [])
+            if not rec.get("clip_probs"):
+                raise ManifestError(f"{r['path']}: its teacher scores have no clip scores; re-run `omnisource score` "
+                                    "(omni.untrimmed=clips keeps the positive clips the teacher found)")
+            probs = np.array(rec["clip_probs"])
             threshold = min(o.frame_threshold, r.get("query_floor") or 1.0)
-            for (start, end), p in zip(rec["clip_windows"] or [], probs):
-                if p[r["label"]] >= threshold:
-                    out.append(dict(r, id=make_id(r["source"], r["path"], start, end), parent_id=r["id"],
-                                    start_s=float(start), end_s=float(end)))
+            positive = [tuple(w) for w, p in zip(rec["clip_windows"], probs) if p[r["label"]] >= threshold]
+            out += window_rows(r, positive)
     return out
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.manifest import make_id
+
 
 def positive_frames(frame_scores: np.ndarray, label: int, threshold: float) -> np.ndarray:
     """Boolean mask over frames: the probability of ``label`` reaches ``threshold``.
@@ -36,13 +38,14 @@ def select_snippet(positive: np.ndarray, k_pos: int, m_neg: int, rng: np.random.
 
 
 def clip_windows(duration_s: float, length_s: float = 10.0, min_s: float = 2.0) -> list[tuple[float, float]]:
-    """Consecutive windows of ``length_s``; a tail shorter than ``min_s`` is dropped."""
+    """Consecutive windows of ``length_s``; a tail shorter than ``min_s`` (or than a whole window,
+    when windows are shorter than ``min_s``) is dropped; a video shorter than that is one window."""
     if duration_s <= 0:
         return []
-    out, start = [], 0.0
+    out, start, shortest = [], 0.0, min(min_s, length_s, duration_s)
     while start < duration_s:
         end = min(duration_s, start + length_s)
-        if end - start >= min(min_s, duration_s):
+        if end - start >= shortest - 1e-9:
             out.append((start, end))
         start += length_s
     return out
@@ -51,3 +54,18 @@ def clip_windows(duration_s: float, length_s: float = 10.0, min_s: float = 2.0) 
 def positive_clips(clip_scores: np.ndarray, label: int, threshold: float) -> np.ndarray:
     """Indices of the 10 s clips whose probability of ``label`` reaches ``threshold``."""
     return np.flatnonzero(positive_frames(clip_scores, label, threshold))
+
+
+def windows_of(row: dict, clip_seconds: float) -> list[tuple[float, float]]:
+    """The ``clip_seconds`` windows of an untrimmed video row (probed when it lacks frame counts)."""
+    from ..data.datasets import frame_span
+
+    _, num, fps = frame_span(row)
+    return clip_windows(num / max(fps, 1e-6), clip_seconds)
+
+
+def window_rows(row: dict, windows: list[tuple[float, float]]) -> list[dict]:
+    """One row per window (``start_s``/``end_s``, ``parent_id``), with the id that the clip of
+    that window gets everywhere (scoring, ``transform``, domain adaptation)."""
+    return [dict(row, id=make_id(row["source"], row["path"], float(a), float(b)), parent_id=row["id"], start_s=float(a),
+                 end_s=float(b)) for a, b in windows]
