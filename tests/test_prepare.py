@@ -106,17 +106,20 @@ def test_settings_recorded_and_other_settings_refused(rows, tmp_path):
         prepare.prepare_media(rows[:1], tmp_path / "out", short_side=48, workers=1, progress=False)
 
 
-def test_stale_tmp_of_a_killed_run_removed_and_progress_lines(rows, tmp_path, capsys):
+def test_stale_tmp_of_a_killed_run_removed_and_progress_lines(rows, tmp_path, capsys, monkeypatch):
+    import omnisource.progress as P
+
+    monkeypatch.setattr(P, "INTERVAL", 0.0)  # off a terminal every step prints a line
     out = tmp_path / "out"
     (out / "aa").mkdir(parents=True)
     stale = out / "aa" / ".aa11.mp4.999999999.tmp"  # no such process
     stale.write_bytes(b"partial")
     live = out / "aa" / f".bb22.mp4.{os.getpid()}.tmp"
     live.write_bytes(b"in progress")
-    prepare.prepare_media(rows, out, short_side=32, workers=1, progress=None)  # stderr is no terminal
+    prepare.prepare_media(rows, out, short_side=32, workers=1, progress=None)  # no terminal: lines
     assert not stale.exists() and live.exists()
-    err = capsys.readouterr().err
-    assert "prepare (reencode): 4/4 files" in err  # a, b, the broken file, the span
+    printed = capsys.readouterr()
+    assert "prepare (reencode): 4 videos in" in printed.out + printed.err  # a, b, the broken file, the span
 
 
 def test_default_uses_all_cores_in_parallel(rows, tmp_path, monkeypatch):

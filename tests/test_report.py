@@ -151,7 +151,8 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     path = write_report(cfg, ws)
     text = path.read_text()
     # 3 kept and 2 dropped samples all show among the highest-confidence ones (4 per group).
-    assert _na(text) == ["no samples beyond those shown above"] * 2 + \
+    # The hand-made workspace has scores but no scores/images/teachers.json (which teacher scored it).
+    assert _na(text) == ["images: not scored yet"] + ["no samples beyond those shown above"] * 2 + \
         ["no comparisons or sweeps yet (`omnisource compare`, `omnisource sweep grid|labels|teacher|ratio`)"]
     _no_external_urls(text)
     # Counts per stage: 7 collected, 1 corrupt, 1 duplicate, 2 rejected, 3 kept, 3 training samples.
@@ -215,7 +216,7 @@ def test_report_degrades_to_short_reasons(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     reasons = _na(write_report(load_config(None, [f"workspace={empty}"]), empty).read_text())
-    assert len(reasons) == 10 and "no manifests in the workspace yet" in reasons
+    assert len(reasons) == 11 and "no manifests in the workspace yet" in reasons
     assert reasons[0] == "no baseline run: target_only has no metrics.json"  # the headline
     assert "no target manifest in the workspace (run `omnisource import`)" in reasons
 

@@ -95,7 +95,7 @@ def test_motion_is_refit_when_the_target_set_changes(data, tmp_path):
     args = [f"target.root={root / 'videos'}", "target.val_groups=['01']", "omni.image_to_clip=perspective",
             f"web=[{{name: images, kind: image, format: manifest, root: '{images}'}}]"]
     rows = [dict(r, label=0) for r in read_manifest(images).rows]
-    counts = []
+    counts, written = [], []
     for per_class in (0, 3):
         cfg = load_config(None, [*args, f"target.per_class={per_class}"])
         import_target(cfg, ws)
@@ -105,8 +105,11 @@ def test_motion_is_refit_when_the_target_set_changes(data, tmp_path):
         train = [r for r in target.rows if r["split"] == "train"]
         _, expected = fit_motion(train, target.classes, cfg.media.max_pixels)
         counts.append(int(np.load(ws.motion)["agnostic/count"]))
-        assert counts[-1] == expected["agnostic"]
-    assert len(train) == 18 and counts[0] > counts[1]  # three per class: the second fit saw fewer videos
+        written.append(ws.motion.stat().st_mtime_ns)
+        assert counts[-1] == expected["agnostic"]  # the fit of this target set
+    assert len(train) == 18 and written[1] > written[0]  # three per class: refitted on fewer videos
+    transform_stage(cfg, ws)
+    assert ws.motion.stat().st_mtime_ns == written[1]  # the same target set: not fitted again
 
 
 def test_retrain_refuses_to_destroy_and_never_leaves_stale_metrics(data, tmp_path):

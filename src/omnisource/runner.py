@@ -78,7 +78,49 @@ def run_pipeline(cfg: Config, workspace) -> dict:
         from .teacher.stage import score_stage
         from .weak.stage import pretrain_stage, transfer_stage, weak_labels_stage
 
-from .config import Config, ConfigError, source_teachers, teacher_config
+        if cfg.weak.labels != "weak":  # teacher, agreement and SPL labels come from teacher scores
+            _train_teachers(cfg, ws, results)
+            step(score_stage, cfg, ws)
+        step(weak_labels_stage, cfg, ws)
+        pretrain_stage(cfg, ws, auto=True)
+        transfer_stage(cfg, ws, "finetune", auto=True)
+    else:
+        from .select.stage import select_stage
+        from .teacher.stage import score_stage
+        from .train.joint import student_stage
+        from .transform.stage import transform_stage
+
+        _train_teachers(cfg, ws, results)
+        step(score_stage, cfg, ws)
+        step(select_stage, cfg, ws)
+        step(transform_stage, cfg, ws)
+        student_stage(cfg, ws, auto=True)  # embeds the rows the transform derived itself
+        step(evaluate_stage, student_config(cfg), ws)
+    results[final_run(cfg)] = _metrics(ws, final_run(cfg))
+    return results
+
+
+def _train_teachers(cfg: Config, ws: Workspace, results: dict) -> None:
+    """Train and evaluate every extra teacher some web source names, before any scoring."""
+    from .pipeline import evaluate_stage, train_stage
+
+    for name, tcfg in extra_teachers(cfg):  # each its own run
+        train_stage(tcfg, ws, auto=True)
+        step(evaluate_stage, tcfg, ws)
+        results[name] = _metrics(ws, name)
+
+
+def extra_teachers(cfg: Config) -> list[tuple[str, Config]]:
+    """(name, config) of every ``omni.teachers`` entry that some web source is scored by, in
+    the order the sources name them; the target-only run (``train.run_name``) is trained anyway,
+    and other names must be finished runs of the workspace."""
+    named = dict.fromkeys(n for src in cfg.web for n in source_teachers(cfg, src))
+    specs = {t.name for t in cfg.omni.teachers}
+    return [(n, teacher_config(cfg, n)) for n in named if n in specs and n != cfg.train.run_name]
+
+
+def _metrics(ws: Workspace, run: str) -> dict:
+    return json.loads((ws.run(run) / "metrics.json").read_text())
 
 
 def student_config(cfg: Config) -> Config:

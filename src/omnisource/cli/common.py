@@ -178,6 +178,9 @@ def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optio
         open_workspace(ws)
     base = ws.config_file if ws.config_file.is_file() else None
     cfg = load_config([p for p in (base, config) if p], overrides)
+    from ..data import media
+
+    media.set_backend(cfg.media.backend)  # every decode of this run, loader workers included
     cfg.workspace = str(ws.root)
     if torchrun:
         from ..distributed import ddp
@@ -185,20 +188,6 @@ def load_cfg(config: Optional[Path], workspace: Optional[Path], overrides: Optio
         if not ddp.setup(cfg.train.device).is_main:
             return cfg, ws
     if not existed or torchrun:
-        open_workspace(ws)
-    if base is None:
-        _new_bases.append((ws, dump_config(cfg)))
-    return cfg, ws
-    existed = ws.exists()
-    if existed:  # log a bad config too; a new workspace is made only for a good one
-        open_workspace(ws)
-    base = ws.config_file if ws.config_file.is_file() else None
-    cfg = load_config([p for p in (base, config) if p], overrides)
-    from ..data import media
-
-    media.set_backend(cfg.media.backend)  # every decode of this run, loader workers included
-    cfg.workspace = str(ws.root)
-    if not existed:
         open_workspace(ws)
     if base is None:
         _new_bases.append((ws, dump_config(cfg)))

@@ -1,6 +1,6 @@
 """Video decoding behind `media.read_frames`: containers, the PyAV forward decoder, torchcodec.
 
-Why it looks the way it does (DESIGN.md §3 and docs/benchmarks.md, measured on 2 cores):
+Why it looks the way it does (docs/concepts.md and docs/benchmarks.md, measured on 2 cores):
 - seeking per frame collapses to ~6 fps on long-GOP files, so a clip is decoded forward once, with
   one decoder thread (loader workers supply the parallelism), seeking only when a keyframe lies
   between the current position and the next wanted frame;

@@ -1,4 +1,4 @@
-"""Data-parallel training under ``torchrun`` (DESIGN.md §3–4): DistributedDataParallel, gloo on
+"""Data-parallel training under ``torchrun``: DistributedDataParallel, gloo on
 CPU, NCCL on CUDA.
 
 ``torchrun --standalone --nproc_per_node=N -m omnisource train -w WS`` (or ``--nnodes`` with a

@@ -1,4 +1,4 @@
-"""Ray Data engine for the embarrassingly parallel stages (DESIGN.md §3–4): ``omnisource features``,
+"""Ray Data engine for the embarrassingly parallel stages: ``omnisource features``,
 ``score`` and ``clean validate`` with ``--engine ray [--ray-address ADDR]``.
 
 A stage hands :func:`map_rows` the rows it has left to do and a picklable *factory*; the rows

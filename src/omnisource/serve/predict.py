@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import MediaConfig
 from ..data.datasets import _one_thread
 from ..data.media import MediaError
+from ..data.transforms import to_float
 from ..train.card import CardError, card_of
 from ..train.checkpoint import select_checkpoint
 from .inputs import Item, expand
@@ -167,7 +168,7 @@ class Classifier:
             if not pending:
                 return
             clips = torch.cat([c for _, c in pending])
-            probs = self.probs(clips)
+            probs = self.probs(to_float(clips))  # decoded as uint8, like training clips
             offset = 0
             for i, c in pending:
                 p = probs[offset:offset + len(c)].mean(0)  # the mean over views

@@ -26,6 +26,7 @@ from ..config import Config
 from ..console import console
 from ..data import media
 from ..data.datasets import VideoClipDataset, frame_span, worker_loader
+from ..data.transforms import to_float
 from ..transform.untrimmed import window_rows, windows_of
 from .score import Teacher, summarise
 
@@ -99,7 +100,7 @@ def clip_probs(teacher: Teacher, rows: list[dict], views: int, device, batch: in
         failed.update(dict(bad))
         if x is None:
             continue
-        x = x.to(device)
+        x = to_float(x.to(device))
         multi = dataset.base.multi_view
         b, v = (x.shape[0], x.shape[1]) if multi else (x.shape[0], 1)
         p = model(x.flatten(0, 1) if multi else x).float().softmax(-1).view(b, v, -1).mean(1).cpu().numpy()
@@ -118,7 +119,7 @@ def frame_probs(teacher: Teacher, rows: list[dict], device, workers: int
     for x, idx, bad in loader:
         failed.update(dict(bad))
         if x is not None:
-            probs[idx[0]] = model(x[0].to(device)).float().softmax(-1).cpu().numpy()
+            probs[idx[0]] = model(to_float(x[0].to(device))).float().softmax(-1).cpu().numpy()
     return probs, failed
 
 

@@ -5,7 +5,7 @@ fp16 autocast needs loss scaling: gradients below fp16's range (~6e-8) flush to 
 multiplied by a dynamic scale before ``backward`` and the gradients are unscaled before clipping and
 the optimizer step, which is skipped when they overflowed (``torch.amp.GradScaler``). bf16 has
 fp32's exponent range and needs no scaler. ``auto`` picks fp16 on CUDA and bf16 elsewhere
-(2–3× on CPUs with AMX, DESIGN.md §3).
+(2–3× on CPUs with AMX, docs/concepts.md).
 """
 from __future__ import annotations
 
