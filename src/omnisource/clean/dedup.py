@@ -524,7 +524,7 @@ def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None
         eval_rows = [r for r in read_manifest(eval_path).rows if r.get("split") in splits and r.get("status") == "ok"]
     if not eval_rows and not exact_only:
         where = eval_path or f"{ws} (no target manifest)"
-        raise ValueError(f"no evaluation rows (splits {sorted(splits)}) in {where}; pass --eval or --exact-only")
+        raise ValueError(f"no evaluation rows (splits {sorted(splits)}) in {where}; pass --eval or --exact-only (under `run`: clean.dedup=false skips the dedup, or give the target a validation split)")
     f = cfg.features
     opts = DedupOptions(size=size or f.size, eval_fps=eval_fps, web_frames=web_frames, threshold=threshold,
                         exact_max=exact_max, search_batch=search_batch, batch_size=f.batch_size,
