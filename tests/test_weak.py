@@ -134,7 +134,11 @@ def test_cli_spl_pretrain_then_finetune_and_probe(tmp_path):
     weak = read_manifest(ws / "manifests" / "weak.parquet")
     doc = json.loads((ws / "manifests" / "weak.labelmap.json").read_text())
     n = len(read_manifest(ws / "manifests" / "target.parquet").classes)
-    assert doc["num_classes"] == 2 * n == len(weak.classes) and 0 <= doc["noise_ratio"] <= 1
+    assert doc["num_classes"] == 2 * n == len(weak.classes)
+    # Noise ratio: the share of used samples whose teacher disagrees with the query. SPL keeps every
+    # diagonal cell, so the samples it drops disagree too.
+    disagree = sum(r["teacher_pred"] != doc["classes"][r["label"]]["weak"] for r in weak.rows)
+    assert doc["of"] > 0 and doc["noise_ratio"] == pytest.approx((disagree + doc["of"] - doc["samples"]) / doc["of"])
     assert weak.rows and all(0 <= r["label"] < 2 * n for r in weak.rows)
     clips = [r for r in weak.rows if r.get("parent_id")]
     assert clips and all(r["end_s"] - r["start_s"] <= 2.0 + 1e-6 for r in clips)

@@ -16,8 +16,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
-import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable

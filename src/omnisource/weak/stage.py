@@ -18,10 +18,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 from torch.utils.data import Dataset
 
-from ..config import Config, ConfigError, dump_config, from_dict
+from ..config import Config, ConfigError, dump_config
 from ..console import console
 from ..data.manifest import Manifest, ManifestError, atomic_write_text, make_id, read_manifest, write_manifest
 from ..distributed import ddp
