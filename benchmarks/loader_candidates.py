@@ -7,7 +7,7 @@
 Each `cand-*` is `ours` (benchmarks/loader_plugin.py) with one choice switched back or changed,
 by setting module attributes while its DataLoader runs (forked workers inherit them; they are
 restored afterwards):
-  cand-no-skip        no non-reference frame skipping (decode.SKIP_VERIFY out of reach)
+  cand-no-skip        no non-reference frame skipping (pyav_decode.SKIP_VERIFY out of reach)
   cand-float          float32 clips built in the workers (transforms.to_tensor), 4x the bytes
   cand-sws-resize     every resize inside swscale's conversion (bilinear), not only shrinks > 2x
   cand-frame-threads  2 FFmpeg frame threads per worker instead of 1
@@ -27,10 +27,10 @@ _spec.loader.exec_module(_plugin)
 
 
 def _patches(name: str) -> list[tuple[object, str, object]]:
-    from omnisource.data import datasets, decode, transforms
+    from omnisource.data import convert, datasets, pyav_decode, transforms
 
     def sws_rgb(frame, size=None):
-        return decode.reformat(frame, size, "rgb24", "BILINEAR").to_ndarray()
+        return convert.reformat(frame, size, "rgb24", "BILINEAR").to_ndarray()
 
     def frame_threads(orig_init):
         def init(self, container, stream, info):
@@ -39,16 +39,16 @@ def _patches(name: str) -> list[tuple[object, str, object]]:
         return init
 
     if name.startswith("cand-seek-gap-"):
-        return [(decode, "SEEK_MIN_GAP", int(name.rsplit("-", 1)[1]))]
-    no_skip = [(decode, "SKIP_VERIFY", 10**9)]
+        return [(pyav_decode, "SEEK_MIN_GAP", int(name.rsplit("-", 1)[1]))]
+    no_skip = [(pyav_decode, "SKIP_VERIFY", 10**9)]
     as_float = [(datasets.transforms, "to_uint8_tensor", transforms.to_tensor)]
-    before = [(decode, "to_rgb", lambda frame, size=None: decode.resize_frame(frame.to_ndarray(format="rgb24"), *size)
+    before = [(pyav_decode, "to_rgb", lambda frame, size=None: convert.resize_frame(frame.to_ndarray(format="rgb24"), *size)
                if size else frame.to_ndarray(format="rgb24"))]
     return {
         "cand-no-skip": no_skip,
         "cand-float": as_float,
-        "cand-sws-resize": [(decode, "to_rgb", sws_rgb)],
-        "cand-frame-threads": [(decode.ForwardDecoder, "__init__", frame_threads(decode.ForwardDecoder.__init__))],
+        "cand-sws-resize": [(pyav_decode, "to_rgb", sws_rgb)],
+        "cand-frame-threads": [(pyav_decode.ForwardDecoder, "__init__", frame_threads(pyav_decode.ForwardDecoder.__init__))],
         "cand-before": no_skip + as_float + before,
     }[name]
 

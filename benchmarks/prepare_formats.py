@@ -4,7 +4,7 @@
 
 Every --every-th video is prepared (short side 128, 1 s GOP) once per x264 variant into a
 temporary folder; then, per variant, the CPU time (this process, one thread) of reading 8-frame
-TSN clips with the product's reader (`decode.decode_pyav`, with and without non-reference
+TSN clips with the product's reader (`pyav_decode.decode_pyav`, with and without non-reference
 skipping) and of decoding each file whole. CPU time, not wall time, so a busy machine matters
 less; the minimum over 3 passes is printed, with the ratio to the first variant.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from omnisource.data import decode, media, prepare, sampling
+from omnisource.data import media, prepare, pyav_decode, sampling
 
 VARIANTS = {  # x264-params on top of crf 23 / veryfast
     "cabac (x264 default)": "",
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
             size = sum(p.stat().st_size for p in paths) / len(paths) / 1024
             rng = np.random.default_rng(0)
             clips = {p: sampling.tsn_indices(media.probe(p).num_frames, 8, True, rng) for p in paths}
-            skip = _cpu_ms(lambda p: decode.decode_pyav(p, clips[p], short_side=128), paths)
-            noskip = _cpu_ms(lambda p: decode.decode_pyav(p, clips[p], short_side=128, skip_nonref=False), paths)
+            skip = _cpu_ms(lambda p: pyav_decode.decode_pyav(p, clips[p], short_side=128), paths)
+            noskip = _cpu_ms(lambda p: pyav_decode.decode_pyav(p, clips[p], short_side=128, skip_nonref=False), paths)
             whole = _cpu_ms(_whole, paths)
         base = base or skip
         print(f"{name:<66} {size:>7.0f} {skip:>6.2f} {noskip:>7.2f} {whole:>6.2f} {skip / base:>10.2f}", flush=True)

@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 import av
 import cv2
 
-from . import decode, media
+from . import media
+from .convert import reformat
 
 MODES = ("reencode", "frames")
 JPEG_QUALITY = 90
@@ -99,7 +100,7 @@ def reencode(src, dst, short_side: int = 128, gop_seconds: float = 1.0, fps: flo
                 if stream is None:
                     size = output_size(frame.width, frame.height, short_side)
                     stream = _add_h264(out, out_rate, size, gop_seconds, threads)
-                small = decode.reformat(frame, size, "yuv420p", "AREA")
+                small = reformat(frame, size, "yuv420p", "AREA")
                 small.pts, small.time_base = n, 1 / out_rate
                 out.mux(stream.encode(small))
                 n += 1
@@ -134,7 +135,7 @@ def extract_frames(src, dst, short_side: int = 128, fps: float | None = None, st
     try:
         for frame in _resampled(src, info, start_s, end_s, out_rate):
             size = output_size(frame.width, frame.height, short_side)
-            bgr = decode.reformat(frame, size, "bgr24", "AREA").to_ndarray()
+            bgr = reformat(frame, size, "bgr24", "AREA").to_ndarray()
             n += 1
             cv2.imwrite(str(tmp / f"img_{n:05d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if n == 0:

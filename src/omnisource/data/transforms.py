@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .decode import resize_frame
+from .convert import resize_frame
 
 TSN_SCALES = (1.0, 0.875, 0.75, 0.66)  # MultiScaleCrop of TSN / mmaction2
 
@@ -22,7 +22,7 @@ def _rng(rng) -> np.random.Generator:
 
 
 def resize(clip: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Every frame to (height, width) with `decode.resize_frame` (bilinear; area when shrinking >2x)."""
+    """Every frame to (height, width) with `convert.resize_frame` (bilinear; area when shrinking >2x)."""
     t, h, w = clip.shape[:3]
     if (h, w) == (height, width):
         return clip
