@@ -14,7 +14,8 @@ restored afterwards):
   cand-before         all of the above but the threads: the loader as it was before these changes
                       (its decoder, full-size RGB then cv2, float clips, no skipping)
   cand-seek-gap-N     seek to a keyframe only when it lies more than N frames ahead (default 16)
-and the same on the prepared files as `cand-prepared-*` (e.g. cand-prepared-seek-gap-4).
+and the same on the prepared files as `cand-prepared-*` (e.g. cand-prepared-seek-gap-4), and on
+the second prepared folder (OMNISOURCE_PREPARED_ALT, see loader_plugin.py) as `cand-prepared-alt-*`.
 """
 from __future__ import annotations
 
@@ -54,12 +55,12 @@ def _patches(name: str) -> list[tuple[object, str, object]]:
 
 
 def _candidate(name: str):
-    prepared = name.startswith("cand-prepared-")
-    build_ours = _plugin.CONFIGS["ours-prepared" if prepared else "ours"][2]
+    where = next((w for w in ("prepared-alt-", "prepared-", "") if name.startswith(f"cand-{w}")))
+    build_ours = _plugin.CONFIGS[f"ours-{where[:-1]}" if where else "ours"][2]
 
     def build(root, classes, items, args):
         saved = []
-        for obj, attr, value in _patches(name.replace("cand-prepared-", "cand-")):
+        for obj, attr, value in _patches(name.replace(f"cand-{where}", "cand-")):
             saved.append((obj, attr, getattr(obj, attr)))
             setattr(obj, attr, value)
         cfg = build_ours(root, classes, items, args)
@@ -81,5 +82,5 @@ _DOCS = [("no-skip", "without non-reference skipping"),
          ("before", "as before: no skipping, full-size RGB, float clips"),
          *[(f"seek-gap-{n}", f"seeking past gaps of more than {n} frames") for n in (4, 8, 32)]]
 CONFIGS = {f"cand-{where}{key}": ("omnisource (candidate)", ["omnisource", "av"], _candidate(f"cand-{where}{key}"),
-                                  f"ours{' on prepared files' if where else ''} {doc}")
-           for where in ("", "prepared-") for key, doc in _DOCS}
+                                  f"ours{' on prepared files' if where else ''}{' (alt)' if 'alt' in where else ''} {doc}")
+           for where in ("", "prepared-", "prepared-alt-") for key, doc in _DOCS}

@@ -18,7 +18,11 @@ The dataset ships uint8 clips; `finalize` (main process) does the product's devi
 
 Prepared files go to OMNISOURCE_PREPARED=DIR (default: a folder under the system temp dir named
 after the data folder). The first configuration that needs them prepares what is missing there, on
-all cores; later ones and later runs reuse them (`prepare_media` is resumable).
+all cores; later ones and later runs reuse them (`prepare_media` is resumable). To compare two
+sets of x264 settings side by side, `ours-prepared-alt` and `<peer>@prepared-alt` read a second
+folder, OMNISOURCE_PREPARED_ALT=DIR; OMNISOURCE_PREPARED_X264 / OMNISOURCE_PREPARED_ALT_X264 give a
+folder's x264-params when they differ from the product's (`prepare_media` refuses a folder that
+was prepared with settings other than the ones asked for, as `prepare.json` there records).
 """
 from __future__ import annotations
 
@@ -52,22 +56,35 @@ def _rows(items) -> list[dict]:
     return _rows_cache[key]
 
 
-def prepared_dir(root: str) -> Path:
-    env = os.environ.get("OMNISOURCE_PREPARED")
+def prepared_dir(root: str, alt: bool = False) -> Path:
+    env = os.environ.get("OMNISOURCE_PREPARED_ALT" if alt else "OMNISOURCE_PREPARED")
     if env:
         return Path(env)
+    if alt:
+        raise RuntimeError("the *@prepared-alt / ours-prepared-alt configurations need OMNISOURCE_PREPARED_ALT=DIR")
     tag = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]
     return Path(tempfile.gettempdir()) / f"omnisource-prepared-{Path(root).name}-{tag}"
 
 
-def _prepared_rows(root: str, items) -> list[dict]:
-    key = ("prepared", tuple(p for _, p, _ in items))
+def _x264(alt: bool) -> dict | None:
+    """x264 options of a prepared folder: the product's (None) unless OMNISOURCE_PREPARED[_ALT]_X264
+    gives other x264-params; `prepare_media` refuses a folder prepared with other settings."""
+    params = os.environ.get("OMNISOURCE_PREPARED_ALT_X264" if alt else "OMNISOURCE_PREPARED_X264")
+    if params is None:
+        return None
+    from omnisource.data.prepare import X264
+
+    return {**{k: v for k, v in X264.items() if k != "x264-params"}, **({"x264-params": params} if params else {})}
+
+
+def _prepared_rows(root: str, items, alt: bool = False) -> list[dict]:
+    key = ("prepared", alt, tuple(p for _, p, _ in items))
     if key not in _rows_cache:
         from omnisource.data.prepare import prepare_media
 
-        out = prepared_dir(root)
+        out = prepared_dir(root, alt)
         print(f"# prepared files: {out}", file=sys.stderr, flush=True)
-        rows = prepare_media(_rows(items), out, workers=0, progress=None)  # all cores
+        rows = prepare_media(_rows(items), out, workers=0, progress=None, x264=_x264(alt))  # all cores
         bad = [r for r in rows if r["status"] != "ok"]
         if bad:
             raise RuntimeError(f"{len(bad)} videos failed to prepare, e.g. {bad[0]['path']}: {bad[0]['reason']}")
@@ -75,7 +92,7 @@ def _prepared_rows(root: str, items) -> list[dict]:
     return _rows_cache[key]
 
 
-def _ours(backend: str, prepared: bool):
+def _ours(backend: str, prepared: bool, alt: bool = False):
     def build(root, classes, items, args):
         import torch
         from omnisource import __version__
@@ -85,7 +102,7 @@ def _ours(backend: str, prepared: bool):
         from omnisource.models.layers import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
         cfg = MediaConfig(backend=backend)
-        rows = _prepared_rows(root, items) if prepared else _rows(items)
+        rows = _prepared_rows(root, items, alt) if prepared else _rows(items)
         dataset = VideoClipDataset(rows, cfg, train=True, seed=args.seed)
         normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD, ndim=5)
 
@@ -101,7 +118,7 @@ def _ours(backend: str, prepared: bool):
             versions["torchcodec"] = torchcodec.__version__
         return dict(dataset=dataset, collate_fn=None, finalize=finalize, versions=versions,
                     pipeline=[f"VideoClipDataset(MediaConfig(backend={backend!r}), train=True)"
-                              + (" on prepare_media output" if prepared else ""),
+                              + (f" on prepare_media output ({prepared_dir(root, alt)})" if prepared else ""),
                               f"tsn {cfg.num_segments} segments, short side {cfg.resize_short} in the decoder, "
                               f"random crop {cfg.input_size}, flip, uint8", "to_float + Normalize (main process)"])
     return build
@@ -117,15 +134,15 @@ def _harness():
     raise RuntimeError("the peer loader harness (loader_bench.py) is not loaded")
 
 
-def _on_prepared(peer: str):
+def _on_prepared(peer: str, alt: bool = False):
     """A harness peer reading the prepared copies of the same videos."""
     def build(root, classes, items, args):
         harness = _harness()
-        rows = _prepared_rows(root, items)
+        rows = _prepared_rows(root, items, alt)
         # absolute "relative" paths too: mmaction2 joins them to root, which keeps an absolute one
         moved = [(r["path"], r["path"], label) for (_, _, label), r in zip(items, rows)]
         cfg = harness.CONFIGS[peer][2](root, classes, moved, args)
-        cfg["pipeline"] = list(cfg.get("pipeline") or []) + [f"on prepare_media output ({prepared_dir(root)})"]
+        cfg["pipeline"] = list(cfg.get("pipeline") or []) + [f"on prepare_media output ({prepared_dir(root, alt)})"]
         return cfg
     return build
 
@@ -139,9 +156,14 @@ CONFIGS = {
                       "VideoClipDataset, PyAV, on prepare_media output (short side 128, 1 s GOP)"),
     "ours-prepared-torchcodec": ("omnisource", ["omnisource", "torchcodec"], _ours("torchcodec", True),
                                  "VideoClipDataset, torchcodec, on prepare_media output"),
+    "ours-prepared-alt": ("omnisource", ["omnisource", "av"], _ours("pyav", True, alt=True),
+                          "VideoClipDataset, PyAV, on the prepare_media output in OMNISOURCE_PREPARED_ALT"),
 }
 for _peer, _mods in [("torchcodec-tsn", ["torchcodec"]), ("torchcodec-tsn-dectf", ["torchcodec"]),
                      ("mmaction2-decord", ["mmaction", "decord"]), ("decode-only-pyav", ["av"]),
                      ("decode-only-pyav-rgb", ["av"])]:
     CONFIGS[f"{_peer}@prepared"] = (f"{_peer.split('-')[0]} (prepared)", ["omnisource", *_mods], _on_prepared(_peer),
                                     f"{_peer} reading the prepare_media output of the same videos")
+    CONFIGS[f"{_peer}@prepared-alt"] = (f"{_peer.split('-')[0]} (prepared, alt)", ["omnisource", *_mods],
+                                        _on_prepared(_peer, alt=True),
+                                        f"{_peer} reading the prepare_media output in OMNISOURCE_PREPARED_ALT")

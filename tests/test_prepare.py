@@ -106,6 +106,24 @@ def test_settings_recorded_and_other_settings_refused(rows, tmp_path):
         prepare.prepare_media(rows[:1], tmp_path / "out", short_side=48, workers=1, progress=False)
 
 
+def test_x264_options_are_used_recorded_and_checked(rows, tmp_path):
+    """Other x264 options reach the encoder of the spawned workers and go into prepare.json; the
+    folder is then refused to the default settings, and kept for the same options."""
+    x264 = dict(prepare.X264, **{"x264-params": "cabac=0:bframes=0"})
+    out = prepare.prepare_media(rows[:2], tmp_path / "out", short_side=32, workers=2, progress=False, x264=x264)
+    for row in out:
+        with av.open(row["path"]) as c:
+            assert c.streams.video[0].codec_context.has_b_frames is False  # default x264 writes B-frames
+            assert [frame_number(f) for f in media.read_frames(row["path"], [0, 30, 59])] == [0, 30, 59]
+    assert '"x264-params": "cabac=0:bframes=0"' in (tmp_path / "out" / "prepare.json").read_text()
+    with pytest.raises(ValueError, match="prepared with other settings"):
+        prepare.prepare_media(rows[:2], tmp_path / "out", short_side=32, workers=1, progress=False)
+    again = prepare.prepare_media(rows[:2], tmp_path / "out", short_side=32, workers=1, progress=False, x264=x264)
+    assert again == out
+    with pytest.raises(ValueError, match="mode='reencode' only"):
+        prepare.prepare_media(rows[:1], tmp_path / "frames", mode="frames", x264=x264)
+
+
 def test_stale_tmp_of_a_killed_run_removed_and_progress_lines(rows, tmp_path, capsys, monkeypatch):
     import omnisource.progress as P
 

@@ -85,8 +85,9 @@ def _remove_stale_tmp(out_dir: Path) -> None:
 
 
 def reencode(src, dst, short_side: int = 128, gop_seconds: float = 1.0, fps: float | None = None,
-             start_s=None, end_s=None, threads: int = 1) -> media.MediaInfo:
-    """H.264 yuv420p MP4 (crf 23, veryfast, keyframe every gop_seconds), written atomically."""
+             start_s=None, end_s=None, threads: int = 1, x264: dict | None = None) -> media.MediaInfo:
+    """H.264 yuv420p MP4 (x264 options `x264`, None: X264; keyframe every gop_seconds), written
+    atomically."""
     src, dst = Path(src), Path(dst)
     tmp = _tmp_path(dst)
     info = media.probe(src, "video")
@@ -99,7 +100,7 @@ def reencode(src, dst, short_side: int = 128, gop_seconds: float = 1.0, fps: flo
             for frame in _resampled(src, info, start_s, end_s, out_rate):
                 if stream is None:
                     size = output_size(frame.width, frame.height, short_side)
-                    stream = _add_h264(out, out_rate, size, gop_seconds, threads)
+                    stream = _add_h264(out, out_rate, size, gop_seconds, threads, x264)
                 small = reformat(frame, size, "yuv420p", "AREA")
                 small.pts, small.time_base = n, 1 / out_rate
                 out.mux(stream.encode(small))
@@ -113,8 +114,8 @@ def reencode(src, dst, short_side: int = 128, gop_seconds: float = 1.0, fps: flo
     return media.MediaInfo("video", n, float(out_rate), n / float(out_rate), size[0], size[1])
 
 
-def _add_h264(out, rate: Fraction, size: tuple[int, int], gop_seconds: float, threads: int):
-    stream = out.add_stream("libx264", rate=rate, options={"threads": str(threads), **X264})
+def _add_h264(out, rate: Fraction, size: tuple[int, int], gop_seconds: float, threads: int, x264: dict | None):
+    stream = out.add_stream("libx264", rate=rate, options={"threads": str(threads), **(X264 if x264 is None else x264)})
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     stream.codec_context.time_base = 1 / rate
@@ -158,7 +159,7 @@ def _time(x) -> float | None:
 
 def _prepare_one(job: tuple) -> dict:
     """One row -> its prepared row (top level, so spawn-started pool workers can import it)."""
-    row, out_dir, short_side, gop_seconds, fps, mode, threads = job
+    row, out_dir, short_side, gop_seconds, fps, mode, threads, x264 = job
     dst = output_path(out_dir, row, mode)
     if Path(row["path"]) == dst:  # a row of an already prepared manifest
         return dict(row)
@@ -172,7 +173,7 @@ def _prepare_one(job: tuple) -> dict:
         elif mode == "frames":
             info = extract_frames(row["path"], dst, short_side, fps, start_s, end_s)
         else:
-            info = reencode(row["path"], dst, short_side, gop_seconds, fps, start_s, end_s, threads)
+            info = reencode(row["path"], dst, short_side, gop_seconds, fps, start_s, end_s, threads, x264)
     except media.MediaError as e:
         return dict(row, status="corrupt", reason=str(e))
     except Exception as e:  # noqa: BLE001 - one bad file must not stop a long run
@@ -221,10 +222,11 @@ def default_workers() -> int:
 
 def prepare_media(rows: list[dict], out_dir, short_side: int = 128, gop_seconds: float = 1.0,
                   fps: float | None = None, mode: str = "reencode", workers: int = 0,
-                  progress: bool | None = True) -> list[dict]:
+                  progress: bool | None = True, x264: dict | None = None) -> list[dict]:
     """Re-encode (mode="reencode": out_dir/<id[:2]>/<id>.mp4) or extract frames (mode="frames":
     out_dir/<id>/img_00001.jpg, kind becomes "frames") for every ok video row; resumable (finished
-    files are kept and reused). workers: processes, 0 = all cores. progress: see `_run`.
+    files are kept and reused). workers: processes, 0 = all cores. progress: see `_run`. x264:
+    libx264 options of "reencode" (None: X264), recorded with the other settings in out_dir.
 
     New rows keep the original path in `orig_path` and gain num_frames/fps/width/height of the
     output. A row with start_s/end_s gets only that span (its original bounds move to
@@ -235,14 +237,17 @@ def prepare_media(rows: list[dict], out_dir, short_side: int = 128, gop_seconds:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if workers < 0:
         raise ValueError(f"workers must be 0 (all cores) or more, got {workers}")
+    if x264 is not None and mode != "reencode":
+        raise ValueError(f"x264 options apply to mode='reencode' only, not {mode!r}")
+    x264 = dict(X264 if x264 is None else x264)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, {"mode": mode, "short_side": short_side, "fps": fps, "jpeg_quality": JPEG_QUALITY}
                     if mode == "frames" else {"mode": mode, "short_side": short_side, "gop_seconds": gop_seconds,
-                                              "fps": fps, "x264": X264})
+                                              "fps": fps, "x264": x264})
     _remove_stale_tmp(out_dir)
     todo = [i for i, r in enumerate(rows) if r.get("status", "ok") == "ok" and r.get("kind") == "video"]
-    jobs = [(rows[i], out_dir, short_side, gop_seconds, fps, mode, 1) for i in todo]
+    jobs = [(rows[i], out_dir, short_side, gop_seconds, fps, mode, 1, x264) for i in todo]
     workers = workers or default_workers()
     out = [dict(r) for r in rows]
     for i, new in zip(todo, _run(_prepare_one, jobs, workers, progress, f"prepare ({mode})", "videos")):
