@@ -96,7 +96,7 @@ def training(data: Path, clips: int, epochs: int, work: Path) -> dict[str, float
     ws = work / "train-ws"
     common = [f"target.root={root}", "mode=pixels",
               "model.name=tsn_resnet18", "model.pretrained=", "media.num_segments=8", "media.input_size=112",
-              "media.resize_short=128", "train.batch_size=8", f"train.epochs={epochs}", "train.eval_every=1000",
+              "media.resize_short=128", "target.val_groups=['08']", "train.batch_size=8", f"train.epochs={epochs}", "train.eval_every=1000",
               "train.device=cpu"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     om = [sys.executable, "-m", "omnisource"]
