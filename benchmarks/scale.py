@@ -60,6 +60,9 @@ def scoring(data: Path, images: int, work: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     score_in_shards(rows, fn, work / "scores-local", shard_size=64)
     out["local"] = len(rows) / (time.perf_counter() - t0)
+    # Ray starts its workers at nice 15 (its `worker_niceness`); the local engine runs at the
+    # caller's priority, so on a machine with other jobs the comparison would measure the nice level.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     engine.init(engine.RayOptions())
     try:
         for workers in (1, 2):
