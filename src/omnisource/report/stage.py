@@ -189,10 +189,10 @@ def _compare(ws, w: _Writer) -> str:
     """The table of the last ``omnisource compare`` run from this workspace, and its figure."""
     data = collect.read_json(Workspace.of(ws).root / "compare" / "compare.json", "compare")
     rows = [[r["arm"], f"{r['runs']} × {r['clips']} clips", H.interval_text(r, "top1"), H.interval_text(r, "mca"),
-             H.interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True), r.get("kept", ""), r["settings"]]
-            for r in data["rows"]]
+             H.interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True), r.get("delta_paired", ""),
+             r.get("kept", ""), r["settings"]] for r in data["rows"]]
     return ("<h3>compare</h3>" + H.table(["setting", "runs", "top-1 %", "mean class acc. %", "Δ top-1 vs first",
-                                          "kept web", "settings"], rows)
+                                          "Δ paired on", "kept web", "settings"], rows)
             + w.figure(figures.compare_figure(data["rows"]), "compare", "compare"))
 
 
