@@ -259,6 +259,14 @@ def test_report_puts_planted_kept_and_dropped_images_in_the_right_grid(tmp_path)
     # The thumbnails are JPEG files beside the page too, one per embedded one.
     assert len(list((path.parent / "figures" / "thumbs").glob("*.jpg"))) == len(shown) == 27
     _no_external_urls(text)
+    # Under filter both the queries naming no class are dropped before scoring: no grid, a reason.
+    for r in rows:
+        if r["weak_labels"] == ["chess"]:
+            r["teacher_prob"] = r["teacher_pred"] = None
+    write_manifest(Manifest(rows, CLASSES), ws / "manifests" / "aux_raw.parquet")
+    text = write_report(cfg, ws).read_text()
+    assert "3 dropped samples, none scored by the teacher: their queries name no class, dropped before scoring" \
+        in _na(text) and not any("no class" in head for head in _grids(text))
 
 
 def test_query_counts_are_bounded_for_sources_with_many_queries():

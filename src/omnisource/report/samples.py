@@ -118,8 +118,8 @@ def query_class_probs(ws, name: str, wanted: dict[str, int]) -> dict[str, float]
 
 def gather_query_samples(cfg: Config, ws, n: int = PER_GROUP, max_grids: int = MAX_QUERY_GRIDS) -> dict[str, dict]:
     """Per filtered web source: {"counts": query_counts rows, "grids": [(query, class or "",
-    sample_groups, ranked by)]} for its ``max_grids`` largest queries naming a class, then the
-    queries naming no class together."""
+    sample_groups, ranked by, {"kept"|"dropped": rows without a teacher score})]} for its
+    ``max_grids`` largest queries naming a class, then the queries naming no class together."""
     from ..web import query_classes
 
     classes = target_classes(ws)
@@ -142,8 +142,10 @@ def gather_query_samples(cfg: Config, ws, n: int = PER_GROUP, max_grids: int = M
             use_q = bool(c["class"]) and all(r["id"] in probs for r in rows)
             conf = [probs[r["id"]] if use_q else (r.get("teacher_prob") if r.get("teacher_prob") is not None
                                                   else np.nan) for r in rows]
+            unscored = {label: [r for r, x in zip(rows, conf) if r["status"] == status and not np.isfinite(x)]
+                        for status, label in (("ok", "kept"), ("rejected", "dropped"))}
             grids.append((c["query"], c["class"], sample_groups(rows, conf, n),
-                          f"p({c['class']})" if use_q else "teacher top-1"))
+                          f"p({c['class']})" if use_q else "teacher top-1", unscored))
         out[name] = {"counts": counts, "grids": grids}
     if not out:
         raise Unavailable("; ".join(why) or "no web sources")
@@ -188,6 +190,15 @@ def caption(row: dict, conf: float, qclass: str, classes: list[str]) -> str:
     return text + (f" · {why}" if why else "")
 
 
+def _no_thumbs(what: str, unscored: list[dict]) -> str:
+    """Why a grid is empty: no samples of that status, or none the teacher scored."""
+    if not unscored:
+        return f"no {what} samples"
+    why = (": their queries name no class, dropped before scoring"
+           if all(drop_reason(r) == "no class" for r in unscored) else "")
+    return f"{len(unscored)} {what} samples, none scored by the teacher{why}"
+
+
 def section(cfg: Config, ws, writer) -> str:
     """HTML of the per-query section; ``writer`` embeds and saves images (stage._Writer)."""
     from ..data.media import MediaError
@@ -209,13 +220,14 @@ def section(cfg: Config, ws, writer) -> str:
         if shown > MAX_QUERY_GRIDS:
             parts.append(f"<p>Thumbnails of the {MAX_QUERY_GRIDS} largest of the {shown} queries that name a "
                          "class.</p>")
-        for g, (query, qclass, groups, ranked) in enumerate(data["grids"]):
+        for g, (query, qclass, groups, ranked, unscored) in enumerate(data["grids"]):
             head = f"{name} · {query}" + (f" → {qclass}" if qclass else "")
             for title, items in groups.items():
+                what = title.split(",")[0]
                 if not items:  # none of this status, or all of them shown among the highest
                     if title.endswith("highest confidence"):
-                        parts.append(f"<h3>{H.esc(head)}: {H.esc(title.split(',')[0])}</h3>"
-                                     + H.unavailable(f"no {title.split(',')[0]} samples"))
+                        parts.append(f"<h3>{H.esc(head)}: {H.esc(what)}</h3>"
+                                     + H.unavailable(_no_thumbs(what, unscored[what])))
                     continue
                 figs = []
                 for k, (r, conf) in enumerate(items):
