@@ -148,3 +148,8 @@ def test_compare_pairs_clip_by_clip_from_saved_predictions(tmp_path):
     assert rows["better"]["delta_paired"] == "seeds: 3 (no per-clip predictions to pair)"
     assert rows["better"]["delta_top1"] == pytest.approx(0.1)
     assert rows["better"]["delta_lo"] == pytest.approx(0.1) == rows["better"]["delta_hi"]
+    # Predictions on other clips than the baseline's cannot be paired clip by clip: the row says why.
+    save_predictions(ws / "runs" / "same" / "predictions.npz", [f"w{i}" for i in range(n)], labels, np.eye(3)[labels])
+    assert CliRunner().invoke(app, ["compare", "-w", str(ws)]).exit_code == 0
+    rows = {r["arm"]: r for r in json.loads((ws / "compare" / "compare.json").read_text())["rows"]}
+    assert rows["same"]["delta_paired"] == "seeds: 3 (seed 0: validated on other clips than the baseline)"

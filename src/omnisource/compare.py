@@ -107,20 +107,20 @@ def _clip(interval: tuple[float, float, float]) -> tuple[float, float, float]:
     return m, max(0.0, lo), min(1.0, hi)
 
 
-def paired_delta(arm: dict, first: dict, target_rows: list[dict] | None = None) -> dict | None:
-    """The clip-by-clip paired bootstrap of ``arm`` against ``first`` from their runs' predictions
-    ({"delta", "lo", "hi", "clips", "groups", "seeds", ...}), clips of one group of
-    ``target_rows`` drawn together; None (and ``why``) when they cannot be paired so."""
+def paired_delta(arm: dict, first: dict, target_rows: list[dict] | None = None) -> tuple[dict | None, str]:
+    """(the clip-by-clip paired bootstrap of ``arm`` against ``first`` from their runs'
+    predictions, {"delta", "lo", "hi", "clips", "groups", "seeds", ...}, or None; why not), clips
+    of one group of ``target_rows`` drawn together."""
     mine, theirs = ({r["seed"]: r["predictions"] for r in a["runs"] if r.get("predictions") is not None}
                     for a in (arm, first))
     if not mine or not theirs:
-        return None
+        return None, "no per-clip predictions to pair"
     try:
         run_c, base_c, seeds, ids = paired.paired_correct(mine, theirs)
-    except (ValueError, TypeError):  # other clips, or seeds that do not compare
-        return None
+    except ValueError as err:  # no common seed, or other clips
+        return None, str(err)
     groups = paired.clip_groups(target_rows, ids) if target_rows else None
-    return dict(paired.paired_clip_bootstrap(run_c, base_c, paired.RESAMPLES, groups=groups), seeds_used=seeds)
+    return dict(paired.paired_clip_bootstrap(run_c, base_c, paired.RESAMPLES, groups=groups), seeds_used=seeds), ""
 
 
 def summarise(arm: dict, first: dict | None, target_rows: list[dict] | None = None) -> dict:
@@ -140,7 +140,7 @@ def summarise(arm: dict, first: dict | None, target_rows: list[dict] | None = No
     if first is not None and first is not arm:
         mine, theirs = ({r["seed"]: r for r in a["runs"]} for a in (arm, first))
         seeds = sorted(s for s in mine if s in theirs and mine[s]["clips"] == theirs[s]["clips"])
-        clips = paired_delta(arm, first, target_rows)
+        clips, why = paired_delta(arm, first, target_rows)
         if clips is not None:
             row["delta_top1"], row["delta_lo"], row["delta_hi"] = clips["delta"], clips["lo"], clips["hi"]
             what = f"{clips['clips']} clips" + (f" in {clips['groups']} groups" if clips["groups"] < clips["clips"] else "")
@@ -148,10 +148,10 @@ def summarise(arm: dict, first: dict | None, target_rows: list[dict] | None = No
         elif len(seeds) >= 2:
             row["delta_top1"], row["delta_lo"], row["delta_hi"] = mean_interval(
                 [mine[s]["top1"] - theirs[s]["top1"] for s in seeds])
-            row["delta_paired"] = f"seeds: {len(seeds)} (no per-clip predictions to pair)"
+            row["delta_paired"] = f"seeds: {len(seeds)} ({why})"
         else:
             row["delta_top1"] = row["top1"] - float(np.mean([r["top1"] for r in first["runs"]]))
-            row["delta_paired"] = "unpaired (no common seeds)"
+            row["delta_paired"] = f"unpaired ({len(seeds)} common seed{'s' * (len(seeds) != 1)}; {why})"
     if arm.get("kept"):
         row["kept"] = ", ".join(f"{src} {n}" for src, n in arm["kept"].items())
     return row
