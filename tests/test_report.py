@@ -246,7 +246,7 @@ def test_report_puts_planted_kept_and_dropped_images_in_the_right_grid(tmp_path)
     assert grids["raw · a → a: kept, lowest confidence (p(a))"] == [v[f"k{i}"] for i in (13, 12, 11, 10, 9, 8)]
     assert grids["raw · a → a: dropped, highest confidence (p(a))"] == [v[f"d{i}"] for i in range(6)]
     assert grids["raw · a → a: dropped, lowest confidence (p(a))"] == [v[f"d{i}"] for i in (13, 12, 11, 10, 9, 8)]
-    assert grids["raw · (queries that name no class): dropped, highest confidence (teacher top-1)"] == \
+    assert grids["raw · (queries that name no class): dropped, all 3 (teacher top-1)"] == \
         [v["c1"], v["c2"], v["c0"]]
     shown = [x for g in grids.values() for x in g]
     assert v["k6"] not in shown and v["d7"] not in shown  # bounded: 6 per grid
@@ -265,7 +265,7 @@ def test_report_puts_planted_kept_and_dropped_images_in_the_right_grid(tmp_path)
             r["teacher_prob"] = r["teacher_pred"] = None
     write_manifest(Manifest(rows, CLASSES), ws / "manifests" / "aux_raw.parquet")
     text = write_report(cfg, ws).read_text()
-    assert "3 dropped samples, none scored by the teacher: their queries name no class, dropped before scoring" \
+    assert "3 samples, none scored by the teacher: their queries name no class, dropped before scoring" \
         in _na(text) and not any("no class" in head for head in _grids(text))
 
 

@@ -192,11 +192,12 @@ def caption(row: dict, conf: float, qclass: str, classes: list[str]) -> str:
 
 def _no_thumbs(what: str, unscored: list[dict]) -> str:
     """Why a grid is empty: no samples of that status, or none the teacher scored."""
+    what = f"{what} " if what else ""
     if not unscored:
-        return f"no {what} samples"
+        return f"no {what}samples"
     why = (": their queries name no class, dropped before scoring"
            if all(drop_reason(r) == "no class" for r in unscored) else "")
-    return f"{len(unscored)} {what} samples, none scored by the teacher{why}"
+    return f"{len(unscored)} {what}samples, none scored by the teacher{why}"
 
 
 def section(cfg: Config, ws, writer) -> str:
@@ -222,6 +223,10 @@ def section(cfg: Config, ws, writer) -> str:
                          "class.</p>")
         for g, (query, qclass, groups, ranked, unscored) in enumerate(data["grids"]):
             head = f"{name} · {query}" + (f" → {qclass}" if qclass else "")
+            if not any(groups.values()):  # e.g. queries naming no class, dropped before scoring
+                parts.append(f"<h3>{H.esc(head)}</h3>"
+                             + H.unavailable(_no_thumbs("", unscored["kept"] + unscored["dropped"])))
+                continue
             for title, items in groups.items():
                 what = title.split(",")[0]
                 if not items:  # none of this status, or all of them shown among the highest
@@ -229,6 +234,8 @@ def section(cfg: Config, ws, writer) -> str:
                         parts.append(f"<h3>{H.esc(head)}: {H.esc(what)}</h3>"
                                      + H.unavailable(_no_thumbs(what, unscored[what])))
                     continue
+                if title.endswith("highest confidence") and not groups[f"{what}, lowest confidence"]:
+                    title = f"{what}, all {len(items)}"  # too few for a lowest-confidence grid
                 figs = []
                 for k, (r, conf) in enumerate(items):
                     text = caption(r, conf, qclass, classes)
