@@ -2,6 +2,7 @@
 written by hand with known numbers; errors in one line; the table reaches the report."""
 import json
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -9,6 +10,9 @@ from typer.testing import CliRunner
 from omnisource.cli import app
 from omnisource.compare import differing_keys, mean_interval, wilson_interval
 from omnisource.config import load_config, to_dict
+from omnisource.data.manifest import Manifest, new_row, write_manifest
+from omnisource.evaluate.metrics import save_predictions
+from omnisource.evaluate.paired import RESAMPLES, paired_clip_bootstrap
 
 
 def _run(ws, name, top1, mca, *overrides, seed=0, clips=100):
@@ -17,6 +21,19 @@ def _run(ws, name, top1, mca, *overrides, seed=0, clips=100):
     cfg = to_dict(load_config(None, [f"train.seed={seed}", f"train.run_name={name}", *overrides]))
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run / "metrics.json").write_text(json.dumps({"top1": top1, "mean_class_accuracy": mca, "num_samples": clips}))
+    return run
+
+
+def _predicted_run(ws, name, seed, right, labels, order=None):
+    """A run whose saved per-clip predictions get exactly the clips ``right`` (bool per clip) right,
+    written in clip order ``order``; metrics.json says what they score."""
+    n = len(labels)
+    run = _run(ws, name, float(np.mean(right)), float(np.mean(right)), seed=seed, clips=n)
+    order = list(range(n)) if order is None else order
+    scores = np.full((n, 3), 0.1)
+    for k, i in enumerate(order):
+        scores[k, labels[i] if right[i] else (labels[i] + 1) % 3] = 0.8
+    save_predictions(run / "predictions.npz", [f"v{i}" for i in order], [labels[i] for i in order], scores)
 
 
 def test_intervals_by_hand():
@@ -83,3 +100,56 @@ def test_compare_errors_are_one_line(tmp_path):
         result = runner.invoke(app, ["compare", *args])
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_compare_pairs_clip_by_clip_from_saved_predictions(tmp_path):
+    """120 validation clips in 12 groups, 3 seeds. The baseline gets a random 70 % right per seed;
+    "better" fixes 12 of its wrong clips of that seed (+10 points, planted), "same" moves as many
+    right answers as it breaks (0 planted). The clip-by-clip interval finds the first and not the
+    second, and is the evaluate.paired bootstrap over the groups and the seeds."""
+    rng = np.random.default_rng(0)
+    ws = tmp_path / "ws"
+    n, labels = 120, [i % 3 for i in range(120)]
+    groups = [f"{i // 10:02d}" for i in range(n)]
+    rows = [new_row("target", "video", f"/x/v{i}.mp4", id=f"v{i}", label=labels[i], group=groups[i], split="val")
+            for i in range(n)]
+    write_manifest(Manifest(rows, ["a", "b", "c"]), ws / "manifests" / "target.validated.parquet")
+    base_c, better_c, same_c = [], [], []
+    for seed in range(3):
+        suffix = f"_seed{seed}" if seed else ""
+        base = rng.random(n) < 0.7
+        better, same = base.copy(), base.copy()
+        wrong, right = np.flatnonzero(~base), np.flatnonzero(base)
+        better[rng.choice(wrong, 12, replace=False)] = True
+        same[rng.choice(wrong, 6, replace=False)] = True
+        same[rng.choice(right, 6, replace=False)] = False
+        _predicted_run(ws, "target_only" + suffix, seed, base, labels)
+        _predicted_run(ws, "better" + suffix, seed, better, labels, order=list(rng.permutation(n)))
+        _predicted_run(ws, "same" + suffix, seed, same, labels)
+        base_c.append(base)
+        better_c.append(better)
+        same_c.append(same)
+    result = CliRunner().invoke(app, ["compare", "-w", str(ws)])
+    assert result.exit_code == 0, result.output
+    rows = {r["arm"]: r for r in json.loads((ws / "compare" / "compare.json").read_text())["rows"]}
+    b, s = rows["better"], rows["same"]
+    g = [f"{y}/{grp}" for y, grp in zip(labels, groups)]
+    want = paired_clip_bootstrap(np.array(better_c, float), np.array(base_c, float), RESAMPLES, groups=g)
+    assert b["delta_top1"] == pytest.approx(0.1) and b["delta_lo"] > 0  # the planted +10 points, found
+    assert (b["delta_lo"], b["delta_hi"]) == pytest.approx((want["lo"], want["hi"]))
+    assert b["delta_paired"] == "clips: 3 seeds × 120 clips in 36 groups"
+    assert s["delta_top1"] == pytest.approx(0.0) and s["delta_lo"] < 0 < s["delta_hi"]  # nothing planted
+    # Without predictions the pairing falls back to the seeds: every seed gains exactly 12 clips,
+    # so the t interval collapses to a point, blind to the clips being a sample of 120.
+    for seed in range(3):
+        (ws / "runs" / ("better" + (f"_seed{seed}" if seed else "")) / "predictions.npz").unlink()
+    assert CliRunner().invoke(app, ["compare", "-w", str(ws)]).exit_code == 0
+    rows = {r["arm"]: r for r in json.loads((ws / "compare" / "compare.json").read_text())["rows"]}
+    assert rows["better"]["delta_paired"] == "seeds: 3 (no per-clip predictions to pair)"
+    assert rows["better"]["delta_top1"] == pytest.approx(0.1)
+    assert rows["better"]["delta_lo"] == pytest.approx(0.1) == rows["better"]["delta_hi"]
+    # Predictions on other clips than the baseline's cannot be paired clip by clip: the row says why.
+    save_predictions(ws / "runs" / "same" / "predictions.npz", [f"w{i}" for i in range(n)], labels, np.eye(3)[labels])
+    assert CliRunner().invoke(app, ["compare", "-w", str(ws)]).exit_code == 0
+    rows = {r["arm"]: r for r in json.loads((ws / "compare" / "compare.json").read_text())["rows"]}
+    assert rows["same"]["delta_paired"] == "seeds: 3 (seed 0: validated on other clips than the baseline)"

@@ -17,7 +17,8 @@ from omnisource.evaluate.paired import paired_clip_bootstrap
 from omnisource.report.headline import RESAMPLES, verdict
 from omnisource.report.collect import extremes, per_class_counts, status_counts
 from omnisource.report.confusion import confusion_scores, pair_changes
-from omnisource.report.stage import thumbnail, write_report
+from omnisource.report.samples import bounded, query_counts, thumbnail
+from omnisource.report.stage import write_report
 
 CLASSES = ["a", "b", "c"]
 
@@ -142,8 +143,8 @@ def _na(text):
 
 def _no_external_urls(text):
     refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', text)
-    assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs), refs[:5]
-    assert not re.search(r"(https?:)?//[a-z]", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text))
+    assert refs and all(r.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")) for r in refs), refs[:5]
+    assert not re.search(r"(https?:)?//[a-z]", re.sub(r"data:image/(png|jpeg);base64,[A-Za-z0-9+/=]+", "", text))
 
 
 def test_full_report_has_every_section_and_no_external_url(tmp_path):
@@ -152,7 +153,8 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     text = path.read_text()
     # 3 kept and 2 dropped samples all show among the highest-confidence ones (4 per group).
     # The hand-made workspace has scores but no scores/images/teachers.json (which teacher scored it).
-    assert _na(text) == ["images: not scored yet"] + ["no samples beyond those shown above"] * 2 + \
+    # Query a: 2 kept, none dropped; the queries naming no class (zebra): 1 dropped, none kept.
+    assert _na(text) == ["images: not scored yet", "no dropped samples", "no kept samples"] + \
         ["no comparisons or sweeps yet (`omnisource compare`, `omnisource sweep grid|labels|teacher|ratio`)"]
     _no_external_urls(text)
     # Counts per stage: 7 collected, 1 corrupt, 1 duplicate, 2 rejected, 3 kept, 3 training samples.
@@ -162,7 +164,10 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     assert "<td>target: validation</td><td>3</td><td>0</td><td>0</td><td>0</td><td>3</td><td>–</td>" in text
     assert "1 more imported target videos are not used by this experiment" in text
     # Dropped thumbnails say why: from drop_reason, or from an older manifest's reason.
-    assert "zebra → a (0.70) · no class" in text and "b → b (0.30) · low confidence" in text
+    assert "zebra → a 0.70 · no class" in text and "b 0.30 · low confidence" in text
+    # Per query: a names class a, 3 samples (1 duplicate removed before), 2 kept; zebra names none.
+    assert "<td>a</td><td>a</td><td>3</td><td>1</td><td>2</td><td>0</td><td>0</td><td>0</td><td>0</td>" in text
+    assert "<td>zebra</td><td>–</td><td>1</td><td>0</td><td>0</td><td>1</td><td>1</td><td>0</td><td>0</td>" in text
     # Teacher and student on shared axes, and their confusion difference: one figure each.
     assert text.count('alt="training curves of every run"') == 1 and "curves_target_only" not in text
     assert text.count('alt="confusion matrices and their differences with the baseline"') == 1
@@ -174,12 +179,107 @@ def test_full_report_has_every_section_and_no_external_url(tmp_path):
     assert "<td>b – c</td><td>0.000</td><td>0.333</td><td>0.333</td>" in text
     # Every embedded image is also a file next to the page (thumbnails too), and no stale ones stay.
     embedded = re.findall(r'<img class="(\w+)"', text)
-    files = sorted((path.parent / "figures").rglob("*.png"))
+    files = sorted(p for p in (path.parent / "figures").rglob("*") if p.suffix in (".png", ".jpg"))
     assert len(files) == len(embedded) and embedded.count("thumb") == 5
-    stale = path.parent / "figures" / "old.png"
-    stale.write_bytes(b"x")
+    stale = [path.parent / "figures" / "old.png", path.parent / "figures" / "thumbs" / "old.jpg"]
+    for p in stale:
+        p.write_bytes(b"x")
     write_report(cfg, ws)
-    assert not stale.exists()
+    assert not any(p.exists() for p in stale)
+
+
+def _grids(text):
+    """{grid heading: [flat grey value of each thumbnail, in page order]} of the per-query section."""
+    import base64
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = {}
+    for head, body in re.findall(r'<h3>([^<]*)</h3><div class="thumbs">(.*?)</div>', text):
+        pics = re.findall(r'src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', body)
+        out[head.replace("&gt;", ">")] = [int(round(np.asarray(Image.open(BytesIO(base64.b64decode(p)))).mean()))
+                                          for p in pics]
+    return out
+
+
+def test_report_puts_planted_kept_and_dropped_images_in_the_right_grid(tmp_path):
+    """A raw crawl in miniature: query a (class a) with 14 kept and 14 dropped images, query
+    "chess" naming no class. Each image is one flat grey, so the page's thumbnails say which
+    image went where. The dropped images of query a are ranked by the teacher's probability of
+    class a (from the score shards), planted opposite to their top-1 probability of class b."""
+    from omnisource.teacher.score import write_scores
+
+    cfg, ws = _workspace(tmp_path, web=False)
+    cfg = load_config(None, [f"workspace={ws}", "web=[{name: raw, root: x}]"])
+    (tmp_path / "raw").mkdir()
+    grey = iter(range(8, 256, 7))
+    rows, scores, value = [], [], {}
+
+    def add(tag, query, status, p_a, pred, top1, **extra):
+        v = value[tag] = next(grey)
+        row = new_row("raw", "image", str(write_image(tmp_path / "raw" / f"{tag}.png", size=(24, 20), value=v)),
+                      weak_labels=[query], status=status, teacher_pred=pred, teacher_prob=top1, **extra)
+        rows.append(row)
+        scores.append({"id": row["id"], "pred": pred, "prob": top1, "probs": [p_a, top1 if pred == 1 else 0.0, 0.0]})
+
+    for i in range(14):  # kept: p(a) 0.99 ... 0.60
+        add(f"k{i}", "a", "ok", 0.99 - 0.03 * i, 0, 0.99 - 0.03 * i, label=0)
+    for i in range(14):  # dropped: p(a) 0.45 ... 0.06; top-1 b at 0.50 ... 0.89 (the reverse order)
+        p = 0.45 - 0.03 * i
+        if i < 2:
+            add(f"d{i}", "a", "rejected", p, 0, p, drop_reason="low confidence")
+        else:
+            add(f"d{i}", "a", "rejected", p, 1, 0.5 + 0.03 * i, drop_reason="disagreement")
+    for i, top1 in enumerate([0.3, 0.9, 0.6]):
+        add(f"c{i}", "chess", "rejected", 0.0, 2, top1, drop_reason="no class")
+    rows.append(new_row("raw", "image", str(tmp_path / "raw" / "gone.png"), weak_labels=["a"], status="corrupt"))
+    write_manifest(Manifest(rows, CLASSES), ws / "manifests" / "aux_raw.parquet")
+    (ws / "scores" / "raw").mkdir(parents=True)
+    write_scores(scores, ws / "scores" / "raw" / "part-00000-test.parquet")
+
+    path = write_report(cfg, ws)
+    text = path.read_text()
+    grids = _grids(text)
+    v = value
+    assert grids["raw · a → a: kept, highest confidence (p(a))"] == [v[f"k{i}"] for i in range(6)]
+    assert grids["raw · a → a: kept, lowest confidence (p(a))"] == [v[f"k{i}"] for i in (13, 12, 11, 10, 9, 8)]
+    assert grids["raw · a → a: dropped, highest confidence (p(a))"] == [v[f"d{i}"] for i in range(6)]
+    assert grids["raw · a → a: dropped, lowest confidence (p(a))"] == [v[f"d{i}"] for i in (13, 12, 11, 10, 9, 8)]
+    assert grids["raw · (queries that name no class): dropped, all 3 (teacher top-1)"] == \
+        [v["c1"], v["c2"], v["c0"]]
+    shown = [x for g in grids.values() for x in g]
+    assert v["k6"] not in shown and v["d7"] not in shown  # bounded: 6 per grid
+    assert "a 0.45 · low confidence" in text and "a 0.39 · top-1 b 0.56 · disagreement" in text
+    assert "chess → c 0.90 · no class" in text
+    # Per query: 29 samples of a (1 corrupt), 14 kept, 14 dropped (2 low confidence, 12 disagreement).
+    assert "<td>a</td><td>a</td><td>29</td><td>1</td><td>14</td><td>14</td><td>0</td><td>2</td><td>12</td>" in text
+    assert "<td>chess</td><td>–</td><td>3</td><td>0</td><td>0</td><td>3</td><td>3</td><td>0</td><td>0</td>" in text
+    assert "<td>all queries</td><td>–</td><td>32</td><td>1</td><td>14</td><td>17</td><td>3</td><td>2</td><td>12</td>" in text
+    # The thumbnails are JPEG files beside the page too, one per embedded one.
+    assert len(list((path.parent / "figures" / "thumbs").glob("*.jpg"))) == len(shown) == 27
+    _no_external_urls(text)
+    # Under filter both the queries naming no class are dropped before scoring: no grid, a reason.
+    for r in rows:
+        if r["weak_labels"] == ["chess"]:
+            r["teacher_prob"] = r["teacher_pred"] = None
+    write_manifest(Manifest(rows, CLASSES), ws / "manifests" / "aux_raw.parquet")
+    text = write_report(cfg, ws).read_text()
+    assert "3 samples, none scored by the teacher: their queries name no class, dropped before scoring" \
+        in _na(text) and not any("no class" in head for head in _grids(text))
+
+
+def test_query_counts_are_bounded_for_sources_with_many_queries():
+    rows = [new_row("w", "image", f"/x/{q}_{i}.jpg", weak_labels=[q], status=s, drop_reason=d)
+            for q, n in (("a", 3), ("q1", 5), ("q2", 2), ("q3", 1))
+            for i, (s, d) in enumerate([("ok", None), ("rejected", "no class"), ("duplicate", None)] * 2) if i < n]
+    counts = query_counts(rows, {"a": 0}, CLASSES)
+    assert [c["query"] for c in counts] == ["a", "q1", "q2", "q3"]  # naming a class first, then the largest
+    assert counts[1] == {"query": "q1", "class": "", "samples": 5, "removed": 1, "kept": 2, "dropped": 2,
+                         "no class": 2, "low confidence": 0, "disagreement": 0}
+    table = bounded(counts, 2)
+    assert [c["query"] for c in table] == ["a", "q1", "… 2 more queries", "all queries"]
+    assert table[2]["samples"] == 3 and table[3]["samples"] == 11 and table[3]["kept"] == 5
 
 
 def test_report_lists_the_lowest_and_highest_weighted_web_samples_of_a_da_run(tmp_path):

@@ -5,8 +5,12 @@ are seeds of one setting (an *arm*). A run folder (``ws/runs/NAME``) contributes
 arm gets its top-1 and mean class accuracy with a 95 % interval — over its seeds (Student's t)
 when it has several, else a Wilson interval over the validation clips — the web samples its
 workspace's teacher filter kept per source (for a student run), and the config keys whose values
-differ between the arms. A workspace's target-only run comes first. The difference of top-1 to the first arm is paired seed by seed where
-both arms have the same seeds on the same number of validation clips. The table goes to
+differ between the arms. A workspace's target-only run comes first. The difference of top-1 to
+the first arm is paired: where both arms saved per-clip predictions (``predictions.npz``, written
+by ``omnisource evaluate``) on the same validation clips, clip by clip on the seeds both have,
+with a bootstrap interval over the clips (whole UCF101-style groups, from the first arm's target
+manifest) and the seeds (``evaluate.paired``); else seed by seed (Student's t) where both have
+≥ 2 common seeds on as many clips; else unpaired, without an interval. The table goes to
 ``<first workspace>/compare/compare.json|csv|png`` (``-w WS``: WS is the first) and into that
 workspace's report.
 """
@@ -25,7 +29,9 @@ import numpy as np
 from .config import ConfigError
 from .config_io import flatten_config, read_config_file
 from .console import console
-from .data.manifest import atomic_write_bytes, atomic_write_text
+from .data.manifest import ManifestError, atomic_write_bytes, atomic_write_text, read_manifest
+from .evaluate import paired
+from .evaluate.metrics import load_predictions
 from .workspace import Workspace
 
 SEED_SUFFIX = re.compile(r"_seed\d+$")
@@ -33,7 +39,7 @@ SEED_SUFFIX = re.compile(r"_seed\d+$")
 NOT_SETTINGS = ("workspace", "train.run_name", "omni.student_run", "omni.teacher_runs", "train.seed",
                 "features.cache_root", "train.device")
 COLUMNS = ["arm", "runs", "clips", "top1", "top1_lo", "top1_hi", "mca", "mca_lo", "mca_hi", "delta_top1",
-           "delta_lo", "delta_hi", "kept", "settings"]
+           "delta_lo", "delta_hi", "delta_paired", "kept", "settings"]
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -101,8 +107,25 @@ def _clip(interval: tuple[float, float, float]) -> tuple[float, float, float]:
     return m, max(0.0, lo), min(1.0, hi)
 
 
-def summarise(arm: dict, first: dict | None) -> dict:
-    """The row of one arm: {"name", "runs": [{"seed", "top1", "mca", "clips"}], ...} -> table row."""
+def paired_delta(arm: dict, first: dict, target_rows: list[dict] | None = None) -> tuple[dict | None, str]:
+    """(the clip-by-clip paired bootstrap of ``arm`` against ``first`` from their runs'
+    predictions, {"delta", "lo", "hi", "clips", "groups", "seeds", ...}, or None; why not), clips
+    of one group of ``target_rows`` drawn together."""
+    mine, theirs = ({r["seed"]: r["predictions"] for r in a["runs"] if r.get("predictions") is not None}
+                    for a in (arm, first))
+    if not mine or not theirs:
+        return None, "no per-clip predictions to pair"
+    try:
+        run_c, base_c, seeds, ids = paired.paired_correct(mine, theirs)
+    except ValueError as err:  # no common seed, or other clips
+        return None, str(err)
+    groups = paired.clip_groups(target_rows, ids) if target_rows else None
+    return dict(paired.paired_clip_bootstrap(run_c, base_c, paired.RESAMPLES, groups=groups), seeds_used=seeds), ""
+
+
+def summarise(arm: dict, first: dict | None, target_rows: list[dict] | None = None) -> dict:
+    """The row of one arm: {"name", "runs": [{"seed", "top1", "mca", "clips", "predictions"}], ...}
+    -> table row; ``target_rows``: the first arm's target manifest (the clips' groups)."""
     runs = arm["runs"]
     top1 = [r["top1"] for r in runs]
     mca = [r["mca"] for r in runs]
@@ -117,11 +140,18 @@ def summarise(arm: dict, first: dict | None) -> dict:
     if first is not None and first is not arm:
         mine, theirs = ({r["seed"]: r for r in a["runs"]} for a in (arm, first))
         seeds = sorted(s for s in mine if s in theirs and mine[s]["clips"] == theirs[s]["clips"])
-        if len(seeds) >= 2:
+        clips, why = paired_delta(arm, first, target_rows)
+        if clips is not None:
+            row["delta_top1"], row["delta_lo"], row["delta_hi"] = clips["delta"], clips["lo"], clips["hi"]
+            what = f"{clips['clips']} clips" + (f" in {clips['groups']} groups" if clips["groups"] < clips["clips"] else "")
+            row["delta_paired"] = f"clips: {clips['seeds']} seed{'s' * (clips['seeds'] > 1)} × {what}"
+        elif len(seeds) >= 2:
             row["delta_top1"], row["delta_lo"], row["delta_hi"] = mean_interval(
                 [mine[s]["top1"] - theirs[s]["top1"] for s in seeds])
+            row["delta_paired"] = f"seeds: {len(seeds)} ({why})"
         else:
             row["delta_top1"] = row["top1"] - float(np.mean([r["top1"] for r in first["runs"]]))
+            row["delta_paired"] = f"unpaired ({len(seeds)} common seed{'s' * (len(seeds) != 1)}; {why})"
     if arm.get("kept"):
         row["kept"] = ", ".join(f"{src} {n}" for src, n in arm["kept"].items())
     return row
@@ -134,8 +164,13 @@ def _run_record(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = read_config_file(run / "config.yaml") if (run / "config.yaml").is_file() else {}
     seed = (cfg.get("train") or {}).get("seed", metrics.get("seed"))
+    pred = run / (metrics.get("predictions") or "predictions.npz")
+    try:  # an unreadable predictions file only costs the clip-by-clip pairing
+        predictions = load_predictions(pred) if pred.is_file() else None
+    except ValueError:
+        predictions = None
     return {"seed": seed, "top1": float(metrics["top1"]), "mca": float(metrics["mean_class_accuracy"]),
-            "clips": int(metrics.get("num_samples", 0)), "config": cfg}
+            "clips": int(metrics.get("num_samples", 0)), "config": cfg, "predictions": predictions}
 
 
 def _kept(ws: Workspace, run: str, cfg: dict) -> dict:
@@ -177,11 +212,20 @@ def gather(inputs: list[str | Path]) -> tuple[list[dict], Workspace]:
         for name, folders in groups.items():
             records = [_run_record(f) for f in folders]
             label = name if len(inputs) == 1 else f"{ws.root.name}/{name}"
-            arms.append({"name": label, "runs": records, "kept": _kept(ws, folders[0].name, records[0]["config"])})
+            arms.append({"name": label, "runs": records, "kept": _kept(ws, folders[0].name, records[0]["config"]),
+                         "workspace": ws})
     if len(arms) < 2:
         raise ConfigError(f"compare: found {len(arms)} evaluated setting in {', '.join(map(str, inputs))}; "
                           "need at least two")
     return arms, home
+
+
+def _target_rows(ws: Workspace) -> list[dict] | None:
+    """The rows of a workspace's target manifest (the groups of its validation clips), or None."""
+    try:
+        return read_manifest(ws.target_manifest()).rows
+    except (ManifestError, OSError):
+        return None
 
 
 def compare(inputs: list[str | Path]) -> Path:
@@ -194,10 +238,11 @@ def compare(inputs: list[str | Path]) -> Path:
     arms, home = gather(inputs)
     configs = [a["runs"][0]["config"] for a in arms]
     keys = differing_keys(configs)
+    target = _target_rows(arms[0]["workspace"])
     rows = []
     for arm, cfg in zip(arms, configs):
         flat = settings_view(cfg)
-        row = summarise(arm, arms[0])
+        row = summarise(arm, arms[0], target)
         row["settings"] = ", ".join(f"{k}={flat.get(k, '–')}" for k in keys)
         rows.append(row)
     out = home.root / "compare"
@@ -212,13 +257,14 @@ def compare(inputs: list[str | Path]) -> Path:
     atomic_write_bytes(out / "compare.png", lambda tmp: Path(tmp).write_bytes(png))
 
     table = Table(title=f"compare: validation, 95 % intervals ({out})")
-    for c in ("setting", "runs", "top-1 %", "mean class acc. %", "Δ top-1 vs first", "kept web", "settings"):
-        table.add_column(c, justify="left" if c in ("setting", "kept web", "settings") else "right",
+    for c in ("setting", "runs", "top-1 %", "mean class acc. %", "Δ top-1 vs first", "Δ paired on", "kept web",
+              "settings"):
+        table.add_column(c, justify="left" if c in ("setting", "Δ paired on", "kept web", "settings") else "right",
                          overflow="fold")
     for r in rows:
         table.add_row(r["arm"], f"{r['runs']} × {r['clips']} clips", interval_text(r, "top1"),
                       interval_text(r, "mca"), interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True),
-                      r.get("kept", ""), r["settings"])
+                      r.get("delta_paired", ""), r.get("kept", ""), r["settings"])
     console.print(table)
     return path
 
@@ -236,7 +282,8 @@ def register(app) -> None:
                     inputs: Optional[List[Path]] = typer.Argument(None, help="More workspaces, or run folders "
                                                                   "(WS/runs/NAME).", show_default=False)):
         """Compare the evaluated runs of workspaces: top-1 and mean class accuracy with 95 % intervals,
-        kept web samples per source, and the settings that differ (-w WS alone: the runs of WS)."""
+        the difference to the first paired clip by clip (from the runs' predictions.npz), kept web
+        samples per source, and the settings that differ (-w WS alone: the runs of WS)."""
         items = ([workspace] if workspace else []) + list(inputs or [])
         if not items:
             raise ConfigError("compare: no workspace given: pass -w/--workspace DIR and/or workspaces or run folders")

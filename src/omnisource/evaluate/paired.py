@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+RESAMPLES = 2000  # bootstrap resamples of the report's and of `omnisource compare`'s paired intervals
+
 
 def paired_clip_bootstrap(run_correct, base_correct, n_boot: int = 2000, level: float = 0.95,
                      seed: int = 0, groups=None) -> dict:
@@ -53,3 +55,34 @@ def paired_clip_bootstrap(run_correct, base_correct, n_boot: int = 2000, level: 
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return {"delta": float(diff.mean()), "lo": float(lo), "hi": float(hi), "clips": int(n), "groups": g,
             "seeds": int(s), "resamples": int(n_boot), "level": float(level)}
+
+
+def paired_correct(run: dict, base: dict) -> tuple[np.ndarray, np.ndarray, list, list[str]]:
+    """(S, N) correctness of a setting and of the baseline on the S seeds both have, and the N
+    clip ids of the columns (the order of the baseline's first seed). ``run``, ``base``: {seed:
+    predictions ({"ids", "labels", "scores"}, ``metrics.load_predictions``)}; clips are matched by
+    id, so the runs may list them in any order. ValueError when they share no seed or were
+    validated on other clips."""
+    seeds = sorted(s for s in run if s in base)
+    if not seeds:
+        raise ValueError(f"no seed in common with the baseline (seeds {sorted(run)} vs {sorted(base)})")
+    ids = [str(i) for i in base[seeds[0]]["ids"]]
+
+    def correct(p: dict, s) -> np.ndarray:
+        where = {str(i): k for k, i in enumerate(p["ids"])}
+        if len(where) != len(p["ids"]) or len(where) != len(ids) or set(where) != set(ids):
+            raise ValueError(f"seed {s}: validated on other clips than the baseline")
+        idx = np.array([where[i] for i in ids], dtype=np.int64)
+        return p["scores"][idx].argmax(1) == p["labels"][idx]
+
+    return (np.array([correct(run[s], s) for s in seeds], float),
+            np.array([correct(base[s], s) for s in seeds], float), seeds, ids)
+
+
+def clip_groups(rows: list[dict], ids: list[str]) -> list[str] | None:
+    """The group of each validation clip ``ids`` from manifest ``rows``: its class and UCF101-style
+    ``_gGG_`` group (group 01 of one class and of another are different scenes); None where some
+    clip has no group."""
+    group = {r["id"]: (r.get("label"), r.get("group")) for r in rows}
+    out = [group.get(i, (None, None)) for i in ids]
+    return [f"{c}/{g}" for c, g in out] if all(g not in (None, "") for _, g in out) else None

@@ -260,37 +260,6 @@ def baseline_run(cfg: Config, metrics: dict[str, dict], requested: str | None = 
     raise Unavailable(f"no baseline run: {want} has no metrics.json")
 
 
-def drop_reason(row: dict) -> str:
-    """Why the teacher filter dropped a sample: "no class", "low confidence" or "disagreement"
-    (select's ``drop_reason``; read from the reason of manifests written before it), else ""."""
-    if row.get("status") != "rejected":
-        return ""
-    if row.get("drop_reason"):
-        return str(row["drop_reason"])
-    reason = str(row.get("reason") or "")
-    for needle, code in (("names no target class", "no class"), ("teacher confidence", "low confidence"),
-                         ("differs from the query", "disagreement")):
-        if needle in reason:
-            return code
-    return reason
-
-
-def gather_thumbnail_rows(cfg: Config, ws, n: int = 4) -> dict[str, dict[str, list[dict]]]:
-    """Per source: the n highest- and lowest-confidence kept and dropped samples (rows)."""
-    out, why = {}, []
-    for name, m in filtered_sources(cfg, ws, why):
-        groups = {}
-        for status, label in (("ok", "kept"), ("rejected", "dropped")):
-            rows = [r for r in m.rows if r["status"] == status and r.get("teacher_prob") is not None]
-            top, bottom = extremes([r["teacher_prob"] for r in rows], n)
-            groups[f"{label}, highest confidence"] = [rows[i] for i in top]
-            groups[f"{label}, lowest confidence"] = [rows[i] for i in bottom]
-        out[name] = groups
-    if not out:
-        raise Unavailable("; ".join(why) or "no web sources")
-    return out
-
-
 def gather_attention(ws) -> dict[str, dict]:
     """Attention weights left by domain-adaptation runs: ``runs/<run>/attention.jsonl`` (one
     record per web sample, sorted by weight; see train.transfer), or ``attention*.json|npy``

@@ -15,14 +15,14 @@ import re
 import numpy as np
 
 from ..config import Config, load_config
+from ..evaluate import paired
 from ..evaluate.metrics import load_predictions
-from ..evaluate.paired import paired_clip_bootstrap
+from ..evaluate.paired import RESAMPLES, paired_clip_bootstrap, paired_correct
 from ..workspace import Workspace
 from . import html as H
 from .collect import Unavailable, read_json, target_manifest
 
 SEED_SUFFIX = re.compile(r"_seed\d+$")
-RESAMPLES = 2000
 
 
 def arm_of(run: str) -> str:
@@ -71,35 +71,12 @@ def gather_arms(ws) -> dict[str, dict]:
     return arms
 
 
-def paired_correct(run: dict, base: dict) -> tuple[np.ndarray, np.ndarray, list, list[str]]:
-    """(S, N) correctness of an arm and of the baseline on the S seeds both have, and the N clip
-    ids of the columns (the order of the baseline's first seed). ``run``, ``base``: {seed:
-    predictions}. Raises Unavailable when they share no seed or were validated on other clips."""
-    seeds = sorted(s for s in run if s in base)
-    if not seeds:
-        raise Unavailable(f"no seed in common with the baseline (seeds {sorted(run)} vs {sorted(base)})")
-    ids = [str(i) for i in base[seeds[0]]["ids"]]
-
-    def correct(p: dict, s) -> np.ndarray:
-        where = {str(i): k for k, i in enumerate(p["ids"])}
-        if len(where) != len(p["ids"]) or len(where) != len(ids) or set(where) != set(ids):
-            raise Unavailable(f"seed {s}: validated on other clips than the baseline")
-        idx = np.array([where[i] for i in ids], dtype=np.int64)
-        return p["scores"][idx].argmax(1) == p["labels"][idx]
-
-    return (np.array([correct(run[s], s) for s in seeds], float),
-            np.array([correct(base[s], s) for s in seeds], float), seeds, ids)
-
-
 def clip_groups(ws, ids: list[str]) -> list | None:
-    """The group of each validation clip: its class and UCF101-style ``_gGG_`` group (group 01
-    of one class and of another are different scenes); None where the manifest has no groups."""
+    """The group of each validation clip (``evaluate.paired.clip_groups``); None without a target manifest."""
     try:
-        group = {r["id"]: (r.get("label"), r.get("group")) for r in target_manifest(ws).rows}
+        return paired.clip_groups(target_manifest(ws).rows, ids)
     except Unavailable:
         return None
-    out = [group.get(i, (None, None)) for i in ids]
-    return [f"{c}/{g}" for c, g in out] if all(g not in (None, "") for _, g in out) else None
 
 
 def verdict(result: dict, baseline: str) -> str:
@@ -179,7 +156,7 @@ def compare_arms(ws, arms: dict, baseline: str) -> tuple[list[list], dict[str, d
                                        seeds_used=seeds)
             rows.append(row + [f"{100 * res['delta']:+.1f}", f"{100 * res['lo']:+.1f} to {100 * res['hi']:+.1f}",
                                ", ".join(map(str, seeds))])
-        except Unavailable as err:
+        except (Unavailable, ValueError) as err:
             rows.append(row + ["–", f"not available: {err}", "–"])
     return rows, results
 

@@ -52,9 +52,10 @@ def table(headers: list[str], rows: list[list], cls: str = "") -> str:
     return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def img(png: bytes, alt: str, cls: str = "plot") -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img class="{cls}" alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+def img(data: bytes, alt: str, cls: str = "plot", kind: str = "png") -> str:
+    """An embedded image; ``kind``: png or jpeg."""
+    text = base64.b64encode(data).decode("ascii")
+    return f'<img class="{cls}" alt="{esc(alt)}" src="data:image/{kind};base64,{text}">'
 
 
 def unavailable(reason: str) -> str:

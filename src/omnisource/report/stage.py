@@ -5,28 +5,26 @@ with a bootstrap interval, the web sources and what the filter kept of them, the
 ``headline``), then counts per stage and source, per-class counts before/after filtering
 (OmniSource Fig. 3), filter precision/recall where ground truth exists, results table, training
 curves per source, confusion matrices, the class pairs whose confusion score fell or rose most
-against a baseline run (App. Tables 18–19), thumbnails of the highest/lowest-confidence kept
-and dropped web samples, and the sweeps of ``omnisource sweep``. Anything missing becomes a
+against a baseline run (App. Tables 18–19), each web source's kept and dropped samples per
+query with thumbnails of the highest/lowest-confidence ones (``samples``), and the sweeps of ``omnisource sweep``. Anything missing becomes a
 short "not available: why" line.
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-import numpy as np
-
 from ..config import Config, load_config
 from ..data.manifest import ManifestError, atomic_write_bytes, atomic_write_text
 from ..workspace import Workspace
-from . import collect, figures, runs
+from . import collect, figures, runs, samples
 from . import html as H
 from .collect import Unavailable
 from .confusion import pair_changes
 from .headline import arm_of, headline, variant_workspaces
+
 
 class _Writer:
     """Renders figures once: embedded in the page and saved under ``report/figures``."""
@@ -40,15 +38,19 @@ class _Writer:
         return self.png(png, name, alt)
 
     def png(self, png: bytes, name: str, alt: str, cls: str = "plot") -> str:
-        path = self.dir / f"{_safe(name)}.png"
-        atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(png))
+        return self.image(png, name, alt, cls)
+
+    def image(self, data: bytes, name: str, alt: str, cls: str = "plot", ext: str = "png") -> str:
+        """Embed ``data`` (PNG, or JPEG with ``ext="jpg"``) and save it as ``figures/<name>.<ext>``."""
+        path = self.dir / f"{_safe(name)}.{ext}"
+        atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(data))
         self.written.add(path)
-        return H.img(png, alt, cls)
+        return H.img(data, alt, cls, "jpeg" if ext == "jpg" else "png")
 
     def prune(self) -> None:
         """Remove figures of an earlier report that this one did not draw again."""
-        for path in self.dir.rglob("*.png") if self.dir.is_dir() else []:
-            if path not in self.written:
+        for path in self.dir.rglob("*") if self.dir.is_dir() else []:
+            if path.suffix in (".png", ".jpg") and path not in self.written:
                 path.unlink(missing_ok=True)
 
 
@@ -160,50 +162,6 @@ def _pairs(cfg, ws, w: _Writer, baseline: Optional[str]) -> str:
     return "\n".join(parts)
 
 
-def thumbnail(row: dict, size: int = 112) -> bytes:
-    """A PNG of an image sample, or of the middle frame of a video sample."""
-    from PIL import Image
-
-    from ..data import media
-
-    if row["kind"] == "image":
-        frame = media.read_image(row["path"])
-    else:
-        info = media.probe(row["path"], row["kind"])
-        first, num = media.frame_window(info, row.get("start_s"), row.get("end_s"))
-        frame = media.read_frames(row["path"], [first + num // 2], kind=row["kind"])[0]
-    im = Image.fromarray(np.asarray(frame, dtype=np.uint8))
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _thumbnails(cfg, ws, w: _Writer) -> str:
-    from ..data.media import MediaError
-
-    parts, classes = [], collect.target_classes(ws)
-    for name, groups in collect.gather_thumbnail_rows(cfg, ws).items():
-        for title, rows in groups.items():
-            figs = []
-            for k, r in enumerate(rows):
-                query = (r.get("weak_labels") or ["?"])[0]
-                pred = r.get("teacher_pred")
-                why = collect.drop_reason(r)
-                caption = f"{query} → {classes[pred] if pred is not None and 0 <= pred < len(classes) else '?'} " \
-                          f"({r['teacher_prob']:.2f})" + (f" · {why}" if why else "")
-                try:
-                    pic = w.png(thumbnail(r), f"thumbs/{name}_{title.replace(', ', '_')}_{k}", caption, "thumb")
-                except (MediaError, OSError, ValueError, IndexError) as err:
-                    pic = H.unavailable(f"cannot decode ({err})")
-                figs.append(f"<figure>{pic}<figcaption>{H.esc(caption)}</figcaption></figure>")
-            parts.append(f"<h3>{H.esc(name)}: {H.esc(title)}</h3>"
-                         + (f'<div class="thumbs">{"".join(figs)}</div>' if figs else H.unavailable("no samples beyond those shown above")))
-    return ("<p>caption: query → teacher top-1 (confidence) · why the filter dropped it: no class (the query "
-            "names no target class), low confidence (below omni.threshold), disagreement (the teacher's top-1 "
-            "is not the query's class)</p>" + "\n".join(parts))
-
-
 def _attention(cfg, ws, w: _Writer, n: int = 5) -> str:
     """A histogram of each run's attention weights and, from attention.jsonl, its n lowest- and
     highest-weighted web samples (Kae & Song: noisy samples should sit at the bottom)."""
@@ -231,10 +189,10 @@ def _compare(ws, w: _Writer) -> str:
     """The table of the last ``omnisource compare`` run from this workspace, and its figure."""
     data = collect.read_json(Workspace.of(ws).root / "compare" / "compare.json", "compare")
     rows = [[r["arm"], f"{r['runs']} × {r['clips']} clips", H.interval_text(r, "top1"), H.interval_text(r, "mca"),
-             H.interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True), r.get("kept", ""), r["settings"]]
-            for r in data["rows"]]
+             H.interval_text(r, "delta_top1", "delta_lo", "delta_hi", sign=True), r.get("delta_paired", ""),
+             r.get("kept", ""), r["settings"]] for r in data["rows"]]
     return ("<h3>compare</h3>" + H.table(["setting", "runs", "top-1 %", "mean class acc. %", "Δ top-1 vs first",
-                                          "kept web", "settings"], rows)
+                                          "Δ paired on", "kept web", "settings"], rows)
             + w.figure(figures.compare_figure(data["rows"]), "compare", "compare"))
 
 
@@ -276,7 +234,7 @@ def write_report(cfg: Config, workspace, baseline: str | None = None, self_check
         ("curves", "Training curves", lambda: runs.curves_section(cfg, ws, w, baseline)),
         ("confusion", "Confusion matrices", lambda: runs.confusion_section(cfg, ws, w, baseline)),
         ("pairs", "Confusion pairs against the baseline", lambda: _pairs(cfg, ws, w, baseline)),
-        ("thumbs", "Web samples by teacher confidence", lambda: _thumbnails(cfg, ws, w)),
+        ("thumbs", "Web samples per query: kept, dropped, thumbnails", lambda: samples.section(cfg, ws, w)),
         ("sweeps", "Comparisons and sweeps", lambda: _sweeps(cfg, ws, w)),
     ]
     if any(ws.runs_dir.glob("*/attention*")):
