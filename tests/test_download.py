@@ -20,8 +20,9 @@ from PIL import Image
 
 from media_factory import write_video
 from omnisource.collect import download as dl
-from omnisource.collect.download import DownloadOptions, download, read_url_list, sniff
+from omnisource.collect.download import DownloadOptions, download, read_url_list
 from omnisource.data.manifest import read_manifest
+from omnisource.data.sniff import sniff
 
 MAX_REQUESTS = 400
 
