@@ -17,7 +17,7 @@ from .registry import (
 from . import efficientnet, inflate2plus1, resnet, resnet3d, tsn  # noqa: F401  (register the zoo)
 from .checkpoint import load_pretrained, load_state_dict_file
 from .heads import create_head
-from .resnet3d import inflate_from_2d
+from .inflate3d import inflate_from_2d
 from .tsn import TSN
 
 __all__ = [
