@@ -2,6 +2,8 @@
 reported and the rest classified, old checkpoints still load. Tiny runs trained here."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -164,6 +166,21 @@ def test_predict_inputs_bad_files_and_the_python_api(feature_run, data, tmp_path
     assert len(jsonl(out)) == 2  # every input still gets its line
     assert "expected last, best" in invoke("predict", feature_run, video, "--epoch", "first", code=2)
     assert "--split applies to manifests" in invoke("predict", feature_run, video, "--split", "val", code=2)
+
+
+@pytest.mark.slow
+def test_predict_names_the_video_decoder_once(feature_run, data):
+    """The decoder choice is one stderr line per command, however many videos are decoded (the
+    dataset's early check and every read used to log it under two names)."""
+    videos = sorted((data / "videos").rglob("*.mp4"))[:3]
+    assert len(videos) == 3
+    out = subprocess.run([sys.executable, "-m", "omnisource", "predict", str(feature_run), *map(str, videos), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    records = jsonl(out.stdout)
+    assert [r["path"] for r in records] == [str(v) for v in videos] and all("labels" in r for r in records)
+    assert [line for line in out.stderr.splitlines() if "video decoding" in line] == \
+        ["video decoding: pyav (media.backend=auto)"]
 
 
 @pytest.mark.slow
