@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import BasicResidual, BottleneckResidual
+
 __all__ = ["Conv3d", "Conv2Plus1d", "BasicBlock3d", "Bottleneck3d", "make_conv", "r2plus1d_mid_channels"]
 
 _T3 = Tuple[int, int, int]
@@ -92,11 +94,9 @@ def make_conv(conv_type: str, cin: int, cout: int, k: _T3, stride: _T3, tp: str,
     return Conv3d(cin, cout, k, stride, temporal_padding=tp)
 
 
-class BasicBlock3d(nn.Module):
+class BasicBlock3d(BasicResidual):
     """Basic block with convs ``(t1, 3, 3)`` and ``(t2, 3, 3)``; ``conv_type="2plus1d"`` factorises
     both (R(2+1)D). Stride ``(st, s, s)`` on ``conv1``."""
-
-    expansion = 1
 
     def __init__(self, inplanes, planes, stride=(1, 1, 1), downsample=None, t1=3, t2=3, conv_type="3d", temporal_padding="zeros"):
         super().__init__()
@@ -107,18 +107,10 @@ class BasicBlock3d(nn.Module):
         self.bn2 = nn.BatchNorm3d(planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
 
-
-class Bottleneck3d(nn.Module):
+class Bottleneck3d(BottleneckResidual):
     """Bottleneck ``(t1, 1, 1) -> (t2, 3, 3) -> 1x1x1`` with stride ``(st, s, s)`` on the middle conv
     (SlowOnly: ``t1 = 3`` in res4/res5, ``t2 = 1``)."""
-
-    expansion = 4
 
     def __init__(self, inplanes, planes, stride=(1, 1, 1), downsample=None, t1=1, t2=1, conv_type="3d", temporal_padding="zeros"):
         super().__init__()
@@ -131,11 +123,4 @@ class Bottleneck3d(nn.Module):
         self.bn3 = nn.BatchNorm3d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .inflate3d import inflate_from_2d
-from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, check_clip, make_classifier, scaled_channels
+from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, check_clip, scaled_channels
 from .layers3d import BasicBlock3d, Bottleneck3d, Conv2Plus1d, Conv3d, make_conv, r2plus1d_mid_channels
 
 __all__ = [
@@ -118,18 +118,8 @@ class ResNet3d(StagedResNet):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.stage_dims: List[int] = [base * 2**i * block_cls.expansion for i in range(4)]
-        self.num_features = self.stage_dims[-1]
-        self.drop_rate = float(dropout)
-        self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self._init_head(self.stage_dims[-1], num_classes, dropout)
+        self._init_weights()
 
     def _make_layer(self, block_cls, planes, blocks, stride, t1, t2, conv_type, tp) -> nn.Sequential:
         downsample = None
