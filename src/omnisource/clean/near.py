@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..data import media, transforms
-from ..data.manifest import atomic_write_bytes
+from ..data.manifest import atomic_write_npz
 from .similarity import NearestNeighbours, crop_threshold, fit_whitening
 
 
@@ -200,11 +200,7 @@ def load_or_embed_eval(eval_rows: Sequence[dict], backbone, opts: DedupOptions, 
         arrays = dict(features=index.features, owners=index.owners, times=index.times,
                       ids=np.asarray(index.ids, dtype=str), crop_features=index.crop_features,
                       failures=np.asarray(json.dumps(index.failures)), n_frames=np.asarray(index.n_frames))
-        def save(tmp):
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-
-        atomic_write_bytes(path, save)
+        atomic_write_npz(path, **arrays)
     return index
 
 
