@@ -216,6 +216,17 @@ def test_export_and_cli_refuse_what_they_cannot_do(tmp_path):
     assert "not found" in invoke("predict", tmp_path / "nothing", tmp_path, code=2)
 
 
+def test_onnx_export_without_onnxscript_is_a_one_line_error(monkeypatch, tmp_path):
+    import torch
+
+    from omnisource.serve.export import _onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as where it is not installed
+    with pytest.raises(RuntimeError, match=r"needs the onnx and onnxscript packages: pip install") as err:
+        _onnx(torch.nn.Linear(2, 2), torch.zeros(1, 2), tmp_path / "m.onnx", None)
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
+
+
 def test_stages_are_importable_from_one_place():
     import omnisource.stages as stages
 
