@@ -4,22 +4,16 @@ flagged against it; among web files the first in manifest order stays and the ot
 (``dup_kind="exact"``)."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
+
+from ..digest import file_hash
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str | None:
     """SHA-256 of a file's bytes (None for folders and missing files)."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
+    return file_hash(path, "sha256", chunk) if path.is_file() else None
 
 
 def exact_duplicates(rows: list[dict], eval_rows: Sequence[dict] = ()) -> list[dict]:
