@@ -64,7 +64,7 @@ def scoring(data: Path, images: int, work: Path) -> dict[str, float]:
     try:
         for workers in (1, 2):
             opts = engine.RayOptions(workers=workers, batch_size=32)
-            runner = functools.partial(engine.map_shards, factory=ScorerFactory(cfg, ws, "image", classes, None),
+            runner = functools.partial(engine.map_shards, factory=ScorerFactory(cfg, ws, "image", classes, None, ["teacher"]),
                                        opts=opts)
             t0 = time.perf_counter()
             score_in_shards(rows, fn, work / f"scores-ray{workers}", shard_size=64, run_shards=runner)
