@@ -27,14 +27,13 @@ was prepared with settings other than the ones asked for, as `prepare.json` ther
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-try:
-    import omnisource  # noqa: F401
-except ImportError:  # a checkout that is not installed in this venv: use its src/
+if importlib.util.find_spec("omnisource") is None:  # a checkout that is not installed in this venv: use its src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 _rows_cache: dict = {}

@@ -311,7 +311,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
         if not sources and setting.split("+")[0] != "baseline":
             continue  # e.g. images_raw without web-raw/
         scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith("web.")]])
-        arm_scores = scores
+        arm_scores, student = scores, None  # student: each round's head, the next round's teacher
         rounds = ROUNDS.get(setting.split("+")[0], 1)
         for round_ in range(rounds):
             if round_:  # the last round's student is the next round's teacher

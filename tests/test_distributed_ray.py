@@ -17,7 +17,7 @@ from omnisource.config import load_config
 from omnisource.data.manifest import new_row, read_manifest, write_manifest
 from omnisource.demo.synthetic import generate, web_manifests
 from omnisource.distributed import ray as engine
-from omnisource.features.cache import cached_ids, extract_features, load_features
+from omnisource.features.cache import extract_features, load_features
 from omnisource.features.embed import EmbedderFactory, _ray_embed
 from omnisource.models import create_backbone
 from omnisource.teacher.score import read_scores, score_in_shards

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from http_server import FAST, Handler, Server, png_bytes, redirect, serve, write_list
 from omnisource.collect import net
 from omnisource.collect.download import PENDING, DownloadOptions, download
 from omnisource.data.manifest import read_manifest
-from test_download import FAST, _Handler, _Server, png_bytes, redirect, serve, server, write_list  # noqa: F401
 
 CERT = Path(__file__).parent / "data" / "localhost.pem"  # self-signed, CN=localhost, IP:127.0.0.1, to 2126
 
@@ -128,7 +128,7 @@ def test_the_connection_goes_to_the_checked_address(server, tmp_path, monkeypatc
 def test_https_through_the_guarded_backend(tmp_path):
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(CERT)
-    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv = Server(("127.0.0.1", 0), Handler)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.lock, srv.count, srv.hits = threading.Lock(), 0, Counter()
     srv.routes = {"/t.png": serve(png_bytes(3), "image/png")}

@@ -1,9 +1,11 @@
 import os
 
+import numpy as np
 import pytest
 
 from omnisource.data import importers
-from omnisource.data.manifest import Manifest, ManifestError, make_id, new_row, read_manifest, write_manifest
+from omnisource.data.manifest import (Manifest, ManifestError, atomic_write_npz, make_id, new_row, read_manifest,
+                                      write_manifest)
 
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + bytes(16)  # files are typed by content: enough to say "video"
@@ -204,3 +206,14 @@ def test_subsample_per_class(tmp_path):
         assert len({r["group"] for r in picked}) == 4  # spread over groups first
     assert sum(r["split"] == "val" for r in k.rows) == 6
     assert importers.subsample_per_class(m, 4, seed=1).rows == k.rows
+
+
+def test_atomic_npz_is_written_under_its_own_name_and_replaces_the_old_one(tmp_path):
+    """Arrays of the caches and predictions (dedup index, motion fits, predictions.npz) are written
+    by one helper: under exactly the given name (np.savez would add .npz), nothing left beside it."""
+    path = tmp_path / "sub" / "index.cache"
+    atomic_write_npz(path, a=np.arange(3), ids=np.asarray(["x", "y"], dtype=str))
+    atomic_write_npz(path, a=np.arange(5, dtype=np.float32))
+    assert [p.name for p in path.parent.iterdir()] == ["index.cache"]
+    with np.load(path, allow_pickle=False) as z:
+        assert list(z) == ["a"] and z["a"].tolist() == [0, 1, 2, 3, 4] and z["a"].dtype == np.float32

@@ -102,6 +102,16 @@ def test_gaussian_fit_is_the_mle():
         i2c.fit_gaussian(hs[:1])
 
 
+def test_motion_fits_round_trip_through_their_file(tmp_path):
+    rng = np.random.default_rng(1)
+    fits = {"agnostic": (rng.normal(size=8), np.eye(8)), "jump": (rng.normal(size=8), 2 * np.eye(8))}
+    i2c.save_motion(tmp_path / "motion.npz", fits, {"agnostic": 40, "jump": 12})
+    back = i2c.load_motion(tmp_path / "motion.npz")
+    assert sorted(back) == ["agnostic", "jump"] and [p.name for p in tmp_path.iterdir()] == ["motion.npz"]
+    for key, (mu, cov) in fits.items():
+        assert np.array_equal(back[key][0], mu) and np.array_equal(back[key][1], cov)
+
+
 def test_estimate_recovers_a_known_shift_and_warp_composes():
     img = _textured((120, 160), seed=1)
     shifted = cv2.warpAffine(img, np.float32([[1, 0, 4], [0, 1, 0]]), (160, 120), borderMode=cv2.BORDER_REFLECT)

@@ -58,6 +58,7 @@ def _randomize_bn(model: nn.Module, seed: int = 0) -> None:
 def test_registered_names():
     assert EXPECTED_MODELS <= set(list_models())
     assert {"efficientnet_lite0", "resnet18", "resnet50"} <= set(list_backbones())
+    assert set(list_backbones("resnet*")) == {"resnet18", "resnet34", "resnet50", "resnet101"}
     assert set(list_models("tsn_*")) == {n for n in EXPECTED_MODELS if n.startswith("tsn_")}
 
 
@@ -85,6 +86,35 @@ def test_model_shapes(name):
     # classifier == fc(dropout(features)) in eval mode
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.fc(model.forward_features(x)))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "tsn_resnet18", "slowonly_r50", "r2plus1d_18"])
+def test_resnets_share_one_residual_forward_head_and_init(name):
+    """The 2D and 3D ResNets build on layers.py's residual blocks, head and init: every BN starts
+    as the identity, convs He fan-out, the classifier N(0, 0.01); a block whose last BN is zeroed
+    passes relu(x) through (the residual is added before the last ReLU)."""
+    from omnisource.models.layers import BasicResidual, BottleneckResidual
+
+    torch.manual_seed(0)
+    net = create_backbone(name, width=0.25) if name == "resnet50" else create_model(name, 7, width=0.25)
+    bns = [m for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d))]
+    assert bns and all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
+    conv = max((m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), key=lambda m: m.weight.numel())
+    fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+    assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.05)
+    if name != "resnet50":
+        assert net.fc.out_features == 7 and net.fc.weight.std().item() == pytest.approx(0.01, rel=0.2)
+        assert not net.fc.bias.any()
+    blocks = [m for m in net.modules() if isinstance(m, (BasicResidual, BottleneckResidual))]
+    assert len(blocks) == (16 if name.endswith("50") else 8)
+    block = blocks[-1].eval()  # identity shortcut: input channels == output channels
+    last_bn = block.bn3 if isinstance(block, BottleneckResidual) else block.bn2
+    nn.init.zeros_(last_bn.weight)
+    nn.init.zeros_(last_bn.bias)
+    c = block.conv1.in_channels
+    x = torch.randn((2, c, 3, 4, 4) if name in ("slowonly_r50", "r2plus1d_18") else (2, c, 4, 4))
+    with torch.no_grad():
+        assert torch.equal(block(x), torch.relu(x))
 
 
 def test_video_models_reject_wrong_layout():

@@ -2,6 +2,8 @@
 reported and the rest classified, old checkpoints still load. Tiny runs trained here."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,6 +169,21 @@ def test_predict_inputs_bad_files_and_the_python_api(feature_run, data, tmp_path
 
 
 @pytest.mark.slow
+def test_predict_names_the_video_decoder_once(feature_run, data):
+    """The decoder choice is one stderr line per command, however many videos are decoded (the
+    dataset's early check and every read used to log it under two names)."""
+    videos = sorted((data / "videos").rglob("*.mp4"))[:3]
+    assert len(videos) == 3
+    out = subprocess.run([sys.executable, "-m", "omnisource", "predict", str(feature_run), *map(str, videos), "--json"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    records = jsonl(out.stdout)
+    assert [r["path"] for r in records] == [str(v) for v in videos] and all("labels" in r for r in records)
+    assert [line for line in out.stderr.splitlines() if "video decoding" in line] == \
+        ["video decoding: pyav (media.backend=auto)"]
+
+
+@pytest.mark.slow
 def test_checkpoints_from_before_model_cards_still_load(feature_run, data, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -197,6 +214,17 @@ def test_export_and_cli_refuse_what_they_cannot_do(tmp_path):
     out = invoke("export", tmp_path, "--format", "torchscript", code=2)
     assert "TorchScript is deprecated" in out
     assert "not found" in invoke("predict", tmp_path / "nothing", tmp_path, code=2)
+
+
+def test_onnx_export_without_onnxscript_is_a_one_line_error(monkeypatch, tmp_path):
+    import torch
+
+    from omnisource.serve.export import _onnx
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as where it is not installed
+    with pytest.raises(RuntimeError, match=r"needs the onnx and onnxscript packages: pip install") as err:
+        _onnx(torch.nn.Linear(2, 2), torch.zeros(1, 2), tmp_path / "m.onnx", None)
+    assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
 
 
 def test_stages_are_importable_from_one_place():

@@ -1,5 +1,6 @@
 """Stage stamps: run skips what was made from the same inputs (also by hand), and redoes what a
 changed input (teacher, target set, config) makes stale; training never destroys silently."""
+import hashlib
 import json
 
 import numpy as np
@@ -13,6 +14,23 @@ from omnisource.demo.synthetic import generate, web_manifests
 from omnisource.workspace import Workspace
 
 runner = CliRunner()
+
+
+def test_one_file_digest_serves_stamps_teachers_and_exact_duplicates(tmp_path):
+    """digest.file_hash reads in blocks; the stamps (sha1[:16], cached), the exact-duplicate search
+    (sha256, None for what is no file) and the teachers' weights digest all come from it."""
+    from omnisource.clean.exact import file_sha256
+    from omnisource.digest import file_hash
+    from omnisource.stamps import file_digest
+
+    data = bytes(range(256)) * 41  # 10,496 bytes: several blocks of 1,000 and a partial one
+    path = tmp_path / "weights.bin"
+    path.write_bytes(data)
+    assert file_hash(path, "sha1", block=1000) == hashlib.sha1(data).hexdigest() == file_hash(path, "sha1")
+    assert file_digest(path) == hashlib.sha1(data).hexdigest()[:16]
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(tmp_path) is None and file_sha256(tmp_path / "missing") is None
+    assert file_digest(tmp_path / "missing") == "missing"
 
 
 @pytest.fixture(scope="module")

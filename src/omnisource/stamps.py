@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .console import console
+from .digest import file_hash
 from .workspace import Workspace, WorkspaceError, latest_checkpoint
 
 _FILE_DIGESTS: dict[tuple, str] = {}
@@ -51,11 +52,7 @@ def file_digest(path: str | Path) -> str:
         return "missing"
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FILE_DIGESTS:
-        h = hashlib.sha1()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_DIGESTS[key] = h.hexdigest()[:16]
+        _FILE_DIGESTS[key] = file_hash(p, "sha1")[:16]
     return _FILE_DIGESTS[key]
 
 

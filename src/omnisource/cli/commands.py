@@ -235,7 +235,7 @@ def _register_experiments() -> None:
     from ..compare import register as register_compare
     from ..report.stage import register as register_report
     from ..serve.cli import register as register_serve
-    from ..sweep import register as register_sweep
+    from .sweep import register as register_sweep
 
     register_report(app)  # report
     register_compare(app)  # compare

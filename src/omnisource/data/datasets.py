@@ -98,7 +98,8 @@ class VideoClipDataset(EpochDataset):
         super().__init__()
         self.rows = [r for r in rows if r.get("status", "ok") == "ok"]
         self.cfg, self.train, self.seed = cfg, train, seed
-        self.backend = media.resolve_backend(cfg.backend)  # an unusable choice fails here, not in a worker
+        media.resolve_backend(cfg.backend)  # an unusable choice fails here, not in a worker
+        self.backend = cfg.backend  # what was asked, not the decoder it chose: one log line per choice
         self.multi_view = not train and (cfg.test_views > 1 or cfg.test_crops > 1)
         self._motion: dict = {}
 

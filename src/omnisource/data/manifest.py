@@ -184,6 +184,18 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def atomic_write_npz(path: Path, **arrays) -> Path:
+    """``arrays`` as an uncompressed .npz, atomically (written through a file handle: given a
+    name, ``np.savez`` would append ``.npz`` to the temporary one)."""
+    import numpy as np
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write_bytes(path, write)
+
+
 def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     check(manifest)
     table = _to_table(manifest)

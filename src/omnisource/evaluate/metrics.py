@@ -68,16 +68,12 @@ def metrics_table(metrics: dict, title: str = "Evaluation"):
 def save_predictions(path: Path, ids, labels, scores) -> Path:
     """Write ``ids`` (manifest ids of the validation rows), ``labels`` and ``scores`` (N, C)
     atomically as an .npz (no pickled objects, so reading it back needs no trust)."""
-    from ..data.manifest import atomic_write_bytes
+    from ..data.manifest import atomic_write_npz
 
     ids, labels, scores = np.asarray(list(ids), dtype=str), np.asarray(labels, np.int64), np.asarray(scores)
     if not len(ids) == len(labels) == len(scores):
         raise ValueError(f"predictions: {len(ids)} ids, {len(labels)} labels and {len(scores)} score rows differ")
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=ids, labels=labels, scores=scores.astype(np.float32))
-    return atomic_write_bytes(Path(path), write)
+    return atomic_write_npz(Path(path), ids=ids, labels=labels, scores=scores.astype(np.float32))
 
 
 def load_predictions(path: Path) -> dict[str, np.ndarray]:

@@ -14,11 +14,13 @@ from .registry import (
     register_backbone,
     register_model,
 )
-from . import efficientnet, inflate2plus1, resnet, resnet3d, tsn  # noqa: F401  (register the zoo)
+from . import efficientnet, inflate2plus1, resnet, resnet3d, tsn
 from .checkpoint import load_pretrained, load_state_dict_file
 from .heads import create_head
-from .resnet3d import inflate_from_2d
+from .inflate3d import inflate_from_2d
 from .tsn import TSN
+
+_ZOO = (efficientnet, inflate2plus1, resnet, resnet3d, tsn)  # imported for their registrations
 
 __all__ = [
     "create_model",

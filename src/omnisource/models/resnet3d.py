@@ -31,28 +31,9 @@ its 2D parent.
 Temporal padding: ``temporal_padding="zeros"`` (default; what torchvision / mmaction2 do) or
 ``"replicate"`` (the clip's first / last frame is repeated in time; spatial padding stays zero).
 
-Inflation (:func:`inflate_from_2d`, Carreira & Zisserman, "Quo Vadis, Action Recognition?",
-CVPR 2017, §2.3 "Bootstrapping 3D filters from 2D filters"): a "boring" static clip (one frame
-repeated T times) must give the 2D network's output on that frame.
-
-* ``mode="average"`` (I3D, mmaction2): the 2D kernel is repeated t times along time and divided
-  by t. With zero temporal padding the first / last frames of a static clip see only (t-1)/t of
-  the signal, so the output equals the 2D one only away from the clip edges; with
-  ``temporal_padding="replicate"`` the equality is exact everywhere.
-* ``mode="center"``: the 2D kernel goes to the centre temporal slice, the other slices are
-  zero. Exact on static clips with either padding (this is what the tests check to 1e-4).
-* R(2+1)D: spatial convs take the 2D kernel, temporal convs are initialised to the identity
-  (centre tap, or 1/t on every tap for ``"average"``). The mid-channel mismatch (``M`` !=
-  ``N_out``) and the extra ReLU between spatial and temporal conv are solved exactly: the first
-  ``N_out`` mid channels carry the 2D conv followed by its BN; for a conv that is *not* followed
-  by a ReLU in the 2D net (conv2 of a basic block, before the residual add) the next ``N_out``
-  mid channels carry the negated conv + BN and the temporal conv computes
-  ``relu(z) - relu(-z) = z``; remaining mid channels are zero, and the BN after the temporal
-  conv is set to the identity. This needs ``M >= N_out`` (``>= 2 N_out`` for conv2), which the
-  §3.5 formula satisfies for every conv of R(2+1)D-18/34 at ``width <= 1``; otherwise a
-  ``ValueError`` is raised. (The Kae & Song image-to-video transfer — frozen copied spatial
-  convs + a zero-initialised residual temporal branch — is a different architecture and lives
-  in ``omnisource.train.transfer``.)
+Inflation of 2D weights (Carreira & Zisserman, "Quo Vadis, Action Recognition?", CVPR 2017, §2.3;
+``pretrained="imagenet"`` or a 2D checkpoint file) is :func:`omnisource.models.inflate3d.inflate_from_2d`;
+the convs and blocks are in :mod:`omnisource.models.layers3d`.
 
 Memory format: the models work with ``model.to(memory_format=torch.channels_last_3d)`` and
 inputs ``x.contiguous(memory_format=torch.channels_last_3d)`` (+15-35 % on CPUs for 3D nets).
@@ -60,13 +41,14 @@ inputs ``x.contiguous(memory_format=torch.channels_last_3d)`` (+15-35 % on CPUs 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, check_clip, make_classifier, scaled_channels
+from .inflate3d import inflate_from_2d
+from .layers import IMAGENET_MEAN, IMAGENET_STD, Normalize, StagedResNet, check_clip, scaled_channels
+from .layers3d import BasicBlock3d, Bottleneck3d, Conv2Plus1d, Conv3d, make_conv, r2plus1d_mid_channels
 
 __all__ = [
     "Conv3d",
@@ -74,6 +56,7 @@ __all__ = [
     "BasicBlock3d",
     "Bottleneck3d",
     "ResNet3d",
+    "make_conv",
     "inflate_from_2d",
     "r2plus1d_mid_channels",
     "slowonly_r18",
@@ -83,127 +66,6 @@ __all__ = [
     "r2plus1d_18",
     "r2plus1d_34",
 ]
-
-_T3 = Tuple[int, int, int]
-
-
-def _triple(v) -> _T3:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)  # type: ignore[return-value]
-
-
-class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` with "same" padding and a choice of temporal padding ("zeros" / "replicate").
-
-    Parameters are those of ``nn.Conv3d`` (``weight``, ``bias``), so state dicts are unchanged.
-    """
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, bias=False, temporal_padding="zeros"):
-        k = _triple(kernel_size)
-        if temporal_padding not in ("zeros", "replicate"):
-            raise ValueError(f"temporal_padding must be 'zeros' or 'replicate', got {temporal_padding!r}")
-        self.temporal_padding = temporal_padding
-        self._tpad = k[0] // 2
-        pad_t = self._tpad if temporal_padding == "zeros" else 0
-        super().__init__(in_channels, out_channels, k, stride=_triple(stride), padding=(pad_t, k[1] // 2, k[2] // 2), bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.temporal_padding == "replicate" and self._tpad > 0:
-            x = F.pad(x, (0, 0, 0, 0, self._tpad, self._tpad), mode="replicate")
-        return super().forward(x)
-
-
-def r2plus1d_mid_channels(in_channels: int, out_channels: int, t: int = 3, d: int = 3) -> int:
-    """Tran et al. 2018 §3.5: ``M = floor(t d^2 N_in N_out / (d^2 N_in + t N_out))``."""
-    return max(1, (t * d * d * in_channels * out_channels) // (d * d * in_channels + t * out_channels))
-
-
-class Conv2Plus1d(nn.Module):
-    """(2+1)D conv (Tran et al. 2018 §3.5): ``spatial`` (1 x d x d, stride 1 x s x s) -> ``bn`` ->
-    ``relu`` -> ``temporal`` (t x 1 x 1, stride st x 1 x 1). The BN after the temporal conv
-    belongs to the enclosing block (``bn1``/``bn2``), as after a plain conv.
-
-    ``followed_by_relu`` records whether the enclosing network applies a ReLU right after this
-    conv's BN (used by :func:`inflate_from_2d`).
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size=(3, 3, 3),
-        stride=1,
-        mid_channels: Optional[int] = None,
-        temporal_padding: str = "zeros",
-        followed_by_relu: bool = True,
-    ):
-        super().__init__()
-        kt, kh, kw = _triple(kernel_size)
-        st, sh, sw = _triple(stride)
-        if mid_channels is None:
-            mid_channels = r2plus1d_mid_channels(in_channels, out_channels, kt, kh)
-        self.in_channels, self.out_channels, self.mid_channels = in_channels, out_channels, mid_channels
-        self.followed_by_relu = followed_by_relu
-        self.spatial = Conv3d(in_channels, mid_channels, (1, kh, kw), stride=(1, sh, sw))
-        self.bn = nn.BatchNorm3d(mid_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.temporal = Conv3d(mid_channels, out_channels, (kt, 1, 1), stride=(st, 1, 1), temporal_padding=temporal_padding)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.temporal(self.relu(self.bn(self.spatial(x))))
-
-
-def _conv(conv_type: str, cin: int, cout: int, k: _T3, stride: _T3, tp: str, followed_by_relu: bool) -> nn.Module:
-    if conv_type == "2plus1d" and (k[0] > 1 or max(k[1:]) > 1):
-        return Conv2Plus1d(cin, cout, k, stride, temporal_padding=tp, followed_by_relu=followed_by_relu)
-    return Conv3d(cin, cout, k, stride, temporal_padding=tp)
-
-
-class BasicBlock3d(nn.Module):
-    """Basic block with convs ``(t1, 3, 3)`` and ``(t2, 3, 3)``; ``conv_type="2plus1d"`` factorises
-    both (R(2+1)D). Stride ``(st, s, s)`` on ``conv1``."""
-
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=(1, 1, 1), downsample=None, t1=3, t2=3, conv_type="3d", temporal_padding="zeros"):
-        super().__init__()
-        self.conv1 = _conv(conv_type, inplanes, planes, (t1, 3, 3), stride, temporal_padding, True)
-        self.bn1 = nn.BatchNorm3d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv(conv_type, planes, planes, (t2, 3, 3), (1, 1, 1), temporal_padding, False)
-        self.bn2 = nn.BatchNorm3d(planes)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class Bottleneck3d(nn.Module):
-    """Bottleneck ``(t1, 1, 1) -> (t2, 3, 3) -> 1x1x1`` with stride ``(st, s, s)`` on the middle conv
-    (SlowOnly: ``t1 = 3`` in res4/res5, ``t2 = 1``)."""
-
-    expansion = 4
-
-    def __init__(self, inplanes, planes, stride=(1, 1, 1), downsample=None, t1=1, t2=1, conv_type="3d", temporal_padding="zeros"):
-        super().__init__()
-        tp = temporal_padding
-        self.conv1 = _conv(conv_type, inplanes, planes, (t1, 1, 1), (1, 1, 1), tp, True)
-        self.bn1 = nn.BatchNorm3d(planes)
-        self.conv2 = _conv(conv_type, planes, planes, (t2, 3, 3), stride, tp, True)
-        self.bn2 = nn.BatchNorm3d(planes)
-        self.conv3 = Conv3d(planes, planes * self.expansion, 1)
-        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
 
 
 class ResNet3d(StagedResNet):
@@ -244,7 +106,7 @@ class ResNet3d(StagedResNet):
         self.width, self.conv_type, self.temporal_padding = float(width), conv_type, temporal_padding
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD, ndim=5)
         base = scaled_channels(64, width)
-        self.conv1 = _conv(conv_type, 3, base, (stem_kernel_t, 7, 7), (1, 2, 2), temporal_padding, True)
+        self.conv1 = make_conv(conv_type, 3, base, (stem_kernel_t, 7, 7), (1, 2, 2), temporal_padding, True)
         self.bn1 = nn.BatchNorm3d(base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)) if stem_pool else nn.Identity()
@@ -256,18 +118,8 @@ class ResNet3d(StagedResNet):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.stage_dims: List[int] = [base * 2**i * block_cls.expansion for i in range(4)]
-        self.num_features = self.stage_dims[-1]
-        self.drop_rate = float(dropout)
-        self.dropout = nn.Dropout(p=dropout) if dropout > 0 else nn.Identity()
-        self.num_classes = num_classes
-        self.fc = make_classifier(self.num_features, num_classes)
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self._init_head(self.stage_dims[-1], num_classes, dropout)
+        self._init_weights()
 
     def _make_layer(self, block_cls, planes, blocks, stride, t1, t2, conv_type, tp) -> nn.Sequential:
         downsample = None
@@ -287,142 +139,6 @@ class ResNet3d(StagedResNet):
         x = self.normalize(x)
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-
-# ---------------------------------------------------------------------------- inflation
-def _inflate_kernel(w2d: torch.Tensor, kt: int, mode: str) -> torch.Tensor:
-    """(O, I, kh, kw) -> (O, I, kt, kh, kw)."""
-    if mode == "average":
-        return w2d.unsqueeze(2).repeat(1, 1, kt, 1, 1) / kt
-    w = w2d.new_zeros(w2d.shape[:2] + (kt,) + w2d.shape[2:])
-    w[:, :, kt // 2] = w2d
-    return w
-
-
-def _bn_keys(prefix: str) -> Tuple[str, ...]:
-    return tuple(f"{prefix}.{k}" for k in ("weight", "bias", "running_mean", "running_var"))
-
-
-def _bn_name_for(conv_name: str) -> str:
-    """'layer1.0.conv2' -> 'layer1.0.bn2'; 'conv1' -> 'bn1'."""
-    head, _, leaf = conv_name.rpartition(".")
-    leaf = "bn" + leaf[len("conv"):]
-    return f"{head}.{leaf}" if head else leaf
-
-
-def _inflate_2plus1d(name: str, m: Conv2Plus1d, outer_bn: nn.BatchNorm3d, sd2d, new, mode: str, used: set, errors: List[str]) -> None:
-    wkey = f"{name}.weight"
-    bn2d_name = _bn_name_for(name)
-    bn_keys = _bn_keys(bn2d_name)
-    if wkey not in sd2d or any(k not in sd2d for k in bn_keys):
-        errors.append(f"{wkey} (+ {bn2d_name}) not in the 2D checkpoint")
-        return
-    w2d = sd2d[wkey]
-    O, M = m.out_channels, m.mid_channels
-    if tuple(w2d.shape) != (O, m.in_channels) + tuple(m.spatial.weight.shape[-2:]):
-        errors.append(f"{wkey} {tuple(w2d.shape)} does not fit {name}.spatial {tuple(m.spatial.weight.shape)}")
-        return
-    need = O if m.followed_by_relu else 2 * O
-    if M < need:
-        raise ValueError(
-            f"cannot inflate {name} exactly: {M} mid channels < {need} needed "
-            f"({'out' if m.followed_by_relu else '2 x out'} channels); use width <= 1 or a 3D variant"
-        )
-    g, b, mu, var = (sd2d[k].float() for k in bn_keys)
-    sw = torch.zeros_like(m.spatial.weight, dtype=torch.float32)
-    bw, bb = torch.zeros(M), torch.zeros(M)
-    bm, bv = torch.zeros(M), torch.ones(M)
-    sw[:O, :, 0] = w2d
-    bw[:O], bb[:O], bm[:O], bv[:O] = g, b, mu, var
-    kt = m.temporal.weight.shape[2]
-    tw = torch.zeros(O, M, kt)
-    eye = torch.eye(O)
-    taps = range(kt) if mode == "average" else [kt // 2]
-    scale = 1.0 / kt if mode == "average" else 1.0
-    for t in taps:
-        tw[:, :O, t] = eye * scale
-    if not m.followed_by_relu:  # second half carries -z so that relu(z) - relu(-z) = z
-        sw[O:2 * O, :, 0] = -w2d
-        bw[O:2 * O], bb[O:2 * O], bm[O:2 * O], bv[O:2 * O] = g, -b, -mu, var
-        for t in taps:
-            tw[:, O:2 * O, t] = -eye * scale
-    new[f"{name}.spatial.weight"] = sw
-    for k, v in zip(_bn_keys(f"{name}.bn"), (bw, bb, bm, bv)):
-        new[k] = v
-    new[f"{name}.temporal.weight"] = tw.view(O, M, kt, 1, 1)
-    # the block's BN after the temporal conv becomes the identity (the 2D BN moved inside):
-    # weight 1, bias 0, running_mean 0, running_var 1 - eps so that x / sqrt(var + eps) == x
-    outer_eps = outer_bn.eps
-    for k, v in zip(bn_keys, (torch.ones(O), torch.zeros(O), torch.zeros(O), torch.full((O,), 1.0 - outer_eps))):
-        new[k] = v
-    used.update({wkey, *bn_keys})
-
-
-def inflate_from_2d(
-    model3d: ResNet3d,
-    state_dict_2d: Dict[str, torch.Tensor],
-    mode: str = "average",
-    strict: bool = True,
-) -> Dict[str, object]:
-    """Inflate a 2D ResNet state dict (same depth and width) into ``model3d`` in place.
-
-    See the module docstring for the maths (I3D §2.3) and for R(2+1)D. ``fc`` is copied when
-    its shape matches and dropped otherwise. With ``strict``, 2D tensors that find no place and
-    3D tensors that get no value are errors (the first few are listed).
-
-    Returns ``{"loaded": n, "classifier": "loaded"|"dropped"|"absent"|"none", "inflated": True}``.
-    """
-    if mode not in ("average", "center"):
-        raise ValueError(f"mode must be 'average' or 'center', got {mode!r}")
-    sd2d = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict_2d.items()}
-    own = model3d.state_dict()
-    new: Dict[str, torch.Tensor] = {}
-    used: set = set()
-    errors: List[str] = []
-
-    for name, m in model3d.named_modules():
-        if isinstance(m, Conv2Plus1d):
-            outer_bn = model3d.get_submodule(_bn_name_for(name))
-            _inflate_2plus1d(name, m, outer_bn, sd2d, new, mode, used, errors)
-
-    for k, p in own.items():
-        if k in new or k.endswith("num_batches_tracked"):
-            continue
-        if k in ("fc.weight", "fc.bias"):
-            continue
-        if k not in sd2d:
-            errors.append(f"{k} not in the 2D checkpoint")
-            continue
-        v = sd2d[k]
-        used.add(k)
-        if p.dim() == 5 and v.dim() == 4 and p.shape[:2] == v.shape[:2] and p.shape[3:] == v.shape[2:]:
-            new[k] = _inflate_kernel(v, p.shape[2], mode)
-        elif p.shape == v.shape:
-            new[k] = v
-        else:
-            errors.append(f"{k}: 2D {tuple(v.shape)} vs 3D {tuple(p.shape)}")
-
-    classifier = "none"
-    if isinstance(getattr(model3d, "fc", None), nn.Linear):
-        fw, fb = sd2d.get("fc.weight"), sd2d.get("fc.bias")
-        used.update({"fc.weight", "fc.bias"})
-        if fw is None:
-            classifier = "absent"
-        elif fw.shape == own["fc.weight"].shape and fb is not None and fb.shape == own["fc.bias"].shape:
-            new["fc.weight"], new["fc.bias"] = fw, fb
-            classifier = "loaded"
-        else:
-            classifier = "dropped"
-    unused = [k for k in sd2d if k not in used and not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
-    if strict and unused:
-        errors.append("unused 2D tensors: " + ", ".join(sorted(unused)[:5]) + (" ..." if len(unused) > 5 else ""))
-    shape_errors = [e for e in errors if " vs 3D " in e or "does not fit" in e]
-    if shape_errors or (strict and errors):
-        shown = (shape_errors or errors)[:5]
-        more = f" ... (+{len(errors) - len(shown)} more)" if len(errors) > len(shown) else ""
-        raise RuntimeError(f"cannot inflate into {type(model3d).__name__}: " + "; ".join(shown) + more)
-    new = {k: v.to(dtype=own[k].dtype) for k, v in new.items()}
-    model3d.load_state_dict(new, strict=False)
-    return {"loaded": len(new), "classifier": classifier, "inflated": True}
 
 
 # ---------------------------------------------------------------------------- constructors

@@ -127,22 +127,15 @@ def tsn_efficientnet_lite0(
     return model
 
 
-@register_model("tsn_resnet18")
-def tsn_resnet18(num_classes: int, imagenet: bool = False, width: float = 1.0, dropout: float = 0.5, **kwargs) -> TSN:
-    return _tsn_resnet(18, num_classes, imagenet, width, dropout, **kwargs)
+def _register_tsn_resnet(depth: int, doc: str) -> None:
+    def entry(num_classes: int, imagenet: bool = False, width: float = 1.0, dropout: float = 0.5, **kwargs) -> TSN:
+        return _tsn_resnet(depth, num_classes, imagenet, width, dropout, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = f"tsn_resnet{depth}"
+    entry.__doc__ = doc
+    register_model(f"tsn_resnet{depth}")(entry)
 
 
-@register_model("tsn_resnet34")
-def tsn_resnet34(num_classes: int, imagenet: bool = False, width: float = 1.0, dropout: float = 0.5, **kwargs) -> TSN:
-    return _tsn_resnet(34, num_classes, imagenet, width, dropout, **kwargs)
-
-
-@register_model("tsn_resnet50")
-def tsn_resnet50(num_classes: int, imagenet: bool = False, width: float = 1.0, dropout: float = 0.5, **kwargs) -> TSN:
-    """TSN-R50, the OmniSource TSN baseline (§4)."""
-    return _tsn_resnet(50, num_classes, imagenet, width, dropout, **kwargs)
-
-
-@register_model("tsn_resnet101")
-def tsn_resnet101(num_classes: int, imagenet: bool = False, width: float = 1.0, dropout: float = 0.5, **kwargs) -> TSN:
-    return _tsn_resnet(101, num_classes, imagenet, width, dropout, **kwargs)
+for _depth, _doc in ((18, "TSN-R18."), (34, "TSN-R34."), (50, "TSN-R50, the OmniSource TSN baseline (§4)."),
+                     (101, "TSN-R101.")):
+    _register_tsn_resnet(_depth, _doc)

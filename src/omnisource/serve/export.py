@@ -13,6 +13,7 @@ TorchScript is deprecated in torch 2.13 (``torch.jit.trace`` warns so), hence ``
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import warnings
@@ -52,9 +53,9 @@ def sidecar(card: dict, checkpoint: Path, fmt: str, extra: dict | None = None) -
 
 
 def _onnx(net: torch.nn.Module, x: torch.Tensor, out: Path, opset: int | None) -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
+    try:  # the dynamo exporter needs both: say so in one line before tracing
+        for module in ("onnx", "onnxscript"):
+            importlib.import_module(module)
     except ImportError:
         raise RuntimeError("export --format onnx needs the onnx and onnxscript packages: "
                            "pip install -c constraints.txt -e '.[onnx]'") from None

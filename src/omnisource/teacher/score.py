@@ -20,6 +20,7 @@ import yaml
 
 from ..config import Config, from_dict
 from ..data.manifest import ManifestError, atomic_write_bytes
+from ..digest import file_hash
 from ..train.checkpoint import load_weights, select_checkpoint
 from ..transform.untrimmed import clip_windows
 from ..workspace import Workspace
@@ -33,16 +34,6 @@ class Teacher:
     run: Path
     checkpoint: Path | None = None
     digest: str = ""  # of the weights file: scores of other weights are never reused
-
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def describe(t: Teacher) -> dict:
@@ -73,7 +64,7 @@ def load_teacher(workspace, run_name: str, classes: list[str], feature_dim: int 
     else:
         model = create_model(tcfg.model.name, len(classes), pretrained=None, width=tcfg.model.width)
     load_weights(model, ckpt)
-    return Teacher(model.eval(), tcfg, classes, run, ckpt, _file_digest(ckpt / "model.safetensors"))
+    return Teacher(model.eval(), tcfg, classes, run, ckpt, file_hash(ckpt / "model.safetensors", "sha1")[:16])
 
 
 @torch.no_grad()

@@ -140,18 +140,14 @@ def render_clip(image: np.ndarray, spec: str, num_frames: int, rng: np.random.Ge
 
 def save_motion(path, fits: dict[str, tuple[np.ndarray, np.ndarray]], counts: dict[str, int]) -> None:
     """``fits``: key ('agnostic' or a class name) -> (μ, Σ); written atomically as .npz."""
-    from ..data.manifest import atomic_write_bytes
+    from ..data.manifest import atomic_write_npz
 
     arrays = {}
     for key, (mu, cov) in fits.items():
         arrays[f"{key}/mu"], arrays[f"{key}/cov"] = mu, cov
         arrays[f"{key}/count"] = np.array(counts.get(key, 0))
 
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    atomic_write_bytes(path, write)
+    atomic_write_npz(path, **arrays)
 
 
 def load_motion(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
