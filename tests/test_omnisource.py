@@ -38,6 +38,28 @@ def overrides(data, ws, **extra):
     return ["-w", str(ws), *[f"{k}={v}" for k, v in base.items()], web]
 
 
+def _plant_duplicate(root, images_manifest, tmp_path):
+    """A copy of the images manifest with one more photo: the middle frame of a validation
+    (group 01) video, saved as a JPEG under a query folder."""
+    import av
+    from PIL import Image
+
+    from omnisource.data.manifest import new_row, write_manifest
+
+    video = sorted((root / "videos").glob("*/v_*_g01_c01.mp4"))[0]
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    cls = video.parent.name
+    path = tmp_path / "planted" / cls / "dup_of_val.jpg"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(frames[len(frames) // 2]).save(path, quality=95)
+    manifest = read_manifest(images_manifest)
+    manifest.rows.append(new_row("images", "image", str(path), weak_labels=[cls], true_label=cls))
+    out = tmp_path / "planted" / "images.parquet"
+    write_manifest(manifest, out)
+    return manifest.rows[-1]["path"], out
+
+
 def invoke(*args):
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
@@ -48,6 +70,12 @@ def invoke(*args):
 def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed):
     ws = tmp_path / "ws"
     dedup = "true" if image_to_clip == "perspective" else "false"
+    root, manifests = data
+    planted = None
+    if dedup == "true":  # a web photo that is a frame of a validation video: dedup must find it
+        planted, images = _plant_duplicate(root, manifests["images"], tmp_path)
+        data = (root, {**manifests, "images": images})
+    n_images = len(read_manifest(data[1]["images"]).rows)
     out = invoke("run", *overrides(data, ws, **{"omni.image_to_clip": image_to_clip, "omni.untrimmed": untrimmed,
                                                "clean.dedup": dedup}))
     for name in ("target_only", "omnisource"):
@@ -58,10 +86,11 @@ def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed
     # scoring: the synthetic world renders web images from the target's few scenes, so some are.
     dups = [r for r in read_manifest(ws / "manifests" / "web_images.parquet").rows if r["status"] == "duplicate"]
     assert (len(dups) > 0) == (dedup == "true") and all(r["dup_of"] for r in dups)
+    assert planted is None or planted in {r["path"] for r in dups}
     sel = json.loads((ws / "selection" / "images.json").read_text())
-    assert sel["scored"] == 36 - len(dups) and 0 < sel["kept"] <= sel["scored"] and "precision" in sel["filter"]
+    assert sel["scored"] == n_images - len(dups) and 0 < sel["kept"] <= sel["scored"] and "precision" in sel["filter"]
     aux = read_manifest(ws / "manifests" / "aux_images.parquet")
-    assert {r["status"] for r in aux.rows} <= {"ok", "rejected", "duplicate"} and len(aux.rows) == 36
+    assert {r["status"] for r in aux.rows} <= {"ok", "rejected", "duplicate"} and len(aux.rows) == n_images
     assert all(r["reason"] for r in aux.rows if r["status"] == "rejected")
     train = read_manifest(ws / "manifests" / "train_images.parquet")
     assert all(r["clip_transform"] == image_to_clip for r in train.rows)
