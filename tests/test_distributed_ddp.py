@@ -32,7 +32,7 @@ def invoke(*args):
     return result.output
 
 
-def run(cmd, check=True, timeout=300):
+def run(cmd, check=True, timeout=900):  # generous: a loaded 2-core machine runs these 10x slower
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run([sys.executable, *map(str, cmd)], env=env, capture_output=True, text=True, timeout=timeout)
@@ -52,6 +52,10 @@ def log_of(ws, run):
     return [json.loads(line) for line in (ws / "runs" / run / "log.jsonl").read_text().splitlines()]
 
 
+PIXEL = ["mode=pixels", "model.name=tsn_resnet18", "model.pretrained=", "model.width=0.125", "media.num_segments=2",
+         "media.input_size=32", "media.resize_short=36", "train.epochs=1", "train.run_name=pixels", "train.lr=0.01"]
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
@@ -62,13 +66,31 @@ def workspace(tmp_path_factory):
     return root, ws
 
 
-def test_two_process_ddp_matches_one_process_and_resumes(workspace):
+@pytest.fixture(scope="module")
+def launched(workspace):
+    """One torchrun launch (tests/ddp_worker.py) that trains, in one 2-process group: the first two
+    epochs of the feature-mode run "two" (the resume test finishes it with ``torchrun -m
+    omnisource``), the pixel-mode run "pixels" and the joint run of ``ddp_worker.joint``. Each
+    launch costs two imports of torch and a rendezvous; one launch for three trainings keeps the
+    suite short. Returns rank 0's output of each job."""
+    root, ws = workspace
+    jobs = [["omnisource", "train", "-w", str(ws), "train.epochs=2", "train.run_name=two"],
+            ["omnisource", "train", "-w", str(ws), *PIXEL],
+            ["joint", str(root / "joint_two")]]
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    out = torchrun(Path(__file__).with_name("ddp_worker.py"), root / "jobs.json")
+    parts = out.split("=== job ")[1:]
+    assert [p.split("\n", 1)[0] for p in parts] == ["0", "1", "2"], out[-3000:]
+    return parts
+
+
+def test_two_process_ddp_matches_one_process_and_resumes(workspace, launched):
     _, ws = workspace
     invoke("train", "-w", ws, "train.epochs=4", "train.run_name=one")
-    first = torchrun("train", "-w", ws, "train.epochs=2", "train.run_name=two")
-    assert "world size 2 (gloo)" in first
-    out = torchrun("train", "-w", ws, "--resume", "train.epochs=4", "train.run_name=two")
-    assert "resumed from" in out and out.count("epoch 4/4") == 1  # rank 0 alone prints
+    assert "world size 2 (gloo), global batch 8 (4 per process), 4 steps per epoch" in launched[0]
+    out = torchrun("train", "-w", ws, "--resume", "train.epochs=4", "train.run_name=two")  # fresh processes
+    assert "world size 2 (gloo)" in out and "resumed from" in out
+    assert out.count("epoch 4/4") == 1  # rank 0 alone prints
     one, two = log_of(ws, "one"), log_of(ws, "two")
     assert len(two) == 4  # one line per epoch: rank 1 wrote nothing
     assert [r["world_size"] for r in one] == [1] * 4 and [r["world_size"] for r in two] == [2] * 4
@@ -92,18 +114,15 @@ def test_two_process_ddp_matches_one_process_and_resumes(workspace):
         torch.testing.assert_close(w1[k], w2[k], atol=TOLERANCE, rtol=TOLERANCE)
 
 
-def test_pixel_mode_network_under_torchrun(workspace):
+def test_pixel_mode_network_under_torchrun(workspace, launched):
     root, ws = workspace
-    pixel = ["mode=pixels", "model.name=tsn_resnet18", "model.pretrained=", "model.width=0.125",
-             "media.num_segments=2", "media.input_size=32", "media.resize_short=36", "train.epochs=1",
-             "train.run_name=pixels", "train.lr=0.01"]
-    torchrun("train", "-w", ws, *pixel)
+    assert "world size 2 (gloo)" in launched[1]
     log = log_of(ws, "pixels")
     assert len(log) == 1 and log[0]["world_size"] == 2 and log[0]["steps"] == 4
     assert (ws / "runs" / "pixels" / "checkpoints" / "epoch_001" / "model.safetensors").is_file()
     # The validation of the DDP run (each rank predicts its stride, rank 0 gathers) is the
     # evaluation of the same weights by one process over the whole validation split.
-    invoke("evaluate", "-w", ws, "--epoch", "last", *pixel)
+    invoke("evaluate", "-w", ws, "--epoch", "last", *PIXEL)
     metrics = json.loads((ws / "runs" / "pixels" / "metrics.json").read_text())
     assert metrics["num_samples"] == 12  # group 01: two clips of each of the six classes
     for key in ("top1", "top5", "mean_class_accuracy"):
@@ -119,20 +138,25 @@ def test_uneven_global_batch_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="train.batch_size=7 does not split over 2 processes"):
         make_loader(data, 7, True)
     assert [len(b) for b in make_loader(data, 8, True).batch_sampler] == [4, 4]  # rank 1's half of each batch
+    # The log speaks of the configured (global) sizes: a rank's share of 4 is a batch of 8.
+    assert ddp.describe_batch(4) == "8 (4 per process)" and ddp.describe_batch(4, ddp.Dist()) == "4"
 
 
-def test_joint_training_with_a_resampled_web_source_matches_one_process(tmp_path):
+def test_joint_training_with_a_resampled_web_source_matches_one_process(workspace, launched, tmp_path):
     """Target + auxiliary batch (two forwards, one backward) through DDP, against one process."""
-    worker = Path(__file__).with_name("ddp_joint_worker.py")
-    run([worker, tmp_path / "one"])
-    torchrun(worker, tmp_path / "two")
-    one, two = ([json.loads(x) for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in ("one", "two"))
+    from ddp_worker import joint
+
+    root, _ = workspace
+    joint(tmp_path / "one")  # the one-process reference, in this process
+    assert "world size 2 (gloo), global batch 8 (4 per process), 5 steps per epoch" in launched[2]
+    one, two = ([json.loads(x) for x in (d / "log.jsonl").read_text().splitlines()]
+                for d in (tmp_path / "one", root / "joint_two"))
     assert [r["steps"] for r in one] == [r["steps"] for r in two] == [5, 10, 15]
-    assert [r["world_size"] for r in two] == [2, 2, 2]
+    assert [r["world_size"] for r in one] == [1, 1, 1] and [r["world_size"] for r in two] == [2, 2, 2]
     for a, b in zip(one, two):
         for src in ("target", "web"):
             assert abs(a["train"][src]["loss"] - b["train"][src]["loss"]) < TOLERANCE
-    w1, w2 = torch.load(tmp_path / "one" / "final.pt"), torch.load(tmp_path / "two" / "final.pt")
+    w1, w2 = torch.load(tmp_path / "one" / "final.pt"), torch.load(root / "joint_two" / "final.pt")
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=TOLERANCE, rtol=TOLERANCE)
 

@@ -117,6 +117,13 @@ def local_batch(global_batch: int, ctx: Dist | None = None, what: str = "train.b
     return global_batch // ctx.world_size
 
 
+def describe_batch(local: int, ctx: Dist | None = None) -> str:
+    """A batch as the config means it, from a rank's share: "8" alone, "8 (4 per process)" under
+    torchrun (the configured sizes are global, so the log says the global one)."""
+    ctx = ctx or context()
+    return f"{local * ctx.world_size} ({local} per process)" if ctx.enabled else str(local)
+
+
 class ShardedBatchSampler(Sampler[list[int]]):
     """Global batches of ``batch_size`` indices from a permutation seeded by (seed, epoch), the
     same on every rank; each rank yields its stride (``rank::world_size``) of every global batch.

@@ -190,8 +190,8 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
                                       steps))
         else:
             aux.append(aux_source(cfg, src, dataset, y, len(classes), steps, cfg.train.num_workers, target_labels))
-        console.print(f"student: {src.name}: {len(y)} samples, batch {aux[-1].loader.batch_size} per iteration, "
-                      f"resampling {cfg.omni.resample}")
+        console.print(f"student: {src.name}: {len(y)} samples, batch {ddp.describe_batch(aux[-1].loader.batch_size)} "
+                      f"per iteration, resampling {cfg.omni.resample}")
     if not aux:
         raise ManifestError("student: no web source has a training sample, so the student would be the target-only "
                             "model under another name; see ws/selection/*.json (omni.filter, omni.threshold)")

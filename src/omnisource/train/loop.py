@@ -283,7 +283,10 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
     net = ddp.wrap(model, device, dist)
     forward = torch.compile(net, backend=cfg.compile_backend) if cfg.compile else net
     if dist.enabled:
-        console.print(f"DistributedDataParallel: world size {dist.world_size} ({dist.backend}), "
+        sampler = train_loader.batch_sampler
+        batch = (f"global batch {ddp.describe_batch(sampler.batch_size // dist.world_size, dist)}, "
+                 if isinstance(sampler, ddp.ShardedBatchSampler) else "")
+        console.print(f"DistributedDataParallel: world size {dist.world_size} ({dist.backend}), {batch}"
                       f"{steps_per_epoch} steps per epoch")
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

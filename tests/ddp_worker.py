@@ -1,9 +1,15 @@
-"""One joint-training run (target batch + a resampled auxiliary batch, OmniSource Eq. 1) on tiny
-synthetic features, as one process or under torchrun; rank 0 writes the final weights and log.
+"""Several trainings in one torchrun launch (one process group), so the tests pay for starting
+torchrun and its processes once instead of once per training:
 
-    python tests/ddp_joint_worker.py OUT_DIR                    # one process
-    torchrun --standalone --nproc_per_node=2 tests/ddp_joint_worker.py OUT_DIR
+    torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py JOBS.json
+
+JOBS.json is a list of jobs, run in order: ``["omnisource", "train", "-w", WS, ...]`` runs that CLI
+command as ``torchrun -m omnisource ...`` would; ``["joint", OUT_DIR]`` runs :func:`joint`. Rank 0
+prints ``=== job N`` before each job, so the test splits the output by job. Run without torchrun,
+``joint`` is the one-process reference of the same training.
 """
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +24,9 @@ from omnisource.train.joint import aux_loader
 from omnisource.train.loop import Source, fit
 
 
-def main(out: Path) -> None:
+def joint(out: Path) -> None:
+    """One joint-training run (target batch + a resampled auxiliary batch, OmniSource Eq. 1) on tiny
+    synthetic features; rank 0 writes the final weights and the log."""
     cfg = load_config(None, ["train.batch_size=8", "train.epochs=3", "train.optimizer=adamw", "train.lr=0.01",
                              "train.device=cpu", "omni.resample=power", "omni.resample_power=0.2"])
     ctx = ddp.setup("cpu")
@@ -37,5 +45,22 @@ def main(out: Path) -> None:
         torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / "final.pt")
 
 
+def main(jobs: list[list[str]]) -> int:
+    from omnisource.cli.commands import app
+
+    for i, job in enumerate(jobs):
+        if os.environ.get("RANK", "0") == "0":  # the process group is joined by the first command
+            print(f"=== job {i}", flush=True)
+        if job[0] == "joint":
+            joint(Path(job[1]))
+            continue
+        assert job[0] == "omnisource", job
+        code = app(args=job[1:], prog_name="omnisource", standalone_mode=False)
+        if code:  # the command printed its error line
+            return int(code)
+        ddp.barrier()
+    return 0
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    sys.exit(main(json.loads(Path(sys.argv[1]).read_text())))
