@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -82,6 +83,8 @@ SETTINGS = {  # name -> (web sources, student overrides)
 DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
 ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
 KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
+# The omni fields that act on training itself; the others only decide which web samples exist.
+TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup")
 
 
 def log(msg: str) -> None:
@@ -135,6 +138,21 @@ def labeled_arrays(feats: Features, split):
     tr, va = split.rows("train"), split.rows("val")
     return (feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr]),
             feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va]))
+
+
+def student_key(cfg: Config, aux=()) -> str:
+    """What a head's training depends on besides the labeled data: the training config and the
+    web samples with their weight and batch ratio. Arms with equal keys in one run train the
+    same head from the same seed (e.g. at k = all, where no training video is left to act as a
+    web video, ``all`` trains on the images alone, as ``images`` does), so it is trained once."""
+    h = hashlib.sha1(json.dumps([dataclasses.asdict(cfg.train), dataclasses.asdict(cfg.features),
+                                 {f: getattr(cfg.omni, f) for f in TRAINING_OMNI}], default=str).encode())
+    for src, x, y in aux:
+        if len(y):
+            h.update(repr((src.weight, src.batch_ratio, x.shape, x.dtype.str)).encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+            h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
 
 
 def train_head(cfg: Config, data, classes: list[str], aux=()):
@@ -298,6 +316,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     cfg = base_config(seed, args.set)
     t0 = time.time()
     teacher, base, base_scores = train_head(cfg, data, classes)
+    trained = {student_key(cfg): (base, base_scores)}  # key -> (metrics, scores) of this run's heads
     unit = (fold, seed)
     results.setdefault(("baseline", k), {})[unit] = dict(base, n_aux=0)
     settings = [parse_setting(s) for s in args.settings if s != "baseline"]
@@ -336,7 +355,12 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
                              if name == "untrimmed" else {})})
-            student, m, s = train_head(scfg, data, classes, aux)
+            key = student_key(scfg, aux)
+            if last and key in trained:  # the same head as an arm already trained in this run
+                m, s = trained[key]
+            else:
+                student, m, s = train_head(scfg, data, classes, aux)
+                trained[key] = (m, s)
         wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
         results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
                                                          broken=len(wrong - base_wrong))
@@ -383,6 +407,16 @@ def diag_rows(diag: dict) -> list[dict]:
                 row[key] = float(np.mean(vals))
         classes = sorted({c for i in items for c in i["kept_per_class"]})
         row["kept_per_class"] = {c: float(np.mean([i["kept_per_class"].get(c, 0) for i in items])) for c in classes}
+        per_class = {}  # precision / recall per class, mean over the runs where they are defined
+        for c in sorted({c for i in items for c in i.get("per_class", {})}):
+            per_class[c] = {}
+            for key in ("precision", "recall"):
+                vals = [i["per_class"][c][key] for i in items if c in i.get("per_class", {})
+                        and i["per_class"][c][key] == i["per_class"][c][key]]
+                if vals:
+                    per_class[c][key] = float(np.mean(vals))
+        if per_class:
+            row["per_class"] = per_class
         out.append(row)
     return out
 

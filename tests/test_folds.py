@@ -126,3 +126,24 @@ def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     assert 0.03 <= rows["all"]["delta_lo"] < 0.05 < rows["all"]["delta_hi"] <= 0.07
     with pytest.raises(SystemExit, match="in two runs"):  # the same fold twice is not two folds
         ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "a"])
+
+
+def test_arms_with_the_same_training_share_one_head_and_others_do_not():
+    import numpy as np
+
+    ucf_web = _ucf_web()
+    cfg = ucf_web.base_config(0)
+    images, trimmed = ucf_web.source_config("images", []), ucf_web.source_config("trimmed", [])
+    x, y = np.ones((4, 8, 3), np.float32), np.array([0, 1, 0, 1])
+    empty = (np.zeros((0, 8, 0), np.float32), np.zeros(0, np.int64))
+    key = ucf_web.student_key(cfg, [(images, x, y)])
+    # A source without samples (no video left to act as a web video) changes nothing, and a
+    # data-only option (snippet frames) does not either once the samples are the same ...
+    assert ucf_web.student_key(cfg, [(images, x, y), (trimmed, *empty)]) == key
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.snippet_neg=2"]), [(images, x, y)]) == key
+    assert ucf_web.student_key(cfg, [(trimmed, *empty)]) == ucf_web.student_key(cfg)  # = the baseline
+    # ... but other samples, another loss weight or a training option make another head.
+    assert ucf_web.student_key(cfg, [(images, x, 1 - y)]) != key
+    assert ucf_web.student_key(cfg, [(ucf_web.source_config("images", ["web.weight=0.5"]), x, y)]) != key
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.prior_correction=false"]), [(images, x, y)]) != key
+    assert ucf_web.student_key(ucf_web.base_config(1), [(images, x, y)]) != key

@@ -176,7 +176,9 @@ class OmniConfig:
     untrimmed: Literal["snippet", "clips"] = opt("snippet", "untrimmed videos: 1 fps snippets or positive clips")
     frame_threshold: float = opt(0.5, "a frame (clip) of an untrimmed video is positive at this probability")
     snippet_pos: int = opt(1, "positive frames per snippet")
-    snippet_neg: int = opt(2, "negative frames per snippet")
+    # 0, not the paper's 2 (Table 14): the negatives of a snippet still carry the video's label, and
+    # on UCF101-6 group folds they cost top-1 (docs/benchmarks.md, untrimmed frame precision ~1/3).
+    snippet_neg: int = opt(0, "negative frames per snippet")
     snippets_per_video: int = opt(4, "snippets drawn per untrimmed video")
     clip_seconds: float = opt(10.0, "length of the clips untrimmed videos are cut into")
     resample: Literal["none", "clip", "power"] = opt("none", "class resampling of the kept web data")
