@@ -457,11 +457,7 @@ def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -
     (args.out / "runs.json").write_text(json.dumps(  # every run's metrics, for --merge
         [{"setting": s, "k": k, "fold": f, "seed": sd, **m} for (s, k), runs in results.items()
          for (f, sd), m in runs.items()], default=float))
-    (args.out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
-    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
-        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
-        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
-    (args.out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
+    write_diag(args.out, results, diag)
     (args.out / "settings.json").write_text(json.dumps({
         "config": dataclasses.asdict(base_config(0, args.set)), "set": args.set, "settings": args.settings,
         "units": [[f, v] for f, v in units], "seeds": args.seeds, "noise": args.noise,
@@ -469,11 +465,37 @@ def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -
     return rows
 
 
+def write_diag(out: Path, results: dict, diag: dict) -> None:
+    """filters.json and raw_per_query.json (means over the runs), and diag.json, the per-run
+    records they come from, which --merge combines."""
+    (out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
+    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
+        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
+        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
+    (out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
+    (out / "diag.json").write_text(json.dumps([[list(key), value] for key, value in diag.items()], default=float))
+
+
+def merge_diag(diag: dict, more: list) -> None:
+    """Adds the diag.json records of another run: filter records are concatenated, raw
+    per-query counts summed."""
+    for key, value in more:
+        key = tuple(key)
+        if key[0] == "per_query":
+            mine = diag.setdefault(key, {})
+            for q, (kept, dropped) in value.items():
+                mine[q] = [mine.get(q, [0, 0])[0] + kept, mine.get(q, [0, 0])[1] + dropped]
+        else:
+            diag.setdefault(key, []).extend(value)
+
+
 def merge(out: Path, dirs: list[Path]) -> int:
     """One results.json from the runs.json of several runs of the same protocol (e.g. folds run
     in separate processes); a (setting, k, fold, seed) present twice is an error."""
-    results, settings, ks = {}, [], []
+    results, settings, ks, diag = {}, [], [], {}
     for d in dirs:
+        if (d / "diag.json").exists():
+            merge_diag(diag, json.loads((d / "diag.json").read_text()))
         for r in json.loads((d / "runs.json").read_text()):
             runs = results.setdefault((r["setting"], r["k"]), {})
             if (r["fold"], r["seed"]) in runs:
@@ -484,6 +506,8 @@ def merge(out: Path, dirs: list[Path]) -> int:
     rows = summary_rows(results, settings, sorted(ks, key=lambda k: k or 10**9))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
+    if diag:
+        write_diag(out, results, diag)
     print_table(rows)
     return 0
 
@@ -499,7 +523,8 @@ def main(argv=None) -> int:
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of trimmed web videos with a wrong weak label")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
-                    help="only merge the runs.json of these output folders into --out/results.json")
+                    help="only merge the runs.json (and diag.json) of these output folders into --out/results.json "
+                         "(and filters.json, raw_per_query.json)")
     args = ap.parse_args(argv)
     if args.merge:
         return merge(args.out, args.merge)

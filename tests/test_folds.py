@@ -118,7 +118,17 @@ def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     gain = {0: 0.02, 1: 0.04, 2: 0.06, 3: 0.08}
     (tmp_path / "a" / "runs.json").write_text(json.dumps(_runs([0, 1], gain)))
     (tmp_path / "b" / "runs.json").write_text(json.dumps(_runs([2, 3], gain)))
+    # The filter records of each half: one per run, and raw per-query counts summed over its runs.
+    for half, (kept, prec) in {"a": (10, 0.5), "b": (30, 0.9)}.items():
+        record = {"kept": kept, "scored": 100, "samples": kept, "precision": prec, "recall": 0.2,
+                  "kept_per_class": {"A": kept}, "per_class": {"A": {"precision": prec, "recall": 0.2}}}
+        (tmp_path / half / "diag.json").write_text(json.dumps(
+            [[["all", 3, "images"], [record] * 4], [["per_query", 3, "all"], {"q": [kept * 4, 4]}]]))
     assert ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "b"]) == 0
+    filters = json.loads((tmp_path / "m" / "filters.json").read_text())
+    assert [(f["kept"], f["precision"], f["per_class"]["A"]["precision"]) for f in filters] == [(20, 0.7, 0.7)]
+    raw = json.loads((tmp_path / "m" / "raw_per_query.json").read_text())
+    assert raw == {"all k=3": {"q": {"kept": 20.0, "dropped": 1.0}}}  # per run, over the 8 runs
     rows = {r["setting"]: r for r in json.loads((tmp_path / "m" / "results.json").read_text())}
     assert rows["all"]["folds"] == 4 and rows["all"]["runs"] == 8
     assert rows["all"]["delta_mean"] == pytest.approx(0.05)
