@@ -5,6 +5,7 @@
     # folds in separate processes, then one table:
     python benchmarks/ucf_web.py ... --only-folds 0,1 --out A;  ... --only-folds 2,3 --out B
     python benchmarks/ucf_web.py --data ../shared/data --out AB --merge A B
+    # more seeds later: ... --first-seed 3 --seeds 2 --out C, then --merge A B C
 
 Protocol (shared/data/README.md, omnisource.evaluate.protocol): cross-validation over 4 group
 folds of 08–25; per fold, k labeled videos per class and the web videos come from the other
@@ -460,7 +461,7 @@ def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -
     write_diag(args.out, results, diag)
     (args.out / "settings.json").write_text(json.dumps({
         "config": dataclasses.asdict(base_config(0, args.set)), "set": args.set, "settings": args.settings,
-        "units": [[f, v] for f, v in units], "seeds": args.seeds, "noise": args.noise,
+        "units": [[f, v] for f, v in units], "seeds": args.seeds, "first_seed": args.first_seed, "noise": args.noise,
         "label_noise": args.label_noise, "elapsed_s": round(time.time() - args.t0)}, indent=2, default=str))
     return rows
 
@@ -516,6 +517,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(ap, "folder holding ucf101-6/ and web-sports/ (and web-raw/)")
     ap.add_argument("--k", default="1,3,10,all", help="labeled videos per class, comma separated")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run are first-seed .. first-seed + seeds - 1 (more seeds later, then --merge)")
     ap.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS,
                     help="settings to run: names of SETTINGS, or NAME+key=value+... variants")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every arm (teacher included)")
@@ -552,7 +555,7 @@ def main(argv=None) -> int:
     ks = [0 if k == "all" else int(k) for k in args.k.split(",")]
     units = protocol_units(args)
     results, diag = {}, {}
-    for seed in range(args.seeds):  # seeds outermost: a stopped run has every k and fold
+    for seed in range(args.first_seed, args.first_seed + args.seeds):  # seeds outermost: a stopped run has every k and fold
         for fold, val in units:
             for k in ks:
                 run_unit(args, feats, k, fold, val, seed, results, diag)
