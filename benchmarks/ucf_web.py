@@ -490,16 +490,29 @@ def merge_diag(diag: dict, more: list) -> None:
             diag.setdefault(key, []).extend(value)
 
 
-def merge(out: Path, dirs: list[Path]) -> int:
+def between(results: dict, a: str, b: str, k: int) -> dict | None:
+    """Setting ``a`` against setting ``b`` (e.g. a candidate default against the old value),
+    paired by fold and seed as every setting is against the baseline."""
+    if not results.get((a, k)) or not results.get((b, k)):
+        return None
+    s = summarise_setting(results[(a, k)], results[(b, k)])
+    return {"a": a, "b": b, "k": "all" if k == 0 else k, **{key: s[key] for key in ("delta_mean", "delta_lo", "delta_hi")},
+            "runs": len(set(results[(a, k)]) & set(results[(b, k)]))}
+
+
+def merge(out: Path, dirs: list[Path], pairs: list[str] = ()) -> int:
     """One results.json from the runs.json of several runs of the same protocol (e.g. folds run
-    in separate processes); a (setting, k, fold, seed) present twice is an error."""
+    in separate processes, or more settings later, each with its own baseline); a (setting, k,
+    fold, seed) present twice is an error unless both give the same metrics (the baseline that
+    every run trains again). ``pairs`` ("A:B"): paired differences of A against B, written to
+    pairs.json."""
     results, settings, ks, diag = {}, [], [], {}
     for d in dirs:
         if (d / "diag.json").exists():
             merge_diag(diag, json.loads((d / "diag.json").read_text()))
         for r in json.loads((d / "runs.json").read_text()):
             runs = results.setdefault((r["setting"], r["k"]), {})
-            if (r["fold"], r["seed"]) in runs:
+            if (r["fold"], r["seed"]) in runs and runs[(r["fold"], r["seed"])]["top1"] != r["top1"]:
                 raise SystemExit(f"{d}: {r['setting']} k={r['k']} fold {r['fold']} seed {r['seed']} is in two runs")
             runs[(r["fold"], r["seed"])] = r
             settings += [r["setting"]] * (r["setting"] not in settings)
@@ -510,6 +523,16 @@ def merge(out: Path, dirs: list[Path]) -> int:
     if diag:
         write_diag(out, results, diag)
     print_table(rows)
+    found = []
+    for pair in pairs:
+        a, _, b = pair.partition(":")
+        for k in sorted(ks, key=lambda k: k or 10**9):
+            if (d := between(results, a, b, k)) is not None:
+                found.append(d)
+                print(f"{a} vs {b} k={d['k']}: {d['delta_mean'] * 100:+.2f} [{d['delta_lo'] * 100:+.2f}, "
+                      f"{d['delta_hi'] * 100:+.2f}] ({d['runs']} runs)")
+    if pairs:
+        (out / "pairs.json").write_text(json.dumps(found, indent=2))
     return 0
 
 
@@ -528,9 +551,13 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
                     help="only merge the runs.json (and diag.json) of these output folders into --out/results.json "
                          "(and filters.json, raw_per_query.json)")
+    ap.add_argument("--pairs", nargs="*", default=[],
+                    help="with --merge: A:B paired differences of setting A against setting B")
     args = ap.parse_args(argv)
+    if args.pairs and not args.merge:
+        ap.error("--pairs compares merged runs: give --merge DIR ... too")
     if args.merge:
-        return merge(args.out, args.merge)
+        return merge(args.out, args.merge, args.pairs)
     args.data = args.data.resolve()  # feature ids hash the path: the same cache from any folder
     require_data(ap, args.data)
     args.raw = (args.data / "web-raw").is_dir()

@@ -134,8 +134,23 @@ def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     assert rows["all"]["delta_mean"] == pytest.approx(0.05)
     # Resampled within folds: only the seed-to-seed spread (±0.02) widens the interval.
     assert 0.03 <= rows["all"]["delta_lo"] < 0.05 < rows["all"]["delta_hi"] <= 0.07
-    with pytest.raises(SystemExit, match="in two runs"):  # the same fold twice is not two folds
-        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "a"])
+    # A later run of more settings trains the same baseline again: merged once, the others added.
+    (tmp_path / "c").mkdir()
+    more = [dict(r, setting="all+web.weight=0.5", top1=r["top1"] + 0.01) if r["setting"] == "all" else r
+            for r in _runs([0, 1, 2, 3], gain)]
+    (tmp_path / "c" / "runs.json").write_text(json.dumps(more))
+    assert ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "b", tmp_path / "c"],
+                         ["all+web.weight=0.5:all"]) == 0
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "m" / "results.json").read_text())}
+    assert rows["baseline"]["runs"] == 8 and rows["all+web.weight=0.5"]["delta_mean"] == pytest.approx(0.06)
+    pair, = json.loads((tmp_path / "m" / "pairs.json").read_text())
+    assert (pair["runs"], pair["k"]) == (8, 3) and pair["delta_mean"] == pytest.approx(0.01)
+    assert pair["delta_lo"] == pytest.approx(0.01) == pair["delta_hi"]  # the same +0.01 in every run
+    # The same run with other metrics is two different runs under one name: an error.
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "runs.json").write_text(json.dumps([dict(r, top1=r["top1"] + 0.1) for r in _runs([0], gain)]))
+    with pytest.raises(SystemExit, match="in two runs"):
+        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "d"])
 
 
 def test_arms_with_the_same_training_share_one_head_and_others_do_not():
