@@ -169,6 +169,6 @@ def test_arms_with_the_same_training_share_one_head_and_others_do_not():
     assert ucf_web.student_key(cfg, [(trimmed, *empty)]) == ucf_web.student_key(cfg)  # = the baseline
     # ... but other samples, another loss weight or a training option make another head.
     assert ucf_web.student_key(cfg, [(images, x, 1 - y)]) != key
-    assert ucf_web.student_key(cfg, [(ucf_web.source_config("images", ["web.weight=0.5"]), x, y)]) != key
+    assert ucf_web.student_key(cfg, [(ucf_web.source_config("images", ["web.weight=1"]), x, y)]) != key
     assert ucf_web.student_key(ucf_web.base_config(0, ["omni.prior_correction=false"]), [(images, x, y)]) != key
     assert ucf_web.student_key(ucf_web.base_config(1), [(images, x, y)]) != key
