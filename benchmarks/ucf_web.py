@@ -5,6 +5,7 @@
     # folds in separate processes, then one table:
     python benchmarks/ucf_web.py ... --only-folds 0,1 --out A;  ... --only-folds 2,3 --out B
     python benchmarks/ucf_web.py --data ../shared/data --out AB --merge A B
+    # more seeds later: ... --first-seed 3 --seeds 2 --out C, then --merge A B C
 
 Protocol (shared/data/README.md, omnisource.evaluate.protocol): cross-validation over 4 group
 folds of 08–25; per fold, k labeled videos per class and the web videos come from the other
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -82,6 +84,8 @@ SETTINGS = {  # name -> (web sources, student overrides)
 DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
 ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
 KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
+# The omni fields that act on training itself; the others only decide which web samples exist.
+TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup")
 
 
 def log(msg: str) -> None:
@@ -135,6 +139,21 @@ def labeled_arrays(feats: Features, split):
     tr, va = split.rows("train"), split.rows("val")
     return (feats.clips([r["id"] for r in tr]), np.array([r["label"] for r in tr]),
             feats.clips([r["id"] for r in va]), np.array([r["label"] for r in va]))
+
+
+def student_key(cfg: Config, aux=()) -> str:
+    """What a head's training depends on besides the labeled data: the training config and the
+    web samples with their weight and batch ratio. Arms with equal keys in one run train the
+    same head from the same seed (e.g. at k = all, where no training video is left to act as a
+    web video, ``all`` trains on the images alone, as ``images`` does), so it is trained once."""
+    h = hashlib.sha1(json.dumps([dataclasses.asdict(cfg.train), dataclasses.asdict(cfg.features),
+                                 {f: getattr(cfg.omni, f) for f in TRAINING_OMNI}], default=str).encode())
+    for src, x, y in aux:
+        if len(y):
+            h.update(repr((src.weight, src.batch_ratio, x.shape, x.dtype.str)).encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+            h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
 
 
 def train_head(cfg: Config, data, classes: list[str], aux=()):
@@ -298,6 +317,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     cfg = base_config(seed, args.set)
     t0 = time.time()
     teacher, base, base_scores = train_head(cfg, data, classes)
+    trained = {student_key(cfg): (base, base_scores)}  # key -> (metrics, scores) of this run's heads
     unit = (fold, seed)
     results.setdefault(("baseline", k), {})[unit] = dict(base, n_aux=0)
     settings = [parse_setting(s) for s in args.settings if s != "baseline"]
@@ -336,7 +356,12 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
                              if name == "untrimmed" else {})})
-            student, m, s = train_head(scfg, data, classes, aux)
+            key = student_key(scfg, aux)
+            if last and key in trained:  # the same head as an arm already trained in this run
+                m, s = trained[key]
+            else:
+                student, m, s = train_head(scfg, data, classes, aux)
+                trained[key] = (m, s)
         wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
         results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
                                                          broken=len(wrong - base_wrong))
@@ -383,6 +408,16 @@ def diag_rows(diag: dict) -> list[dict]:
                 row[key] = float(np.mean(vals))
         classes = sorted({c for i in items for c in i["kept_per_class"]})
         row["kept_per_class"] = {c: float(np.mean([i["kept_per_class"].get(c, 0) for i in items])) for c in classes}
+        per_class = {}  # precision / recall per class, mean over the runs where they are defined
+        for c in sorted({c for i in items for c in i.get("per_class", {})}):
+            per_class[c] = {}
+            for key in ("precision", "recall"):
+                vals = [i["per_class"][c][key] for i in items if c in i.get("per_class", {})
+                        and i["per_class"][c][key] == i["per_class"][c][key]]
+                if vals:
+                    per_class[c][key] = float(np.mean(vals))
+        if per_class:
+            row["per_class"] = per_class
         out.append(row)
     return out
 
@@ -423,26 +458,61 @@ def write_outputs(args, results: dict, diag: dict, units: list, ks: list[int]) -
     (args.out / "runs.json").write_text(json.dumps(  # every run's metrics, for --merge
         [{"setting": s, "k": k, "fold": f, "seed": sd, **m} for (s, k), runs in results.items()
          for (f, sd), m in runs.items()], default=float))
-    (args.out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
-    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
-        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
-        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
-    (args.out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
+    write_diag(args.out, results, diag)
     (args.out / "settings.json").write_text(json.dumps({
         "config": dataclasses.asdict(base_config(0, args.set)), "set": args.set, "settings": args.settings,
-        "units": [[f, v] for f, v in units], "seeds": args.seeds, "noise": args.noise,
+        "units": [[f, v] for f, v in units], "seeds": args.seeds, "first_seed": args.first_seed, "noise": args.noise,
         "label_noise": args.label_noise, "elapsed_s": round(time.time() - args.t0)}, indent=2, default=str))
     return rows
 
 
-def merge(out: Path, dirs: list[Path]) -> int:
+def write_diag(out: Path, results: dict, diag: dict) -> None:
+    """filters.json and raw_per_query.json (means over the runs), and diag.json, the per-run
+    records they come from, which --merge combines."""
+    (out / "filters.json").write_text(json.dumps(diag_rows(diag), indent=2))
+    per_query = {f"{setting} k={'all' if k == 0 else k}": {  # mean over the runs
+        q: {"kept": v[0] / len(results[("baseline", k)]), "dropped": v[1] / len(results[("baseline", k)])}
+        for q, v in qs.items()} for (tag, k, setting), qs in diag.items() if tag == "per_query"}
+    (out / "raw_per_query.json").write_text(json.dumps(per_query, indent=2))
+    (out / "diag.json").write_text(json.dumps([[list(key), value] for key, value in diag.items()], default=float))
+
+
+def merge_diag(diag: dict, more: list) -> None:
+    """Adds the diag.json records of another run: filter records are concatenated, raw
+    per-query counts summed."""
+    for key, value in more:
+        key = tuple(key)
+        if key[0] == "per_query":
+            mine = diag.setdefault(key, {})
+            for q, (kept, dropped) in value.items():
+                mine[q] = [mine.get(q, [0, 0])[0] + kept, mine.get(q, [0, 0])[1] + dropped]
+        else:
+            diag.setdefault(key, []).extend(value)
+
+
+def between(results: dict, a: str, b: str, k: int) -> dict | None:
+    """Setting ``a`` against setting ``b`` (e.g. a candidate default against the old value),
+    paired by fold and seed as every setting is against the baseline."""
+    if not results.get((a, k)) or not results.get((b, k)):
+        return None
+    s = summarise_setting(results[(a, k)], results[(b, k)])
+    return {"a": a, "b": b, "k": "all" if k == 0 else k, **{key: s[key] for key in ("delta_mean", "delta_lo", "delta_hi")},
+            "runs": len(set(results[(a, k)]) & set(results[(b, k)]))}
+
+
+def merge(out: Path, dirs: list[Path], pairs: list[str] = ()) -> int:
     """One results.json from the runs.json of several runs of the same protocol (e.g. folds run
-    in separate processes); a (setting, k, fold, seed) present twice is an error."""
-    results, settings, ks = {}, [], []
+    in separate processes, or more settings later, each with its own baseline); a (setting, k,
+    fold, seed) present twice is an error unless both give the same metrics (the baseline that
+    every run trains again). ``pairs`` ("A:B"): paired differences of A against B, written to
+    pairs.json."""
+    results, settings, ks, diag = {}, [], [], {}
     for d in dirs:
+        if (d / "diag.json").exists():
+            merge_diag(diag, json.loads((d / "diag.json").read_text()))
         for r in json.loads((d / "runs.json").read_text()):
             runs = results.setdefault((r["setting"], r["k"]), {})
-            if (r["fold"], r["seed"]) in runs:
+            if (r["fold"], r["seed"]) in runs and runs[(r["fold"], r["seed"])]["top1"] != r["top1"]:
                 raise SystemExit(f"{d}: {r['setting']} k={r['k']} fold {r['fold']} seed {r['seed']} is in two runs")
             runs[(r["fold"], r["seed"])] = r
             settings += [r["setting"]] * (r["setting"] not in settings)
@@ -450,7 +520,19 @@ def merge(out: Path, dirs: list[Path]) -> int:
     rows = summary_rows(results, settings, sorted(ks, key=lambda k: k or 10**9))
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
+    if diag:
+        write_diag(out, results, diag)
     print_table(rows)
+    found = []
+    for pair in pairs:
+        a, _, b = pair.partition(":")
+        for k in sorted(ks, key=lambda k: k or 10**9):
+            if (d := between(results, a, b, k)) is not None:
+                found.append(d)
+                print(f"{a} vs {b} k={d['k']}: {d['delta_mean'] * 100:+.2f} [{d['delta_lo'] * 100:+.2f}, "
+                      f"{d['delta_hi'] * 100:+.2f}] ({d['runs']} runs)")
+    if pairs:
+        (out / "pairs.json").write_text(json.dumps(found, indent=2))
     return 0
 
 
@@ -458,6 +540,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_args(ap, "folder holding ucf101-6/ and web-sports/ (and web-raw/)")
     ap.add_argument("--k", default="1,3,10,all", help="labeled videos per class, comma separated")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run are first-seed .. first-seed + seeds - 1 (more seeds later, then --merge)")
     ap.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS,
                     help="settings to run: names of SETTINGS, or NAME+key=value+... variants")
     ap.add_argument("--set", nargs="*", default=[], help="config overrides for every arm (teacher included)")
@@ -465,10 +549,15 @@ def main(argv=None) -> int:
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of trimmed web videos with a wrong weak label")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
-                    help="only merge the runs.json of these output folders into --out/results.json")
+                    help="only merge the runs.json (and diag.json) of these output folders into --out/results.json "
+                         "(and filters.json, raw_per_query.json)")
+    ap.add_argument("--pairs", nargs="*", default=[],
+                    help="with --merge: A:B paired differences of setting A against setting B")
     args = ap.parse_args(argv)
+    if args.pairs and not args.merge:
+        ap.error("--pairs compares merged runs: give --merge DIR ... too")
     if args.merge:
-        return merge(args.out, args.merge)
+        return merge(args.out, args.merge, args.pairs)
     args.data = args.data.resolve()  # feature ids hash the path: the same cache from any folder
     require_data(ap, args.data)
     args.raw = (args.data / "web-raw").is_dir()
@@ -493,7 +582,7 @@ def main(argv=None) -> int:
     ks = [0 if k == "all" else int(k) for k in args.k.split(",")]
     units = protocol_units(args)
     results, diag = {}, {}
-    for seed in range(args.seeds):  # seeds outermost: a stopped run has every k and fold
+    for seed in range(args.first_seed, args.first_seed + args.seeds):  # seeds outermost: a stopped run has every k and fold
         for fold, val in units:
             for k in ks:
                 run_unit(args, feats, k, fold, val, seed, results, diag)

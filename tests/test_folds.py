@@ -118,11 +118,57 @@ def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     gain = {0: 0.02, 1: 0.04, 2: 0.06, 3: 0.08}
     (tmp_path / "a" / "runs.json").write_text(json.dumps(_runs([0, 1], gain)))
     (tmp_path / "b" / "runs.json").write_text(json.dumps(_runs([2, 3], gain)))
+    # The filter records of each half: one per run, and raw per-query counts summed over its runs.
+    for half, (kept, prec) in {"a": (10, 0.5), "b": (30, 0.9)}.items():
+        record = {"kept": kept, "scored": 100, "samples": kept, "precision": prec, "recall": 0.2,
+                  "kept_per_class": {"A": kept}, "per_class": {"A": {"precision": prec, "recall": 0.2}}}
+        (tmp_path / half / "diag.json").write_text(json.dumps(
+            [[["all", 3, "images"], [record] * 4], [["per_query", 3, "all"], {"q": [kept * 4, 4]}]]))
     assert ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "b"]) == 0
+    filters = json.loads((tmp_path / "m" / "filters.json").read_text())
+    assert [(f["kept"], f["precision"], f["per_class"]["A"]["precision"]) for f in filters] == [(20, 0.7, 0.7)]
+    raw = json.loads((tmp_path / "m" / "raw_per_query.json").read_text())
+    assert raw == {"all k=3": {"q": {"kept": 20.0, "dropped": 1.0}}}  # per run, over the 8 runs
     rows = {r["setting"]: r for r in json.loads((tmp_path / "m" / "results.json").read_text())}
     assert rows["all"]["folds"] == 4 and rows["all"]["runs"] == 8
     assert rows["all"]["delta_mean"] == pytest.approx(0.05)
     # Resampled within folds: only the seed-to-seed spread (±0.02) widens the interval.
     assert 0.03 <= rows["all"]["delta_lo"] < 0.05 < rows["all"]["delta_hi"] <= 0.07
-    with pytest.raises(SystemExit, match="in two runs"):  # the same fold twice is not two folds
-        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "a"])
+    # A later run of more settings trains the same baseline again: merged once, the others added.
+    (tmp_path / "c").mkdir()
+    more = [dict(r, setting="all+web.weight=0.5", top1=r["top1"] + 0.01) if r["setting"] == "all" else r
+            for r in _runs([0, 1, 2, 3], gain)]
+    (tmp_path / "c" / "runs.json").write_text(json.dumps(more))
+    assert ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "b", tmp_path / "c"],
+                         ["all+web.weight=0.5:all"]) == 0
+    rows = {r["setting"]: r for r in json.loads((tmp_path / "m" / "results.json").read_text())}
+    assert rows["baseline"]["runs"] == 8 and rows["all+web.weight=0.5"]["delta_mean"] == pytest.approx(0.06)
+    pair, = json.loads((tmp_path / "m" / "pairs.json").read_text())
+    assert (pair["runs"], pair["k"]) == (8, 3) and pair["delta_mean"] == pytest.approx(0.01)
+    assert pair["delta_lo"] == pytest.approx(0.01) == pair["delta_hi"]  # the same +0.01 in every run
+    # The same run with other metrics is two different runs under one name: an error.
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "runs.json").write_text(json.dumps([dict(r, top1=r["top1"] + 0.1) for r in _runs([0], gain)]))
+    with pytest.raises(SystemExit, match="in two runs"):
+        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "d"])
+
+
+def test_arms_with_the_same_training_share_one_head_and_others_do_not():
+    import numpy as np
+
+    ucf_web = _ucf_web()
+    cfg = ucf_web.base_config(0)
+    images, trimmed = ucf_web.source_config("images", []), ucf_web.source_config("trimmed", [])
+    x, y = np.ones((4, 8, 3), np.float32), np.array([0, 1, 0, 1])
+    empty = (np.zeros((0, 8, 0), np.float32), np.zeros(0, np.int64))
+    key = ucf_web.student_key(cfg, [(images, x, y)])
+    # A source without samples (no video left to act as a web video) changes nothing, and a
+    # data-only option (snippet frames) does not either once the samples are the same ...
+    assert ucf_web.student_key(cfg, [(images, x, y), (trimmed, *empty)]) == key
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.snippet_neg=2"]), [(images, x, y)]) == key
+    assert ucf_web.student_key(cfg, [(trimmed, *empty)]) == ucf_web.student_key(cfg)  # = the baseline
+    # ... but other samples, another loss weight or a training option make another head.
+    assert ucf_web.student_key(cfg, [(images, x, 1 - y)]) != key
+    assert ucf_web.student_key(cfg, [(ucf_web.source_config("images", ["web.weight=1"]), x, y)]) != key
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.prior_correction=false"]), [(images, x, y)]) != key
+    assert ucf_web.student_key(ucf_web.base_config(1), [(images, x, y)]) != key

@@ -23,7 +23,8 @@ def test_prior_offset_by_hand():
 
 
 def _student(prior_correction: bool, tmp_path, web: bool = True):
-    """Two balanced target classes that overlap; a web source of class 0 only, 3x larger."""
+    """Two balanced target classes that overlap; a web source of class 0 only, 3x larger, at full
+    loss weight (the default 0.5 halves the leak the correction removes)."""
     rng = np.random.default_rng(0)
     centres = np.array([[1.0, 0.0], [-1.0, 0.0]])
     y = np.repeat([0, 1], 30)
@@ -35,7 +36,7 @@ def _student(prior_correction: bool, tmp_path, web: bool = True):
     torch.manual_seed(0)
     head = create_head("linear", 2, 2, 1, dropout=0.0)
     train = make_loader(FeatureDataset(x, y, 1, True), 8, True)
-    src = aux_source(cfg, WebSourceConfig(name="web"), FeatureDataset(wx, wy, 1, True), wy, 2,
+    src = aux_source(cfg, WebSourceConfig(name="web", weight=1.0), FeatureDataset(wx, wy, 1, True), wy, 2,
                      epoch_steps(cfg, train), target_labels=y)
     fit(head, train, None, cfg.train, tmp_path / f"{prior_correction}{web}", ["a", "b"], aux=[src] if web else [])
     with torch.no_grad():  # the point halfway between the classes: a balanced student says 0.5

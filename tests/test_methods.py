@@ -66,6 +66,12 @@ def test_filter_rules_by_hand():
     # kept: rows 0, 1 (row 0 right, row 1 wrong label); relevant: rows 0, 1, 2 (row 3 is clutter).
     pr = precision_recall([True, True, False, True], [0, 1, 2, 0], [0, 2, 2, -1])
     assert (pr["precision"], pr["recall"], pr["kept"], pr["relevant"]) == (1 / 3, 1 / 3, 3, 3)
+    # Per class: "a" is kept twice (right once, clutter once), "b" once (wrong); of the true "c"
+    # samples one was kept as "b" and none as "c", so "c" has recall 0 and no precision.
+    pc = precision_recall([True, True, False, True], [0, 1, 2, 0], [0, 2, 2, -1], ["a", "b", "c"])["per_class"]
+    assert (pc["a"]["kept"], pc["a"]["precision"], pc["a"]["recall"]) == (2, 0.5, 1.0)
+    assert (pc["b"]["kept"], pc["b"]["precision"], pc["b"]["relevant"]) == (1, 0.0, 0)
+    assert pc["c"]["recall"] == 0.0 and pc["c"]["relevant"] == 2 and np.isnan(pc["c"]["precision"])
 
 
 def _textured(size=(64, 80), seed=0):

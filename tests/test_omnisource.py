@@ -98,7 +98,7 @@ def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed
         assert (ws / "motion.npz").exists()
     utrain = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows
     if untrimmed == "snippet":
-        assert all(len(r["frame_indices"]) == 3 for r in utrain)
+        assert utrain and all(len(r["frame_indices"]) == 1 for r in utrain)  # 1 positive + 0 negative
     else:
         assert all(r["end_s"] - r["start_s"] <= 2.0 for r in utrain)
     log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
@@ -174,7 +174,7 @@ def test_pixel_mode_chain_with_pseudo_clips_and_snippets(data, tmp_path):
     log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
     assert {"target", "images", "untrimmed"} <= set(log[-1]["train"])
     snippets = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows
-    assert snippets and all(len(r["frame_indices"]) == 3 for r in snippets)
+    assert snippets and all(len(r["frame_indices"]) == 1 for r in snippets)
     m = json.loads((ws / "runs" / "omnisource" / "metrics.json").read_text())
     assert m["num_samples"] == 12
 

@@ -117,15 +117,26 @@ def pseudo_labels(pred: np.ndarray, query_class: np.ndarray, rule: str) -> np.nd
     return np.asarray(query_class)
 
 
-def precision_recall(kept: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> dict:
+def precision_recall(kept: np.ndarray, labels: np.ndarray, truth: np.ndarray, classes: list[str] | None = None) -> dict:
     """Filter quality where the ground truth is known (benchmarks inject noise).
 
     A kept sample is right when its pseudo-label equals its true class; ``truth`` is -1 for
     samples of no target class. Precision: right / kept; recall: right / samples of a target class.
+    With ``classes``, also ``per_class``: per class c, precision over the samples kept as c and
+    recall over the samples whose true class is c (where a source hurts, which class it is).
     """
     kept, labels, truth = np.asarray(kept, bool), np.asarray(labels), np.asarray(truth)
     right = kept & (labels == truth) & (truth >= 0)
     relevant = truth >= 0
-    return {"kept": int(kept.sum()), "total": int(len(kept)), "relevant": int(relevant.sum()),
-            "precision": float(right.sum() / kept.sum()) if kept.sum() else float("nan"),
-            "recall": float(right.sum() / relevant.sum()) if relevant.sum() else float("nan")}
+    out = {"kept": int(kept.sum()), "total": int(len(kept)), "relevant": int(relevant.sum()),
+           "precision": _ratio(right.sum(), kept.sum()), "recall": _ratio(right.sum(), relevant.sum())}
+    if classes is not None:
+        out["per_class"] = {c: {"kept": int((kept & (labels == i)).sum()), "relevant": int((truth == i).sum()),
+                                "precision": _ratio((right & (labels == i)).sum(), (kept & (labels == i)).sum()),
+                                "recall": _ratio((right & (truth == i)).sum(), (truth == i).sum())}
+                            for i, c in enumerate(classes)}
+    return out
+
+
+def _ratio(num, den) -> float:
+    return float(num / den) if den else float("nan")

@@ -120,7 +120,7 @@ def _stats(out, scored, keep, labels, classes) -> dict:
         # Ground truth known (benchmarks inject noise): a kept sample is right when its
         # pseudo-label is its true class; recall counts over samples of some target class.
         truth = np.array([classes.index(r["true_label"]) if r.get("true_label") in classes else -1 for r in scored])
-        stats["filter"] = precision_recall(keep, labels, truth)
+        stats["filter"] = precision_recall(keep, labels, truth, classes)
     return stats
 
 

@@ -5,7 +5,7 @@
 * Untrimmed videos: cut into consecutive ``omni.clip_seconds`` windows, each window scored as a
   clip with the teacher's own sampling (a TSN's segments, a SlowOnly's dense frames) and views:
   ``clip_windows`` / ``clip_probs``, from which ``omni.untrimmed=clips`` keeps the positive clips.
-  ``frame_probs`` (one row per second, for the 1 + 2 snippets of 2D students): under
+  ``frame_probs`` (one row per second, for the snippets of 2D students): under
   ``omni.untrimmed=snippet`` a 2D teacher scores each 1 fps frame; otherwise, and always for a
   3D teacher (no meaningful one-frame output), each second gets the probabilities of the window
   it falls in.

@@ -1,7 +1,8 @@
 """Untrimmed web video → target format (OmniSource §3.4, Table 14).
 
 For 2D students: frames at 1 fps are scored by the teacher and split into positive and
-negative frames; a snippet of k positive + m negative frames (best: 1 + 2) becomes a sample.
+negative frames; a snippet of k positive + m negative frames (the paper's best: 1 + 2; the
+default ``omni.snippet_neg`` is 0, measured in docs/benchmarks.md) becomes a sample.
 For 3D students: the video is cut into 10 s clips, the teacher scores each clip, and the
 positive clips are kept.
 """
