@@ -5,9 +5,9 @@ memory check; every entry must keep exactly one row with a status and a reason, 
 get the same verdict on every path."""
 from __future__ import annotations
 
+import functools
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -22,11 +22,23 @@ MAX_RSS_MB = 1000  # a 30000x30000 bomb decoded would need 2.7 GB
 RULES = [f"media.max_pixels={MAX_PIXELS}"]
 
 
-def _cli(*args) -> str:
-    env = dict(os.environ, COLUMNS="200")
+# The CLI child appends its peak RSS (its own and its children's, in KB) to the file named by
+# RSS_OUT when it exits: the figure of this test's commands alone, whatever else the suite ran.
+_CLI = ("import atexit, os, resource\n"
+        "def _peak():\n"
+        "    kb = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+        "    with open(os.environ['RSS_OUT'], 'a') as f:\n"
+        "        f.write(f'{kb}\\n')\n"
+        "atexit.register(_peak)\n"
+        "from omnisource.cli import main\n"
+        "main()\n")
+
+
+def _cli(*args, rss_out: Path) -> str:
+    env = dict(os.environ, COLUMNS="200", RSS_OUT=str(rss_out))
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = os.pathsep.join([src] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    res = subprocess.run([sys.executable, "-c", "from omnisource.cli import main; main()", *map(str, args)],
+    res = subprocess.run([sys.executable, "-c", _CLI, *map(str, args)],
                          capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
@@ -55,9 +67,8 @@ def _verdicts(rows: list[dict]) -> dict[str, list[tuple[str, str]]]:
 
 
 def test_corpus_every_path_every_row_same_verdict(tmp_path):
-    # ru_maxrss of children is the largest child this process ever waited for (Ray and torchrun
-    # tests run earlier in the suite): only a new largest one is this test's.
-    earlier_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss_out = tmp_path / "peak_rss_kb.txt"
+    _cli_run = functools.partial(_cli, rss_out=rss_out)
     entries = make_corpus(tmp_path / "corpus")
     names = {e.name for e in entries}
     assert len(names) == len(entries)
@@ -73,7 +84,7 @@ def test_corpus_every_path_every_row_same_verdict(tmp_path):
     sources = (f"web=[{{name: img, kind: image, root: '{web / 'image'}'}}, "
                f"{{name: vid, kind: trimmed, root: '{web / 'video'}'}}]")
     ws = tmp_path / "ws_web"
-    _cli("import-web", "-w", ws, sources, *RULES)
+    _cli_run("import-web", "-w", ws, sources, *RULES)
     paths["import-web"] = _verdicts([r for s in ("img", "vid")
                                      for r in read_manifest(ws / "manifests" / f"web_{s}.parquet").rows])
 
@@ -82,7 +93,7 @@ def test_corpus_every_path_every_row_same_verdict(tmp_path):
     for group, source in (("image", "img"), ("video", "vid")):
         rows = [new_row(source, group, str(e.path), weak_labels=["q"]) for e in entries if e.group == group]
         write_manifest(Manifest(rows, []), ws / "manifests" / f"web_{source}.parquet")
-    _cli("clean", "validate", "-w", ws, *RULES)
+    _cli_run("clean", "validate", "-w", ws, *RULES)
     paths["clean validate"] = _verdicts([r for s in ("img", "vid")
                                          for r in read_manifest(ws / "manifests" / f"web_{s}.parquet").rows])
 
@@ -90,13 +101,14 @@ def test_corpus_every_path_every_row_same_verdict(tmp_path):
     target = tmp_path / "target"
     _place(entries, target)
     ws = tmp_path / "ws_target"
-    _cli("import", "-w", ws, f"target.root={target}", *RULES)
+    _cli_run("import", "-w", ws, f"target.root={target}", *RULES)
     paths["import (target)"] = _verdicts(read_manifest(ws / "manifests" / "target.parquet").rows)
-    _cli("validate", "-w", ws, f"target.root={target}", *RULES)
+    _cli_run("validate", "-w", ws, f"target.root={target}", *RULES)
     paths["import + validate (target)"] = _verdicts(read_manifest(ws / "manifests" / "target.validated.parquet").rows)
 
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rss_mb = rss_mb if rss_mb > earlier_mb else 0.0  # 0: no child of this test outgrew earlier ones
+    peaks = [int(x) for x in rss_out.read_text().split()]
+    assert len(peaks) == 4  # one figure per command
+    rss_mb = max(peaks) / 1024
     summary = {"entries": len(entries), "max_child_rss_mb": round(rss_mb)}
     for path, got in paths.items():
         assert set(got) == names, (path, sorted(names ^ set(got)))  # no row lost, none invented
