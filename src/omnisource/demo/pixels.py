@@ -66,6 +66,10 @@ PIXEL_OVERRIDES = [
     "omni.image_to_clip=perspective",
     "omni.resample=power",
     "omni.resample_power=0.2",
+    # As in the feature demo: the synthetic scenes make the dedup's measured threshold flag web
+    # renders as near-copies of validation videos, and its 128 px embedding of every validation
+    # frame and web item is work the story does not need (`omnisource clean dedup` on demand).
+    "clean.dedup=false",
 ]
 # Data: the feature demo's generator with fewer web images (scoring and rendering cost here).
 DATA = dict(groups=16, clips_per_group=3, web_per_class=60, untrimmed_per_class=15)
