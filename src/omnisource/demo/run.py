@@ -55,7 +55,7 @@ DEMO_OVERRIDES = [
 ]
 
 
-SEEDS = 3  # training seeds per setting: with a few labels per class one run is not a result
+SEEDS = 5  # training seeds per setting: with a few labels per class one run is not a result
 
 
 def _more_seeds(cfg, ws: Path, name: str, student: bool) -> list[dict]:
