@@ -275,3 +275,26 @@ def test_a_domain_adaptation_run_is_refused_in_one_line(tmp_path):
     (epoch / "config.yaml").write_text(dump_config(Config()))
     out = invoke("predict", tmp_path / "runs" / "da_image", tmp_path, code=2)
     assert "domain-adaptation network" in out and len(out.strip().splitlines()) == 1
+
+
+def test_a_card_pins_a_backbone_file_that_predict_refuses_changed_or_missing(tmp_path):
+    """The card records the sha256 of a backbone weights file; rebuilding the network refuses the
+    file once its bytes change or it is gone, instead of embedding with other weights."""
+    import hashlib
+
+    from omnisource.config import load_config
+    from omnisource.models import create_head
+    from omnisource.serve.predict import _backbone
+    from omnisource.train.card import CardError, model_card
+
+    weights = tmp_path / "backbone.pt"
+    weights.write_bytes(b"trained backbone weights")
+    cfg = load_config(overrides=[f"features.pretrained={weights}", "features.frames=4"])
+    card = model_card(cfg, ["a", "b"], create_head("tsn", 1280, 2, 4))
+    assert card["backbone"]["sha256"] == hashlib.sha256(b"trained backbone weights").hexdigest()
+    weights.write_bytes(b"other weights")
+    with pytest.raises(CardError, match="changed since the head was trained"):
+        _backbone(card["backbone"])
+    weights.unlink()
+    with pytest.raises(CardError, match="are missing"):
+        _backbone(card["backbone"])

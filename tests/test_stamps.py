@@ -17,10 +17,11 @@ runner = CliRunner()
 
 
 def test_one_file_digest_serves_stamps_teachers_and_exact_duplicates(tmp_path):
-    """digest.file_hash reads in blocks; the stamps (sha1[:16], cached), the exact-duplicate search
-    (sha256, None for what is no file) and the teachers' weights digest all come from it."""
-    from omnisource.clean.exact import file_sha256
-    from omnisource.digest import file_hash
+    """digest.file_hash reads in blocks; the stamps (sha1[:16], cached), the exact-duplicate search and
+    the model card / predict's backbone check (sha256, None for what is no file) and the teachers'
+    weights digest all come from it."""
+    from omnisource.clean import exact
+    from omnisource.digest import file_hash, file_sha256
     from omnisource.stamps import file_digest
 
     data = bytes(range(256)) * 41  # 10,496 bytes: several blocks of 1,000 and a partial one
@@ -31,6 +32,7 @@ def test_one_file_digest_serves_stamps_teachers_and_exact_duplicates(tmp_path):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     assert file_sha256(tmp_path) is None and file_sha256(tmp_path / "missing") is None
     assert file_digest(tmp_path / "missing") == "missing"
+    assert exact.file_sha256 is file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,11 @@ flagged against it; among web files the first in manifest order stays and the ot
 (``dup_kind="exact"``)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
-from ..digest import file_hash
+from ..digest import file_sha256
 
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str | None:
-    """SHA-256 of a file's bytes (None for folders and missing files)."""
-    path = Path(path)
-    return file_hash(path, "sha256", chunk) if path.is_file() else None
+__all__ = ["exact_duplicates", "file_sha256"]
 
 
 def exact_duplicates(rows: list[dict], eval_rows: Sequence[dict] = ()) -> list[dict]:

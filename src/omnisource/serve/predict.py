@@ -66,12 +66,12 @@ class WithProbs(nn.Module):
 
 
 def _backbone(spec: dict) -> nn.Module:
+    from ..digest import file_sha256
     from ..models import create_backbone
-    from ..train.card import _file_digest
 
     pretrained = spec.get("pretrained") or None
     if pretrained and pretrained.lower() != "imagenet":
-        digest = _file_digest(pretrained)
+        digest = file_sha256(pretrained)
         if digest is None:
             raise CardError(f"the frozen backbone's weights {pretrained} are missing; the head was trained on "
                             "features of that file")

@@ -18,7 +18,6 @@ Checkpoints written before cards existed are described by :func:`legacy_card` fr
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import yaml
 
 from .. import __version__
 from ..config import Config, ConfigError, from_dict
+from ..digest import file_sha256
 
 CARD_FORMAT = 1
 
@@ -52,17 +52,6 @@ def _backbone_normalization(name: str) -> tuple[tuple[str, list[float]], ...]:
     return tuple(_normalization(create_backbone(name)).items())  # built without weights: only its Normalize
 
 
-def _file_digest(path: str) -> str | None:
-    p = Path(path)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def head_spec(head: torch.nn.Module, name: str) -> dict:
     """What ``models.create_head`` needs to rebuild a feature-mode head."""
     spec = {"kind": "head", "name": name, "in_dim": int(head.in_dim), "num_frames": int(head.num_frames),
@@ -79,7 +68,7 @@ def model_card(cfg: Config, classes: list[str], model: torch.nn.Module) -> dict:
         f = cfg.features
         backbone = {"name": f.backbone, "pretrained": f.pretrained, "size": f.size, "frames": f.frames}
         if f.pretrained and f.pretrained.lower() != "imagenet":
-            backbone["sha256"] = _file_digest(f.pretrained)
+            backbone["sha256"] = file_sha256(f.pretrained)
         card["model"] = head_spec(model, f.head)
         card["backbone"] = backbone
         card["preprocessing"] = {"sampler": "tsn", "frames": f.frames, "frame_interval": 1, "resize_short": f.size,
