@@ -1,6 +1,7 @@
 """The ``omnisource`` command line: ``common`` holds the shared options and helpers, ``commands``
-builds the app. Stage packages register their own commands (``collect.cli``, ``weak.cli``,
-``report.stage``, ``sweep``) from ``common`` alone, so nothing imports back into the app."""
+builds the app from its own commands and those of ``collect``, ``weak``, ``report``, ``compare``,
+``sweep`` and ``serve`` here. The command line is the top layer: it imports the stages, no module
+outside this package imports it (tests/test_layers.py)."""
 
 
 def __getattr__(name: str):

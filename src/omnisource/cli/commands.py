@@ -108,7 +108,7 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
 
 # --------------------------------------------------------------------------- web data (collect, clean)
 def _register_web() -> None:
-    from ..collect.cli import register_clean, register_collect
+    from .collect import register_clean, register_collect
 
     register_collect(app)  # queries, download
     _stage_command("import-web", ".web:import_web",
@@ -194,7 +194,7 @@ def student(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Work
 
 # --------------------------------------------------------------------------- pre-training on web data
 def _register_weak() -> None:
-    from ..weak.cli import register
+    from .weak import register
 
     register(app)  # weak-labels, pretrain, finetune, probe
 
@@ -232,9 +232,9 @@ def run(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Workspac
 
 
 def _register_experiments() -> None:
-    from ..compare import register as register_compare
-    from ..report.stage import register as register_report
-    from ..serve.cli import register as register_serve
+    from .compare import register as register_compare
+    from .report import register as register_report
+    from .serve import register as register_serve
     from .sweep import register as register_sweep
 
     register_report(app)  # report

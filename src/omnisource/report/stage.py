@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 from ..config import Config, load_config
 from ..data.manifest import ManifestError, atomic_write_bytes, atomic_write_text
@@ -257,33 +257,3 @@ def workspace_config(workspace: Path, overrides: list[str] | None = None) -> Con
     cfg.workspace = str(workspace)
     return cfg
 
-
-def register(app) -> None:
-    """Add ``omnisource report`` to the CLI."""
-    import typer
-
-    from ..cli.common import EXPERIMENT, WorkspaceOpt, friendly, open_workspace, workspace_root
-    from ..console import console
-
-    @app.command("report", rich_help_panel=EXPERIMENT)
-    @friendly
-    def report_cmd(args: Optional[List[str]] = typer.Argument(
-                       None, metavar="[WORKSPACE] [OVERRIDES]...", show_default=False,
-                       help="The workspace (or -w) and config overrides."),
-                   workspace: Optional[Path] = WorkspaceOpt,
-                   baseline: Optional[str] = typer.Option(None, help="Run to compare confusion pairs with "
-                                                          "(default: the teacher run)."),
-                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file "
-                                                      "(default WORKSPACE/report/index.html)."),
-                   self_check: bool = typer.Option(False, "--self-check", hidden=True,
-                                                   help="Embed a script that records whether images loaded.")):
-        """Write a self-contained HTML report of a workspace (plots embedded; figures also as PNG files)."""
-        args = list(args or [])
-        if workspace is None and args and "=" not in args[0]:  # `report WS` as well as `report -w WS`
-            workspace = Path(args.pop(0))
-        ws = workspace_root(workspace, what="`report`")
-        if not ws.exists():
-            raise FileNotFoundError(f"{ws}: workspace folder not found")
-        open_workspace(ws)
-        path = write_report(workspace_config(ws, args), ws, baseline, self_check, out)
-        console.print(f"report: {path}")

@@ -7,6 +7,9 @@ from typing import List, Optional
 
 import typer
 
+from ..console import console
+from .common import EXPERIMENT, friendly
+
 EpochOpt = typer.Option("best", "--epoch", help="Epoch of a run folder: best (validation top-1), last or N.")
 RunWorkspaceOpt = typer.Option(None, "--workspace", "-w",
                                help="Workspace in which a MODEL that is not a path is a run name (runs/NAME).")
@@ -44,8 +47,7 @@ def _table(records: list[dict], top_k: int):
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli.common import EXPERIMENT, friendly
-    from ..console import console
+    """Add ``omnisource predict|export|upgrade-checkpoint`` to the CLI."""
 
     @app.command("predict", rich_help_panel=EXPERIMENT)
     @friendly
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
                 workspace: Optional[Path] = RunWorkspaceOpt):
         """Classify media with a trained or exported model. Unreadable inputs get an error line and
         the rest go on; the exit status is non-zero only when nothing could be classified."""
-        from .predict import load_classifier
+        from ..serve.predict import load_classifier
 
         if top_k < 1:
             raise ValueError(f"--top-k {top_k}: must be at least 1")
@@ -98,7 +100,7 @@ def register(app: typer.Typer) -> None:
                workspace: Optional[Path] = RunWorkspaceOpt):
         """Export a trained model (backbone + head in feature mode, the whole network in pixel mode)
         as one graph with a sidecar FILE.json (classes, input shape, preprocessing)."""
-        from .export import export_model
+        from ..serve.export import export_model
 
         out, meta = export_model(_model_path(run, workspace), output, fmt, epoch, opset)
         diff = meta.get("checked_max_abs_prob_diff")

@@ -6,9 +6,11 @@ from typing import List, Optional
 
 import typer
 
+from .common import WEAK, ConfigOpt, OverridesArg, OverwriteOpt, ResumeOpt, WorkspaceOpt, friendly, load_cfg
+
 
 def register(app: typer.Typer) -> None:
-    from ..cli.common import WEAK, ConfigOpt, OverridesArg, OverwriteOpt, ResumeOpt, WorkspaceOpt, friendly, load_cfg
+    """Add ``omnisource weak-labels|pretrain|finetune|probe`` to the CLI."""
 
     def weak_labels(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
                     overrides: Optional[List[str]] = OverridesArg):
@@ -16,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
         Tags (weak.labels=weak) or, from teacher scores, teacher / agreement / SPL labels (spl_full,
         spl_m, spl_d, spl_b)."""
-        from .stage import weak_labels_stage
+        from ..weak.stage import weak_labels_stage
 
         weak_labels_stage(*load_cfg(config, workspace, overrides))
 
@@ -24,7 +26,7 @@ def register(app: typer.Typer) -> None:
                  resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt,
                  overrides: Optional[List[str]] = OverridesArg):
         """Pre-train on manifests/weak.parquet (one tag drawn per epoch, square-root class resampling)."""
-        from .stage import pretrain_stage
+        from ..weak.stage import pretrain_stage
 
         pretrain_stage(*load_cfg(config, workspace, overrides, distributed=True), resume=resume, overwrite=overwrite)
 
@@ -35,7 +37,7 @@ def register(app: typer.Typer) -> None:
                         "(default: runs/<weak.pretrain_run>)."),
                     resume: bool = ResumeOpt, overwrite: bool = OverwriteOpt,
                     overrides: Optional[List[str]] = OverridesArg):
-            from .stage import transfer_stage
+            from ..weak.stage import transfer_stage
 
             transfer_stage(*load_cfg(config, workspace, overrides, distributed=True), how, checkpoint, resume=resume,
                            overwrite=overwrite)

@@ -16,8 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from ..cli.common import (WEB, ConfigOpt, EngineOpt, OverridesArg, RayAddressOpt, WorkspaceOpt, engine_options,
-                          friendly, load_cfg, open_workspace, workspace_root)
+from .common import (WEB, ConfigOpt, EngineOpt, OverridesArg, RayAddressOpt, WorkspaceOpt, engine_options,
+                     friendly, load_cfg, open_workspace, workspace_root)
 from ..console import console
 
 SourceOpt = typer.Option(None, "--source", "-s", help="Web source name(s) (default: every web_<source> manifest).")
@@ -54,7 +54,7 @@ def queries_cmd(workspace: Optional[Path] = WorkspaceOpt,
     """Search queries and hashtags (stemmed, permuted, optionally translated) from class names.
 
     The class names default to those of the target manifest."""
-    from .queries import queries_stage, read_class_list, read_queries
+    from ..collect.queries import queries_stage, read_class_list, read_queries
 
     ws = _workspace(workspace, "`queries`")
     names = list(class_name or []) + (read_class_list(classes) if classes else [])
@@ -100,7 +100,7 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
     Files get content-hash names; resumable, re-runs skip finished URLs. Public addresses only
     unless --allow-private. By default each URL takes at most 120 s in all (60 s per attempt);
     Ctrl-C stops within a second, keeping what finished (run the command again to resume)."""
-    from .download import DownloadOptions, download
+    from ..collect.download import DownloadOptions, download
 
     opts = DownloadOptions(workers=workers, per_host=per_host, connect_timeout=connect_timeout,
                            read_timeout=read_timeout, max_seconds=max_seconds, max_url_seconds=max_url_seconds,
@@ -111,7 +111,7 @@ def download_cmd(url_lists: List[Path] = typer.Argument(..., help="URL lists: ur
     try:
         path = download(url_lists, ws, source, opts, progress=True)
     except KeyboardInterrupt:
-        from .download import PENDING, default_source
+        from ..collect.download import PENDING, default_source
         from ..data.manifest import read_manifest
 
         rows = read_manifest(ws.web(source or default_source(url_lists))).rows
