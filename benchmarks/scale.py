@@ -62,8 +62,7 @@ def scoring(data: Path, images: int, work: Path) -> dict[str, float]:
     out["local"] = len(rows) / (time.perf_counter() - t0)
     # Ray starts its workers at nice 15 (its `worker_niceness`); the local engine runs at the
     # caller's priority, so on a machine with other jobs the comparison would measure the nice level.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    engine.init(engine.RayOptions())
+    engine.init(engine.RayOptions(niceness=0))
     try:
         for workers in (1, 2):
             opts = engine.RayOptions(workers=workers, batch_size=32)

@@ -41,7 +41,7 @@ def invoke(*args):
 def cluster():
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
-    engine.init(engine.RayOptions())  # one local Ray for the whole module, sized to the machine
+    engine.init(engine.RayOptions(niceness=0))  # one local Ray for the module, sized to the machine, at our priority
     yield
     engine.shutdown()
 
@@ -194,3 +194,57 @@ def test_engine_options_are_checked():
     with pytest.raises(ValueError, match="--ray-address needs --engine ray"):
         engine.check_engine("local", "auto")
     assert engine.check_engine("local") is None and engine.check_engine("ray", "auto").address == "auto"
+    with pytest.raises(ValueError, match="--ray-niceness needs --engine ray"):
+        engine.check_engine("local", None, 0)
+    for bad in (-1, 20, 1.5, True):
+        with pytest.raises(ValueError, match="expected a whole number from 0 to 19"):
+            engine.check_engine("ray", None, bad)
+    with pytest.raises(ValueError, match="set RAY_worker_niceness there"):  # a cluster's workers run already
+        engine.check_engine("ray", "auto", 0)
+    assert engine.check_engine("ray", None, 7).niceness == 7 and engine.check_engine("ray").niceness is None
+
+
+def test_ray_niceness_is_set_while_the_local_ray_starts_and_only_then(monkeypatch):
+    """The raylet, which starts every worker, inherits RAY_worker_niceness from ray.init; the
+    caller's environment is left as it was, and a second start at another niceness is refused."""
+    seen = []
+
+    class FakeRay:
+        up = False
+
+        def is_initialized(self):
+            return self.up
+
+        def init(self, **kwargs):
+            seen.append((kwargs.get("address"), os.environ.get(engine.NICENESS)))
+            self.up = True
+
+        def shutdown(self):
+            self.up = False
+
+    fake = FakeRay()
+    monkeypatch.setattr(engine, "_ray", lambda: fake)
+    monkeypatch.setattr(engine, "_started", {})
+    monkeypatch.setenv(engine.NICENESS, "12")  # the user's own setting
+    engine.init(engine.RayOptions(niceness=3))
+    assert seen == [("local", "3")] and os.environ[engine.NICENESS] == "12"
+    engine.init(engine.RayOptions())  # connected already: nothing asked, nothing to check
+    with pytest.raises(engine.EngineError, match="its workers at 3"):
+        engine.init(engine.RayOptions(niceness=0))
+    engine.shutdown()
+    monkeypatch.delenv(engine.NICENESS)
+    engine.init(engine.RayOptions())  # without the option Ray's own default (or the variable) applies
+    engine.shutdown()
+    engine.init(engine.RayOptions(address="auto"))  # joining a cluster sets nothing
+    assert seen[1:] == [("local", None), ("auto", None)] and engine.NICENESS not in os.environ
+
+
+def _worker_priority(_):
+    return os.nice(0), os.environ.get("RAY_worker_niceness")
+
+
+def test_the_workers_run_at_the_niceness_asked_for(cluster):
+    """The module's Ray was started with --ray-niceness 0: its workers got the variable and run at
+    this process's nice level (Ray's default would put them 15 above it, capped at 19)."""
+    got = list(engine.map_jobs(_worker_priority, [0, 1], engine.RayOptions(workers=2, batch_size=1)))
+    assert got == [(os.nice(0), "0")] * 2

@@ -16,8 +16,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import (WEB, ConfigOpt, EngineOpt, OverridesArg, RayAddressOpt, WorkspaceOpt, engine_options,
-                     friendly, load_cfg, open_workspace, workspace_root)
+from .common import (WEB, ConfigOpt, EngineOpt, OverridesArg, RayAddressOpt, RayNicenessOpt, WorkspaceOpt,
+                     engine_options, friendly, load_cfg, open_workspace, workspace_root)
 from ..console import console
 
 SourceOpt = typer.Option(None, "--source", "-s", help="Web source name(s) (default: every web_<source> manifest).")
@@ -145,7 +145,7 @@ def validate_cmd(workspace: Optional[Path] = WorkspaceOpt, source: Optional[List
                  workers: int = typer.Option(1, help="Decoding processes."),
                  force: bool = typer.Option(False, "--force", help="Check rows validated before again."),
                  engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
-                 overrides: Optional[List[str]] = OverridesArg):
+                 ray_niceness: Optional[int] = RayNicenessOpt, overrides: Optional[List[str]] = OverridesArg):
     """Check every web file with the one validator; bad ones get a status and a reason.
 
     The rules of the config's `media` section, as `import-web` and the target `validate` use them:
@@ -160,7 +160,7 @@ def validate_cmd(workspace: Optional[Path] = WorkspaceOpt, source: Optional[List
     ws = _workspace(workspace, "`clean validate`")
     config = ws.config_file  # the rules the workspace's other stages use
     rules = Rules.from_config(load_config(config if config.is_file() else None, extra).media)
-    opts = engine_options(engine, ray_address)
+    opts = engine_options(engine, ray_address, ray_niceness)
     for path in validate_web(ws, source, rules, normalize, workers, True, force, opts):
         console.print(f"validate: {path.name}: {counts(read_manifest(path).rows)}")
 

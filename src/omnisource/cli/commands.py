@@ -13,8 +13,8 @@ from .. import pipeline
 from ..config import dump_config, load_config
 from ..console import console
 from .common import (EXPERIMENT, OMNI, TARGET, WEB, ConfigOpt, EngineOpt, OverridesArg, OverwriteOpt, RayAddressOpt,
-                     ResumeOpt, WorkspaceOpt, engine_options, friendly, load_cfg, open_workspace, set_debug,
-                     workspace_root)
+                     RayNicenessOpt, ResumeOpt, WorkspaceOpt, engine_options, friendly, load_cfg, open_workspace,
+                     set_debug, workspace_root)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train video classifiers from a small labeled set plus noisy web data.")
@@ -88,7 +88,7 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
              retry_failed: bool = typer.Option(False, "--retry-failed", help="Decode again the files that failed "
                                                "before (by default only those whose file changed since)."),
              engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
-             overrides: Optional[List[str]] = OverridesArg):
+             ray_niceness: Optional[int] = RayNicenessOpt, overrides: Optional[List[str]] = OverridesArg):
     """Embed frames with the frozen backbone into the feature cache (resumable).
 
     The rows the experiment uses: the labeled training and validation videos, and the web samples
@@ -96,7 +96,7 @@ def features(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
     --engine ray embeds on a Ray cluster into the same shards."""
     from ..features.embed import embed_manifest, embed_stage, embed_web
 
-    opts = engine_options(engine, ray_address)
+    opts = engine_options(engine, ray_address, ray_niceness)
     cfg, ws = load_cfg(config, workspace, overrides)
     if manifest:
         for path in manifest:
@@ -158,14 +158,14 @@ def evaluate(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wor
 @friendly
 def score(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
           engine: str = EngineOpt, ray_address: Optional[str] = RayAddressOpt,
-          overrides: Optional[List[str]] = OverridesArg):
+          ray_niceness: Optional[int] = RayNicenessOpt, overrides: Optional[List[str]] = OverridesArg):
     """Score every web sample with its source's teacher run(s) (web[i].teachers, else omni.teacher_runs);
     untrimmed videos clip by clip (omni.clip_seconds); resumable by shard.
 
     --engine ray scores on a Ray cluster into the same shards."""
     from ..teacher.stage import score_stage
 
-    opts = engine_options(engine, ray_address)
+    opts = engine_options(engine, ray_address, ray_niceness)
     cfg, ws = load_cfg(config, workspace, overrides)
     score_stage(cfg, ws, engine=opts)
 

@@ -35,6 +35,10 @@ OverwriteOpt = typer.Option(False, "--overwrite", help="Delete the run's earlier
 EngineOpt = typer.Option("local", "--engine", help="local (this process) or ray (a Ray Data pipeline).")
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); "
                              "default: start a local Ray sized to this machine.")
+RayNicenessOpt = typer.Option(None, "--ray-niceness", min=0, max=19, show_default=False,
+                              help="Nice increment of the workers of the local Ray (0: this command's priority; "
+                              "default: RAY_worker_niceness, else Ray's 15, which yields to every job at normal "
+                              "priority).")
 
 # Help panels, in pipeline order.
 TARGET, WEB, OMNI, WEAK, EXPERIMENT = ("Target set", "Web data", "Teacher, selection and student",
@@ -45,11 +49,11 @@ _state = {"debug": False}
 _new_bases: list[tuple[Workspace, str]] = []  # base configs of new workspaces, written on success
 
 
-def engine_options(engine: str, address: Optional[str]):
+def engine_options(engine: str, address: Optional[str], niceness: Optional[int] = None):
     """None (local engine) or the distributed.ray.RayOptions of --engine ray."""
     from ..distributed.ray import check_engine
 
-    opts = check_engine(engine, address)
+    opts = check_engine(engine, address, niceness)
     if opts is not None:
         opts.progress = console.is_terminal  # Ray Data's progress bars where someone watches
     return opts

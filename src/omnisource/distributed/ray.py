@@ -13,6 +13,14 @@ Failures: a worker process that dies is restarted and its batch retried by Ray
 often stops the stage with one line. A stage killed outright keeps the shards it wrote, and a
 re-run skips them, so no row is lost or written twice.
 
+Priority: Ray runs its workers at nice 15 (its ``worker_niceness``), below anything at normal
+priority, so on a shared machine a local Ray loses to the other jobs. ``--ray-niceness N``
+(:attr:`RayOptions.niceness`) starts the workers of the local Ray this command starts at the
+caller's nice level + N instead (0: the caller's priority; Linux caps it at 19) by setting Ray's
+``RAY_worker_niceness`` while the instance starts. Without it ``RAY_worker_niceness`` in the
+environment, else Ray's 15, applies. A running cluster's workers (``--ray-address``) were started
+by ``ray start``: set the variable there.
+
 ``ray`` is an optional extra (``pip install -c constraints.txt -e '.[ray]'``); it is imported
 only here, and only when the ray engine is asked for.
 """
@@ -35,22 +43,34 @@ class RayOptions:
     batch_size: int = 64  # rows per map_batches call
     retries: int = 3  # restarts of a dead actor, and retries of its batch
     progress: bool = False  # Ray Data's own progress bars
+    niceness: int | None = None  # the workers' nice increment (None: RAY_worker_niceness, else Ray's 15)
 
 
 class EngineError(RuntimeError):
     """The ray engine cannot run here (extra not installed, cluster unreachable); one line."""
 
 
-def check_engine(engine: str, address: str | None = None) -> RayOptions | None:
-    """None for the local engine, RayOptions for ray; an unknown engine or an address given to
-    the local engine is an error rather than ignored."""
+NICENESS = "RAY_worker_niceness"  # Ray's config variable of the workers' nice increment
+
+
+def check_engine(engine: str, address: str | None = None, niceness: int | None = None) -> RayOptions | None:
+    """None for the local engine, RayOptions for ray; an unknown engine, a Ray option given to
+    the local engine, or a niceness that cannot apply is an error rather than ignored."""
     if engine not in ENGINES:
         raise ValueError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
     if engine == "local":
         if address:
             raise ValueError("--ray-address needs --engine ray")
+        if niceness is not None:
+            raise ValueError("--ray-niceness needs --engine ray")
         return None
-    return RayOptions(address=address or "")
+    if niceness is not None:
+        if isinstance(niceness, bool) or not isinstance(niceness, int) or not 0 <= niceness <= 19:
+            raise ValueError(f"--ray-niceness {niceness!r}: expected a whole number from 0 to 19")
+        if address:
+            raise ValueError(f"--ray-niceness applies to the local Ray a command starts; the workers of the "
+                             f"cluster at {address} were started by `ray start`: set {NICENESS} there")
+    return RayOptions(address=address or "", niceness=niceness)
 
 
 def _ray():
@@ -63,25 +83,42 @@ def _ray():
     return ray
 
 
+_started: dict[str, Any] = {}  # the niceness of the local Ray this process started
+
+
 def init(opts: RayOptions):
     """Connect to ``opts.address``, or start a local Ray sized to this machine (all its CPUs and
-    GPUs); a no-op when this process is connected already."""
+    GPUs) with its workers at ``opts.niceness``; a no-op when this process is connected already
+    (an error when that Ray's workers run at another niceness than asked)."""
     ray = _ray()
     if ray.is_initialized():
+        if opts.niceness is not None and _started.get("niceness") != opts.niceness:
+            at = _started.get("niceness")
+            raise EngineError(f"--ray-niceness {opts.niceness}: this process runs a Ray already, its workers at "
+                              + (f"{at}" if at is not None else "a niceness it did not set"))
         return ray
     # The stage prints its own line; Ray Data's per-dataset INFO lines stay in its session log file.
     for handler in logging.getLogger("ray.data").handlers:
         if not type(handler).__name__.endswith("FileHandler"):
             handler.setLevel(logging.WARNING)
     kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
+    before = os.environ.get(NICENESS)
     try:
         if opts.address:
             ray.init(address=opts.address, **kwargs)
         else:
+            if opts.niceness is not None:  # the raylet, and so every worker it starts, inherits it
+                os.environ[NICENESS] = str(opts.niceness)
             ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)  # a new one, not a running cluster
+            _started["niceness"] = opts.niceness
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise EngineError(f"could not start or reach Ray at {opts.address or 'a local instance'}: "
                           f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    finally:
+        if before is None:
+            os.environ.pop(NICENESS, None)
+        else:
+            os.environ[NICENESS] = before
     return ray
 
 
@@ -89,6 +126,7 @@ def shutdown() -> None:
     ray = _ray()
     if ray.is_initialized():
         ray.shutdown()
+    _started.clear()
 
 
 class _Worker:
