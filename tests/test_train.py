@@ -8,7 +8,8 @@ import torch
 from omnisource.config import TrainConfig
 from omnisource.data.datasets import FeatureDataset, make_loader
 from omnisource.train.checkpoint import after_epoch, best_epoch, epoch_folders, latest_checkpoint, select_checkpoint
-from omnisource.train.loop import Source, fit, lr_at, soft_cross_entropy, soft_targets, train_step
+from omnisource.train.loop import (Source, build_optimizer, fit, lr_at, set_lr, soft_cross_entropy, soft_targets,
+                                   train_step)
 
 
 class MeanHead(torch.nn.Module):
@@ -51,6 +52,15 @@ def test_lr_schedules():
     assert lr_at(99, 10, cfg) < 0.01
     step = TrainConfig(lr=1.0, epochs=10, schedule="step", step_epochs=[5, 8])
     assert [lr_at(s * 10, 10, step) for s in (0, 5, 8)] == pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_each_parameter_group_follows_the_schedule_at_its_own_scale():
+    body, head = torch.nn.Linear(3, 3), torch.nn.Linear(3, 2)
+    cfg = TrainConfig(lr=1.0, epochs=10, warmup_epochs=1, schedule="cosine")
+    optimizer = build_optimizer(None, cfg, [{"params": body.parameters(), "lr_scale": 0.1},
+                                            {"params": head.parameters()}])
+    assert set_lr(optimizer, 4, 10, cfg) == pytest.approx(0.5)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.05, 0.5])
 
 
 def test_soft_targets_and_loss():

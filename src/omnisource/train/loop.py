@@ -83,6 +83,15 @@ def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
+def set_lr(optimizer: torch.optim.Optimizer, step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Give every parameter group the schedule's rate at ``step`` times its ``lr_scale`` (the
+    fine-tuned body's share, see ``build_optimizer``); returns the schedule's rate."""
+    lr = lr_at(step, steps_per_epoch, cfg)
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+    return lr
+
+
 def soft_targets(y: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
     """One-hot rows, or rows already soft (N, C) passed through, with label smoothing."""
     t = y.float() if y.ndim == 2 else F.one_hot(y, num_classes).float()
@@ -304,9 +313,7 @@ def fit(model, train_loader, val_loader, cfg: TrainConfig, run_dir: str | Path, 
                       console=console) as bar:
             for i, (x, y, *_) in enumerate(_passes(train_loader, epoch, passes)):
                 step = epoch * steps_per_epoch + i
-                lr = lr_at(step, steps_per_epoch, cfg)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * g.get("lr_scale", 1.0)
+                lr = set_lr(optimizer, step, steps_per_epoch, cfg)
                 batches = [("target", x, y, 1.0)]
                 for source, it in aux_iters:
                     ax, ay, *_ = next(it)

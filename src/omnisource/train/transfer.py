@@ -44,8 +44,8 @@ from ..evaluate.metrics import classification_metrics
 from ..models.domain import DOMAIN_PAIRS, BilinearAttention, DomainDiscriminator, beta_at, domain_loss, grad_reverse
 from .checkpoint import after_epoch, save_checkpoint
 from .loggers import open_loggers
-from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, lr_at, per_sample_cross_entropy, predict,
-                   resolve_device, set_epoch, soft_targets, start_or_resume)
+from .loop import (_cycle, _seed_epoch, autocast_for, build_optimizer, per_sample_cross_entropy, predict,
+                   resolve_device, set_epoch, set_lr, soft_targets, start_or_resume)
 from .precision import amp_dtype, backward, make_scaler, optimizer_step, prepare_model, to_memory_format
 
 WEB = ("image", "frame")
@@ -185,9 +185,7 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
                       console=console) as bar:
             for i, (x, y, idx) in enumerate(loaders[main]):
                 step = epoch * steps_per_epoch + i
-                lr = lr_at(step, steps_per_epoch, cfg)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * g.get("lr_scale", 1.0)
+                lr = set_lr(optimizer, step, steps_per_epoch, cfg)
                 batches, index = {main: (x, y)}, {main: idx}
                 for name, it in others.items():
                     bx, by, bidx = next(it)
