@@ -1,6 +1,7 @@
 """The training loader: frames are exactly the sampled ones, uint8 through the workers, the
 video back-end is an explicit, logged choice."""
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -78,6 +79,41 @@ def test_resized_in_the_decoder(long_gop):
     shrunk = media.read_frames(long_gop, [7], backend="pyav", short_side=12)  # > 2x: inside swscale
     assert shrunk.shape == (1, 12, 16, 3)
     assert flat_number(torch.from_numpy(shrunk[0]).permute(2, 0, 1)) == 7
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_conversion_starts_no_swscale_threads(long_gop, monkeypatch):
+    """PyAV 18 converts with a slice thread per CPU unless told otherwise: the loader's workers
+    (one per core already) must convert serially."""
+    from omnisource.data import convert
+
+    monkeypatch.setattr(convert, "_reformatters", {})  # a fresh swscale context, as in a new worker
+    with decode.decoder(long_gop, None) as dec:
+        _, frame = dec.next()
+        before = _threads()
+        rgb = convert.to_rgb(frame)
+        shrunk = convert.to_rgb(frame, (16, 12))
+        assert _threads() == before
+    assert rgb.shape == (48, 64, 3) and shrunk.shape == (12, 16, 3) and flat_number(torch.from_numpy(rgb).permute(2, 0, 1)) == 0
+
+
+def test_conversion_on_a_pyav_without_the_threads_option(long_gop, monkeypatch):
+    from omnisource.data import convert
+
+    class OldReformatter:  # PyAV before the `threads` option
+        def reformat(self, frame, width=None, height=None, format=None, interpolation=None):
+            return frame.reformat(width=width, height=height, format=format, interpolation=interpolation)
+
+    monkeypatch.setattr(convert, "_reformatters", {os.getpid(): OldReformatter()})
+    monkeypatch.setattr(convert, "_SWS_THREADS", {"threads": 1})
+    with decode.decoder(long_gop, None) as dec:
+        _, frame = dec.next()
+        assert flat_number(torch.from_numpy(convert.to_rgb(frame)).permute(2, 0, 1)) == 0
+    assert convert._SWS_THREADS is None  # asked once, then no more
 
 
 def test_timestamps_off_the_grid_fall_back_to_counting(tmp_path):
