@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import io
 import pstats
 import sys
@@ -31,14 +30,8 @@ from pathlib import Path
 import numpy as np
 
 _HERE = Path(__file__).resolve().parent
-
-
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(_HERE))
+import loader_rounds  # noqa: E402 - beside this file: where the harness and the data are
 
 
 class Stages:
@@ -83,8 +76,7 @@ class Stages:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    rounds = _load(_HERE / "loader_rounds.py", "_profile_rounds")  # where the harness and the data are
-    ap.add_argument("--data", default=str(rounds.HARNESS.parents[2] / "data/ucf101-6/videos"))
+    ap.add_argument("--data", default=str(loader_rounds.HARNESS.parents[2] / "data/ucf101-6/videos"))
     ap.add_argument("--prepared", action="store_true", help="both read the prepare_media output "
                     "(OMNISOURCE_PREPARED=DIR, as benchmarks/loader_plugin.py)")
     ap.add_argument("--clips", type=int, default=400)
@@ -99,8 +91,8 @@ def main(argv=None) -> int:
     from torch.utils.data import RandomSampler, default_collate
 
     torch.set_num_threads(1)  # as in a DataLoader worker
-    harness = _load(rounds.HARNESS, "loader_bench")
-    plugin = _load(_HERE / "loader_plugin.py", "_profile_plugin")
+    harness = loader_rounds._load(loader_rounds.HARNESS, "loader_bench")
+    plugin = loader_rounds._load(_HERE / "loader_plugin.py", "_profile_plugin")
 
     import av
     from omnisource.config import MediaConfig
