@@ -13,7 +13,8 @@ restored afterwards):
   cand-frame-threads  2 FFmpeg frame threads per worker instead of 1
   cand-before         all of the above but the threads: the loader as it was before these changes
                       (its decoder, full-size RGB then cv2, float clips, no skipping)
-  cand-seek-gap-N     seek to a keyframe only when it lies more than N frames ahead (default 16)
+  cand-seek-gap-N     seek to a keyframe only when it lies more than N frames ahead (default 4;
+                      16 before)
 and the same on the prepared files as `cand-prepared-*` (e.g. cand-prepared-seek-gap-4), and on
 the second prepared folder (OMNISOURCE_PREPARED_ALT, see loader_plugin.py) as `cand-prepared-alt-*`.
 """
@@ -80,7 +81,7 @@ _DOCS = [("no-skip", "without non-reference skipping"),
          ("sws-resize", "resizing every frame inside swscale"),
          ("frame-threads", "with 2 frame threads per worker"),
          ("before", "as before: no skipping, full-size RGB, float clips"),
-         *[(f"seek-gap-{n}", f"seeking past gaps of more than {n} frames") for n in (4, 8, 32)]]
+         *[(f"seek-gap-{n}", f"seeking past gaps of more than {n} frames") for n in (0, 4, 8, 16, 32)]]
 CONFIGS = {f"cand-{where}{key}": ("omnisource (candidate)", ["omnisource", "av"], _candidate(f"cand-{where}{key}"),
                                   f"ours{' on prepared files' if where else ''}{' (alt)' if 'alt' in where else ''} {doc}")
            for where in ("", "prepared-", "prepared-alt-") for key, doc in _DOCS}

@@ -1,6 +1,7 @@
 """The training loader: frames are exactly the sampled ones, uint8 through the workers, the
 video back-end is an explicit, logged choice."""
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from media_factory import frame_number, write_video
 from omnisource.config import MediaConfig, load_config
-from omnisource.data import decode, media, sampling
+from omnisource.data import decode, media, pyav_decode, sampling
 from omnisource.data.datasets import VideoClipDataset, clip_indices, make_loader
 from omnisource.data.transforms import to_float
 
@@ -60,13 +61,17 @@ def test_test_views_are_uint8_and_exact(long_gop):
     assert [flat_number(x[3, :, t]) for t in range(8)] == views[1].tolist()
 
 
-def test_nonref_frames_are_skipped_and_frames_stay_exact(long_gop):
-    idx = sampling.tsn_indices(300, 8, train=True, rng=5)
+def test_nonref_frames_are_skipped_and_frames_stay_exact(long_gop, monkeypatch):
+    idx = sampling.tsn_indices(300, 8, train=True, rng=5)  # the last one lies past the keyframe at 250
     stats = {}
     got, last = media.decode_pyav(long_gop, idx, stats=stats)
     assert [flat_number(torch.from_numpy(got[int(i)]).permute(2, 0, 1)) for i in idx] == idx.tolist()
-    assert last == max(idx)
-    assert stats["skipped"] > 0.3 * last and stats["decoded"] + stats["skipped"] == last + 1
+    assert last == max(idx) and stats["seeks"] == 1 and stats["skipped"] > 0.3 * 250
+    # without the seek every frame up to the last is either decoded or skipped
+    monkeypatch.setattr(pyav_decode, "SEEK_MIN_GAP", 10**9)
+    got, last = media.decode_pyav(long_gop, idx, stats=stats)
+    assert [flat_number(torch.from_numpy(got[int(i)]).permute(2, 0, 1)) for i in idx] == idx.tolist()
+    assert stats["seeks"] == 0 and stats["skipped"] > 0.3 * last and stats["decoded"] + stats["skipped"] == last + 1
     full = {}
     media.decode_pyav(long_gop, idx, stats=full, skip_nonref=False)
     assert full["skipped"] == 0 and full["decoded"] == last + 1
@@ -78,6 +83,41 @@ def test_resized_in_the_decoder(long_gop):
     shrunk = media.read_frames(long_gop, [7], backend="pyav", short_side=12)  # > 2x: inside swscale
     assert shrunk.shape == (1, 12, 16, 3)
     assert flat_number(torch.from_numpy(shrunk[0]).permute(2, 0, 1)) == 7
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_conversion_starts_no_swscale_threads(long_gop, monkeypatch):
+    """PyAV 18 converts with a slice thread per CPU unless told otherwise: the loader's workers
+    (one per core already) must convert serially."""
+    from omnisource.data import convert
+
+    monkeypatch.setattr(convert, "_reformatters", {})  # a fresh swscale context, as in a new worker
+    with decode.decoder(long_gop, None) as dec:
+        _, frame = dec.next()
+        before = _threads()
+        rgb = convert.to_rgb(frame)
+        shrunk = convert.to_rgb(frame, (16, 12))
+        assert _threads() == before
+    assert rgb.shape == (48, 64, 3) and shrunk.shape == (12, 16, 3) and flat_number(torch.from_numpy(rgb).permute(2, 0, 1)) == 0
+
+
+def test_conversion_on_a_pyav_without_the_threads_option(long_gop, monkeypatch):
+    from omnisource.data import convert
+
+    class OldReformatter:  # PyAV before the `threads` option
+        def reformat(self, frame, width=None, height=None, format=None, interpolation=None):
+            return frame.reformat(width=width, height=height, format=format, interpolation=interpolation)
+
+    monkeypatch.setattr(convert, "_reformatters", {os.getpid(): OldReformatter()})
+    monkeypatch.setattr(convert, "_SWS_THREADS", {"threads": 1})
+    with decode.decoder(long_gop, None) as dec:
+        _, frame = dec.next()
+        assert flat_number(torch.from_numpy(convert.to_rgb(frame)).permute(2, 0, 1)) == 0
+    assert convert._SWS_THREADS is None  # asked once, then no more
 
 
 def test_timestamps_off_the_grid_fall_back_to_counting(tmp_path):

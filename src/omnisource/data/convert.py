@@ -10,6 +10,11 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 _reformatters: dict[int, VideoReformatter] = {}
+# swscale threads per conversion: one. PyAV 18 defaults to 0 (slice threads per CPU), which on
+# frames of a few hundred pixels costs ~4x the CPU of a serial conversion in hand-offs, and on a
+# busy machine stalls each frame until every slice thread got a CPU (docs/benchmarks.md); the
+# loader workers and `prepare`'s pool already keep every core busy. None: a PyAV without the option.
+_SWS_THREADS: dict | None = {"threads": 1}
 
 
 def reformat(frame: "av.VideoFrame", size: tuple[int, int] | None, format: str,
@@ -20,7 +25,15 @@ def reformat(frame: "av.VideoFrame", size: tuple[int, int] | None, format: str,
     fmt = _reformatters.get(os.getpid())
     if fmt is None:  # a forked worker builds its own
         fmt = _reformatters[os.getpid()] = VideoReformatter()
+    global _SWS_THREADS
     w, h = size or (frame.width, frame.height)
+    if _SWS_THREADS is not None:
+        try:
+            return fmt.reformat(frame, width=w, height=h, format=format, interpolation=interpolation, **_SWS_THREADS)
+        except TypeError as e:  # an older PyAV: no `threads` option, and serial swscale anyway
+            if "threads" not in str(e):
+                raise
+            _SWS_THREADS = None
     return fmt.reformat(frame, width=w, height=h, format=format, interpolation=interpolation)
 
 

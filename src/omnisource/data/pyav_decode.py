@@ -26,7 +26,10 @@ from .containers import (BAD_VIDEO_ERRORS, MAX_PIXELS, MediaError, MediaInfo, ch
                          short_side_size, video_info)
 from .convert import to_rgb
 
-SEEK_MIN_GAP = 16  # frames: seeking flushes the decoder, worth it only past this many skipped frames
+# frames: seeking flushes the decoder, worth it only past this many skipped frames. 4: on the 1 s
+# GOPs of `prepare` output, 1.09x the clips per CPU second of 16 (docs/benchmarks.md); on long-GOP
+# originals a keyframe is rarely that close, so it makes no difference there.
+SEEK_MIN_GAP = 4
 BLIND_SEEK_S = 5.0  # seconds: gap that justifies a seek when the index shows no keyframes
 SKIP_VERIFY = 8  # frames whose pts must match their count before non-reference frames are skipped
 
