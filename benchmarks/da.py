@@ -77,8 +77,8 @@ def omnisource_all(args, feats: Features, split, seed: int) -> tuple[dict, dict]
     for name in ALL:
         src = source_config(name, [])
         scores = score_set([(teacher, cfg.features.frames)], webs[name], name, cfg)
-        x, y, *_ = build_aux(cfg, src, webs[name], scores, classes)
-        aux.append((src, x, y))
+        x, y, soft, *_ = build_aux(cfg, src, webs[name], scores, classes)
+        aux.append((src, x, y, soft))
     _, m, _ = train_head(cfg, data, classes, aux)
     return base, m
 

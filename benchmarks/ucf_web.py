@@ -63,7 +63,7 @@ from omnisource.models import create_backbone
 from omnisource.train.build import feature_model_and_loaders
 from omnisource.select.stage import select_rows
 from omnisource.teacher.score import score_clips, score_untrimmed
-from omnisource.train.joint import aux_arrays, epoch_steps, feature_source
+from omnisource.train.joint import aux_arrays, epoch_steps, feature_source, soft_labels, with_features
 from omnisource.train.loop import fit, predict
 from omnisource.transform.stage import image_rows, untrimmed_rows
 from omnisource.workspace import cache_dir_for
@@ -85,7 +85,8 @@ DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_no
 ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
 KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
 # The omni fields that act on training itself; the others only decide which web samples exist.
-TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup")
+TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup",
+                 "soft_targets", "soft_temperature")
 
 
 def log(msg: str) -> None:
@@ -148,24 +149,28 @@ def student_key(cfg: Config, aux=()) -> str:
     web video, ``all`` trains on the images alone, as ``images`` does), so it is trained once."""
     h = hashlib.sha1(json.dumps([dataclasses.asdict(cfg.train), dataclasses.asdict(cfg.features),
                                  {f: getattr(cfg.omni, f) for f in TRAINING_OMNI}], default=str).encode())
-    for src, x, y in aux:
+    for src, x, y, soft in aux:
         if len(y):
             h.update(repr((src.weight, src.batch_ratio, x.shape, x.dtype.str)).encode())
             h.update(np.ascontiguousarray(x).tobytes())
             h.update(np.ascontiguousarray(y).tobytes())
+            if soft is not None:
+                h.update(np.ascontiguousarray(soft).tobytes())
     return h.hexdigest()
 
 
 def train_head(cfg: Config, data, classes: list[str], aux=()):
     """Feature-mode training as `omnisource train` / `student` do it, on arrays: the target
-    head, plus one batch per web source and iteration for ``aux`` = [(WebSourceConfig, x, y)].
+    head, plus one batch per web source and iteration for ``aux`` = [(WebSourceConfig, x, y,
+    soft targets or None)].
     Returns (model, validation metrics, validation scores)."""
     from rich.console import Console
 
     x, y, xv, yv = data
     model, train, val = feature_model_and_loaders(cfg, x, y, xv, yv, len(classes))
     steps = epoch_steps(cfg, train)
-    sources = [feature_source(cfg, src, ax, ay, x, y, len(classes), steps) for src, ax, ay in aux if len(ay)]
+    sources = [feature_source(cfg, src, ax, ay, x, y, len(classes), steps, soft) for src, ax, ay, soft in aux
+               if len(ay)]
     tmp = Path(tempfile.mkdtemp(prefix="ucfweb-"))
     try:
         fit(model, train, val, cfg.train, tmp, classes, aux=sources, console=Console(quiet=True),
@@ -232,8 +237,8 @@ def source_config(name: str, overrides: list[str]) -> WebSourceConfig:
 
 
 def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, classes: list[str]):
-    """select -> transform -> features of one web source; (x, y, selection stats, training rows,
-    selected rows)."""
+    """select -> transform -> features of one web source; (x, y, soft targets or None, selection
+    stats, training rows, selected rows)."""
     rows, stats = select_rows(ws.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
                               min_keep=cfg.omni.min_keep)
     kept = [r for r in rows if r["status"] == "ok" and r.get("label") is not None]
@@ -247,8 +252,9 @@ def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, class
             if r.get("start_s") is not None:
                 sec = ws.second_feats[r["parent_id"]]
                 ws.clip_feats[r["id"]] = sec[int(r["start_s"]):max(int(r["start_s"]) + 1, math.ceil(r["end_s"]))]
+    train_rows = with_features(train_rows, ws.clip_feats, ws.second_feats)
     x, y = aux_arrays(train_rows, ws.clip_feats, ws.second_feats, cfg.features.frames)
-    return x, y, stats, train_rows, rows
+    return x, y, soft_labels(cfg, train_rows, scores, y), stats, train_rows, rows
 
 
 def untrimmed_precision(train_rows: list[dict], ws: WebSet) -> float:
@@ -339,8 +345,8 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
             aux, n_aux, last = [], 0, round_ == rounds - 1
             for name in sources:
                 src = source_config(name, [o for o in overrides if o.startswith("web.")])
-                x, y, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes)
-                aux.append((src, x, y))
+                x, y, soft, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes)
+                aux.append((src, x, y, soft))
                 n_aux += len(y)
                 if not last:
                     continue  # diagnostics of the data the final student trains on

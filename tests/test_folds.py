@@ -160,15 +160,17 @@ def test_arms_with_the_same_training_share_one_head_and_others_do_not():
     cfg = ucf_web.base_config(0)
     images, trimmed = ucf_web.source_config("images", []), ucf_web.source_config("trimmed", [])
     x, y = np.ones((4, 8, 3), np.float32), np.array([0, 1, 0, 1])
-    empty = (np.zeros((0, 8, 0), np.float32), np.zeros(0, np.int64))
-    key = ucf_web.student_key(cfg, [(images, x, y)])
+    empty = (np.zeros((0, 8, 0), np.float32), np.zeros(0, np.int64), None)
+    key = ucf_web.student_key(cfg, [(images, x, y, None)])
     # A source without samples (no video left to act as a web video) changes nothing, and a
     # data-only option (snippet frames) does not either once the samples are the same ...
-    assert ucf_web.student_key(cfg, [(images, x, y), (trimmed, *empty)]) == key
-    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.snippet_neg=2"]), [(images, x, y)]) == key
+    assert ucf_web.student_key(cfg, [(images, x, y, None), (trimmed, *empty)]) == key
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.snippet_neg=2"]), [(images, x, y, None)]) == key
     assert ucf_web.student_key(cfg, [(trimmed, *empty)]) == ucf_web.student_key(cfg)  # = the baseline
     # ... but other samples, another loss weight or a training option make another head.
-    assert ucf_web.student_key(cfg, [(images, x, 1 - y)]) != key
-    assert ucf_web.student_key(cfg, [(ucf_web.source_config("images", ["web.weight=1"]), x, y)]) != key
-    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.prior_correction=false"]), [(images, x, y)]) != key
-    assert ucf_web.student_key(ucf_web.base_config(1), [(images, x, y)]) != key
+    assert ucf_web.student_key(cfg, [(images, x, 1 - y, None)]) != key
+    assert ucf_web.student_key(cfg, [(ucf_web.source_config("images", ["web.weight=1"]), x, y, None)]) != key
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.prior_correction=false"]), [(images, x, y, None)]) != key
+    assert ucf_web.student_key(ucf_web.base_config(1), [(images, x, y, None)]) != key
+    soft = np.full((4, 2), 0.5, np.float32)  # soft targets of the same samples: another head
+    assert ucf_web.student_key(ucf_web.base_config(0, ["omni.soft_targets=0.5"]), [(images, x, y, soft)]) != key

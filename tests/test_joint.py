@@ -85,3 +85,83 @@ def test_align_needs_feature_mode():
     with pytest.raises(ConfigError, match="omni.align"):
         load_config(None, ["mode=pixels", "omni.align=mean"])
     assert load_config(None, ["mode=pixels"]).omni.align == "auto"
+
+
+def test_distill_targets_mix_the_pseudo_label_with_the_sharpened_teacher():
+    from omnisource.train.joint import distill_targets
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    labels = np.array([0, 1])
+    assert np.array_equal(distill_targets(probs, labels, 0.0), np.eye(3)[labels])  # weight 0: today's hard labels
+    assert distill_targets(probs, labels, 1.0) == pytest.approx(probs)
+    sharp = distill_targets(probs, labels, 1.0, temperature=0.5)  # p^2, renormalised
+    assert sharp[0] == pytest.approx(np.array([0.36, 0.09, 0.01]) / 0.46, abs=1e-6)
+    mixed = distill_targets(probs, labels, 0.5, temperature=2.0)
+    q = np.sqrt(probs[1]) / np.sqrt(probs[1]).sum()
+    assert mixed[1] == pytest.approx(0.5 * np.eye(3)[1] + 0.5 * q, abs=1e-6)
+    assert mixed.sum(1) == pytest.approx(1.0) and mixed.dtype == np.float32
+
+
+def test_teacher_probs_of_stills_pseudo_clips_snippets_and_windows():
+    from omnisource.data.manifest import ManifestError
+    from omnisource.train.joint import soft_labels, teacher_probs
+
+    scores = {"img": {"probs": [0.7, 0.2, 0.1]},
+              "vid": {"probs": [0.1, 0.1, 0.8], "frame_probs": [[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.2, 0.8]],
+                      "clip_windows": [[0.0, 2.0], [2.0, 3.0]], "clip_probs": [[0.5, 0.5, 0.0], [0.0, 0.1, 0.9]]}}
+    rows = [{"id": "img", "label": 0},
+            {"id": "img#warp", "parent_id": "img", "label": 0},  # a derived pseudo-clip: its image's scores
+            {"id": "snip", "parent_id": "vid", "frame_indices": [0, 1, 7], "label": 1},  # 7 clamps to frame 2
+            {"id": "win", "parent_id": "vid", "start_s": 2.0, "end_s": 3.0, "label": 2}]
+    got = np.stack([teacher_probs(r, scores) for r in rows])
+    assert got[:2] == pytest.approx(np.array([[0.7, 0.2, 0.1]] * 2))
+    assert got[2] == pytest.approx(np.array([1.0, 1.2, 0.8]) / 3)
+    assert got[3] == pytest.approx([0.0, 0.1, 0.9])
+    labels = np.array([r["label"] for r in rows])
+    assert soft_labels(load_config(None, []), rows, scores, labels) is None  # off by default
+    soft = soft_labels(load_config(None, ["omni.soft_targets=1"]), rows, scores, labels)
+    assert soft == pytest.approx(got)
+    with pytest.raises(ManifestError, match="no teacher score"):
+        teacher_probs({"id": "unscored", "label": 0, "path": "x.jpg"}, scores)
+
+
+def test_soft_targets_reach_the_student_and_hard_labels_still_drive_resampling(tmp_path):
+    """A web source at one point whose teacher says (0.7, 0.3): with soft targets the student's
+    probability there tends to 0.7; with the hard pseudo-label, towards 1."""
+    from omnisource.train.joint import feature_source
+
+    def student(soft_targets: float) -> float:
+        cfg = load_config(None, ["train.device=cpu", "train.optimizer=adamw", "train.lr=0.05", "train.epochs=4",
+                                 "train.min_steps=300", "omni.prior_correction=false", "omni.align=none"])
+        rng = np.random.default_rng(0)
+        y = np.repeat([0, 1], 10)  # the target set sits far from the web point, one class either side
+        x = (np.array([[0.0, 3.0], [0.0, -3.0]])[y] + rng.normal(0, 0.3, (20, 2)))[:, None, :].astype(np.float32)
+        wx = np.tile(np.array([[[3.0, 0.0]]], np.float32), (40, 1, 1))
+        wy = np.zeros(40, np.int64)
+        soft = np.tile(np.float32([[0.7, 0.3]]), (40, 1)) if soft_targets else None
+        torch.manual_seed(0)
+        head = create_head("linear", 2, 2, 1, dropout=0.0)
+        train = make_loader(FeatureDataset(x, y, 1, True), 8, True)
+        src = feature_source(cfg, WebSourceConfig(name="web", weight=1.0), wx, wy, x, y, 2,
+                             epoch_steps(cfg, train), soft)
+        batch = next(iter(src.loader))
+        assert batch[1].shape == ((4, 2) if soft_targets else (4,))
+        fit(head, train, None, cfg.train, tmp_path / str(soft_targets), ["a", "b"], aux=[src])
+        with torch.no_grad():
+            return head.eval()(torch.from_numpy(wx[:1])).softmax(-1)[0, 0].item()
+
+    hard, soft = student(0.0), student(1.0)
+    assert hard > 0.9
+    assert soft == pytest.approx(0.7, abs=0.08)
+
+
+def test_soft_targets_need_feature_mode_and_a_valid_range():
+    from omnisource.config import ConfigError
+
+    with pytest.raises(ConfigError, match="omni.soft_targets: soft targets need mode=features"):
+        load_config(None, ["mode=pixels", "omni.soft_targets=0.5"])
+    with pytest.raises(ConfigError, match=r"omni.soft_targets: must be in \[0, 1\]"):
+        load_config(None, ["omni.soft_targets=1.5"])
+    with pytest.raises(ConfigError, match="omni.soft_temperature: must be positive"):
+        load_config(None, ["omni.soft_temperature=0"])
+    assert load_config(None, ["mode=pixels"]).omni.soft_targets == 0.0

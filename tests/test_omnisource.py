@@ -104,6 +104,12 @@ def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed
     log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]
     assert "images" in log[-1]["train"] and "target" in log[-1]["train"]
     assert "student: images" in out
+    if untrimmed == "clips":  # soft targets from the scores of pseudo-clips' images and of clip windows
+        out = invoke("student", "--overwrite", *overrides(data, ws, **{
+            "omni.image_to_clip": image_to_clip, "omni.untrimmed": untrimmed, "clean.dedup": dedup,
+            "omni.soft_targets": 0.5}))
+        assert "student: images" in out  # retrained from the new inputs
+        assert "soft_targets: 0.5" in (ws / "runs" / "omnisource" / "config.yaml").read_text()
 
 
 def _run_cli(args, env):

@@ -194,6 +194,12 @@ class OmniConfig:
     # the source's class mix (train.joint.align_offset), so "looks like a web photo" is not
     # learned as a class.
     align: Literal["auto", "mean", "none"] = opt("auto", "web feature alignment: auto = mean in feature mode, none in pixels")
+    # Distillation targets (Hinton et al. 2015) for kept web samples, instead of the hard
+    # pseudo-label alone: a kept sample the teacher is unsure of then pulls less towards its class.
+    soft_targets: float = opt(0.0, "feature mode: weight of the teacher's probabilities in a kept web sample's "
+                                   "target (0 = one-hot pseudo-label, 1 = teacher's distribution)")
+    soft_temperature: float = opt(1.0, "teacher probabilities in soft targets as p^(1/T), renormalised "
+                                       "(< 1 sharpens, > 1 flattens)")
     seed: int = opt(0, "seed of the transforms")
 
 
@@ -336,6 +342,10 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         ("omni.min_keep", 0 <= cfg.omni.min_keep <= 1, "must be in [0, 1]"),
         ("omni.align", cfg.omni.align != "mean" or cfg.mode == "features",
          "mean alignment shifts cached features: it needs mode=features (use auto or none)"),
+        ("omni.soft_targets", 0 <= cfg.omni.soft_targets <= 1, "must be in [0, 1]"),
+        ("omni.soft_targets", cfg.omni.soft_targets == 0 or cfg.mode == "features",
+         "soft targets need mode=features (pixel-mode clips train on their labels; set it to 0)"),
+        ("omni.soft_temperature", cfg.omni.soft_temperature > 0, "must be positive"),
         ("omni.frame_threshold", 0 <= cfg.omni.frame_threshold <= 1, "must be in [0, 1]"),
         ("omni.snippet_pos", cfg.omni.snippet_pos >= 1, "must be at least 1"),
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),

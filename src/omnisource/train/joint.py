@@ -24,24 +24,25 @@ from .build import build_model_and_loaders, model_inputs
 from .loop import Source, fit, passes_per_epoch
 
 
+def with_features(rows: list[dict], clip_feats: dict, second_feats: dict) -> list[dict]:
+    """The rows ``aux_arrays`` finds features for (snippets by their parent's 1 fps features)."""
+    return [r for r in rows if (r["parent_id"] in second_feats if r.get("frame_indices") else r["id"] in clip_feats)]
+
+
 def aux_arrays(rows: list[dict], clip_feats: dict, second_feats: dict, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, T, D) features and labels of a source's training rows, from id -> (T_i, D) arrays:
     ``clip_feats`` by row id (images: T_i = 1, replicated; videos: T segment frames), and for
     snippets of untrimmed videos ``second_feats`` (1 fps) by the parent's id, of which the
-    snippet's ``frame_indices`` are taken. Rows without features are left out."""
+    snippet's ``frame_indices`` are taken. Rows without features (``with_features``) are left out."""
     from ..data.sampling import tsn_indices
 
     feats, labels = [], []
-    for r in rows:
+    for r in with_features(rows, clip_feats, second_feats):
         if r.get("frame_indices"):
-            parent = second_feats.get(r["parent_id"])
-            if parent is None:
-                continue
+            parent = second_feats[r["parent_id"]]
             a = parent[np.minimum(np.asarray(r["frame_indices"]), len(parent) - 1)]
         else:
-            a = clip_feats.get(r["id"])
-            if a is None:
-                continue
+            a = clip_feats[r["id"]]
         feats.append(a if len(a) == frames else a[tsn_indices(len(a), frames, train=False)])
         labels.append(r["label"])
     if not feats:
@@ -49,15 +50,63 @@ def aux_arrays(rows: list[dict], clip_feats: dict, second_feats: dict, frames: i
     return np.stack(feats), np.asarray(labels, dtype=np.int64)
 
 
-def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """``aux_arrays`` of a source's training rows, read from the workspace's feature caches."""
+def teacher_probs(row: dict, scores: dict[str, dict]) -> np.ndarray:
+    """(C,) the teacher's class probabilities for one training row, from the score records
+    (``teacher.score``) by id: a snippet's, the mean over its 1 fps frames (``frame_indices``)
+    of its parent video; a clip window's (``start_s``), its parent's clip of that window; a
+    derived pseudo-clip's, its parent image's; any other row's, its own."""
+    rec = scores.get(row["id"]) or scores.get(row.get("parent_id") or "")
+    if rec is None:
+        raise ManifestError(f"{row.get('path', row['id'])}: no teacher score for this training sample; "
+                            "re-run `omnisource score` (omni.soft_targets needs them)")
+    if row.get("frame_indices"):
+        frames = np.asarray(rec["frame_probs"], np.float64)
+        return frames[np.minimum(np.asarray(row["frame_indices"]), len(frames) - 1)].mean(0)
+    if row.get("start_s") is not None and rec.get("clip_windows"):
+        windows = [tuple(map(float, w)) for w in rec["clip_windows"]]
+        window = (float(row["start_s"]), float(row["end_s"]))
+        if window in windows:
+            return np.asarray(rec["clip_probs"][windows.index(window)], np.float64)
+    return np.asarray(rec["probs"], np.float64)
+
+
+def distill_targets(probs: np.ndarray, labels: np.ndarray, weight: float, temperature: float = 1.0) -> np.ndarray:
+    """(N, C) training targets of kept web samples: (1 − weight) · one-hot(label) + weight · q,
+    q the teacher's probabilities ``probs`` (N, C) sharpened to p^(1/T) and renormalised
+    (Hinton et al. 2015, on probabilities: the teacher's logits are not kept). weight 0 is the
+    hard pseudo-label of OmniSource §3.2."""
+    probs = np.clip(np.asarray(probs, np.float64), 1e-12, None)
+    q = np.exp(np.log(probs) / temperature)
+    q /= q.sum(1, keepdims=True)
+    onehot = np.eye(probs.shape[1])[np.asarray(labels, np.int64)]
+    return ((1 - weight) * onehot + weight * q).astype(np.float32)
+
+
+def soft_labels(cfg: Config, rows: list[dict], scores: dict[str, dict], labels: np.ndarray) -> np.ndarray | None:
+    """``distill_targets`` of a source's training rows (those ``aux_arrays`` kept, in order)
+    under ``omni.soft_targets`` / ``omni.soft_temperature``; None when soft targets are off."""
+    o = cfg.omni
+    if o.soft_targets <= 0 or not len(rows):
+        return None
+    return distill_targets(np.stack([teacher_probs(r, scores) for r in rows]), labels, o.soft_targets,
+                           o.soft_temperature)
+
+
+def aux_features(cfg: Config, workspace, src: WebSourceConfig, rows: list[dict]) -> tuple[np.ndarray, np.ndarray,
+                                                                                        np.ndarray | None]:
+    """``aux_arrays`` of a source's training rows, read from the workspace's feature caches, and
+    their ``soft_labels`` from the source's teacher scores (None when soft targets are off)."""
     from ..features.cache import load_features
+    from ..teacher.score import read_scores
 
     ws = Workspace.of(workspace)
     snippets = [r["parent_id"] for r in rows if r.get("frame_indices")]
     clips = load_features(ws.feature_cache(cfg), [r["id"] for r in rows if not r.get("frame_indices")])
     seconds = load_features(ws.feature_cache(cfg, per_second=True), sorted(set(snippets))) if snippets else {}
-    return aux_arrays(rows, clips, seconds, cfg.features.frames)
+    rows = with_features(rows, clips, seconds)
+    x, y = aux_arrays(rows, clips, seconds, cfg.features.frames)
+    scores = read_scores(ws.scores(src.name)) if cfg.omni.soft_targets > 0 else {}
+    return x, y, soft_labels(cfg, rows, scores, y)
 
 
 def aux_loader(dataset, labels: np.ndarray, num_classes: int, batch: int, steps: int, cfg: Config,
@@ -125,12 +174,14 @@ def align_offset(x: np.ndarray, y: np.ndarray, target_x: np.ndarray, target_y: n
 
 
 def feature_source(cfg: Config, src: WebSourceConfig, x: np.ndarray, y: np.ndarray, target_x: np.ndarray,
-                   target_y: np.ndarray, num_classes: int, steps: int) -> Source:
+                   target_y: np.ndarray, num_classes: int, steps: int, soft: np.ndarray | None = None) -> Source:
     """A feature-mode web source: its (N, T, D) features, shifted by ``align_offset`` unless
-    ``omni.align`` is none, as an ``aux_source`` with the target's prior for the correction."""
+    ``omni.align`` is none, as an ``aux_source`` with the target's prior for the correction.
+    ``soft`` (N, C): the samples' training targets (``soft_labels``) in place of one-hot ``y``;
+    the class resampling, prior and alignment still go by ``y``."""
     if cfg.omni.align != "none" and len(y):
         x = x - align_offset(x, y, target_x, target_y, num_classes)
-    dataset = FeatureDataset(x, y, cfg.features.frames, train=True, seed=cfg.train.seed)
+    dataset = FeatureDataset(x, y if soft is None else soft, cfg.features.frames, train=True, seed=cfg.train.seed)
     return aux_source(cfg, src, dataset, y, num_classes, steps, target_labels=target_y)
 
 
@@ -143,8 +194,10 @@ def _student_inputs(cfg: Config, ws: Workspace, sources: list[str] | None = None
     used = [s for s in cfg.web if sources is None or s.name in sources]
     return {**model_inputs(cfg, ws), **config_inputs(cfg, "web", "omni.resample", "omni.resample_clip",
                                                       "omni.resample_power", "omni.cross_mixup",
-                                                      "omni.prior_correction", "omni.align"),
-            **file_inputs(ws, [ws.web(s.name, "train") for s in used])}
+                                                      "omni.prior_correction", "omni.align",
+                                                      "omni.soft_targets", "omni.soft_temperature"),
+            **file_inputs(ws, [ws.web(s.name, "train") for s in used]
+                          + ([ws.scores(s.name) for s in used] if cfg.omni.soft_targets > 0 else []))}
 
 
 @training_stage(lambda cfg, ws, *a, **k: f"student@{cfg.omni.student_run}", _student_inputs,
@@ -175,7 +228,7 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
                 if src.kind == "untrimmed":
                     embed_web(cfg, ws, "web", sources=[src.name])  # the 1 fps frames snippets are cut from
             ddp.barrier()
-            x, y = aux_features(cfg, ws, src, rows)
+            x, y, soft = aux_features(cfg, ws, src, rows)
             if len(y) < len(rows):
                 console.print(f"[yellow]student: {len(rows) - len(y)} of {len(rows)} training samples of {src.name} "
                               "have no features (failed to decode); left out[/]")
@@ -187,7 +240,7 @@ def student_stage(cfg: Config, workspace, resume: bool = False, sources: list[st
             continue
         if cfg.mode == "features":
             aux.append(feature_source(cfg, src, x, y, train.dataset.features, train.dataset.labels, len(classes),
-                                      steps))
+                                      steps, soft))
         else:
             aux.append(aux_source(cfg, src, dataset, y, len(classes), steps, cfg.train.num_workers, target_labels))
         console.print(f"student: {src.name}: {len(y)} samples, batch {ddp.describe_batch(aux[-1].loader.batch_size)} "
