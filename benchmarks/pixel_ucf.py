@@ -101,7 +101,8 @@ def config(args, target: Path, images: Path, untrimmed: Path, ws: Path):
         f"train.epochs={args.epochs}", f"train.batch_size={args.batch}", "train.optimizer=adamw",
         f"train.lr={args.lr}", "train.weight_decay=0.01", f"train.num_workers={args.workers}",
         f"train.eval_every={args.epochs}", f"train.seed={args.seed}",
-        "omni.filter=both", "omni.threshold=0.5", "omni.untrimmed=clips", "omni.frame_threshold=0.5",
+        f"omni.filter={args.filter}", f"omni.threshold={args.threshold}", "omni.untrimmed=clips",
+        f"omni.frame_threshold={args.threshold}",
         f"omni.clip_seconds={args.clip_seconds}", f"omni.score_views={args.views}", web])
 
 
@@ -134,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--clip-seconds", type=float, default=4.0)
     ap.add_argument("--views", type=int, default=2)
+    ap.add_argument("--filter", default="both", help="omni.filter (the product's default: both)")
+    ap.add_argument("--threshold", type=float, default=0.5,
+                    help="omni.threshold and omni.frame_threshold (the product's default: 0.5)")
     args = ap.parse_args(argv)
     require_data(ap, args.data)
     from omnisource import pipeline
