@@ -4,20 +4,23 @@
 
 Reduced to fit 2 CPU cores: one seed, 112 px, ``tsn_efficientnet_lite0`` (ImageNet) with 4
 segments for teacher and student. The protocol of shared/data/README.md (omnisource.evaluate.protocol):
-k labeled videos per class from groups 12–25, validation on groups 08–11; web images = the four
-matching web-sports queries with 50 % injected pool images; untrimmed web videos = three unused
-training-group clips of different classes played in a row (written once as real files under
---out, 128 px), weak label = the class of one of them. The whole chain is ``omnisource run``
+k labeled videos per class from the groups outside the first group fold, validation on that fold
+(groups 08, 12, 16, 20, 24); web images = the four matching web-sports queries with 50 %
+injected pool images; untrimmed web videos = three unused training-group clips of different
+classes played in a row (written once as real files under --out, 128 px), weak label = the
+class of one of them. The whole chain is ``omnisource run``
 (``runner.run_pipeline``): the target-only run is both the baseline and the teacher; it scores
 the images and the untrimmed videos' ``--clip-seconds`` clips (``omni.untrimmed=clips``), and
-the student trains on target + kept images + kept clips (batch ratio 2:1:1). Writes
-results.json (top-1 / mean class accuracy of both runs, kept counts, the share of kept clips
-that overlap their video's planted segment) and prints a table.
+the student trains on target + kept images + kept clips (batch ratio 2:1:1), with the same
+recipe (epochs, lr, batch) as the target-only run. Writes results.json (top-1 / mean class
+accuracy of both runs, kept counts, the share of kept clips that overlap their video's planted
+segment, each stage's wall seconds, the load average) and prints a table and the stage times.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from fractions import Fraction
@@ -98,7 +101,8 @@ def config(args, target: Path, images: Path, untrimmed: Path, ws: Path):
         f"train.epochs={args.epochs}", f"train.batch_size={args.batch}", "train.optimizer=adamw",
         f"train.lr={args.lr}", "train.weight_decay=0.01", f"train.num_workers={args.workers}",
         f"train.eval_every={args.epochs}", f"train.seed={args.seed}",
-        "omni.filter=both", "omni.threshold=0.5", "omni.untrimmed=clips", "omni.frame_threshold=0.5",
+        f"omni.filter={args.filter}", f"omni.threshold={args.threshold}", "omni.untrimmed=clips",
+        f"omni.frame_threshold={args.threshold}",
         f"omni.clip_seconds={args.clip_seconds}", f"omni.score_views={args.views}", web])
 
 
@@ -107,6 +111,12 @@ def clip_overlap(ws: Workspace, truth: dict) -> dict:
     hit = sum(min(r["end_s"], truth[r["path"]][1]) - max(r["start_s"], truth[r["path"]][0]) > 0 for r in clips)
     return {"kept_clips": len(clips), "videos_with_kept_clips": len({r["path"] for r in clips}),
             "clips_overlapping_planted_segment": hit}
+
+
+def stage_seconds(ws: Workspace) -> dict[str, float]:
+    """Wall seconds of each finished stage, from its stamp (in the order the stages finished)."""
+    stamps = sorted(ws.stamps_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return {p.stem: s["seconds"] for p in stamps if "seconds" in (s := json.loads(p.read_text()))}
 
 
 def main(argv=None) -> int:
@@ -125,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--clip-seconds", type=float, default=4.0)
     ap.add_argument("--views", type=int, default=2)
+    ap.add_argument("--filter", default="both", help="omni.filter (the product's default: both)")
+    ap.add_argument("--threshold", type=float, default=0.5,
+                    help="omni.threshold and omni.frame_threshold (the product's default: 0.5)")
     args = ap.parse_args(argv)
     require_data(ap, args.data)
     from omnisource import pipeline
@@ -132,8 +145,9 @@ def main(argv=None) -> int:
     from omnisource.runner import run_pipeline
 
     args.out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()
     target, images, untrimmed, truth = build_inputs(args, args.out)
+    inputs_s = time.time() - t0
     ws = Workspace(args.out / "ws")
     cfg = config(args, target, images, untrimmed, ws.root)
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -147,9 +161,15 @@ def main(argv=None) -> int:
     out = {"settings": vars(args) | {"data": str(args.data), "out": str(args.out)},
            "runs": {name: {k: m[k] for k in ("top1", "mean_class_accuracy", "num_samples")}
                     for name, m in results.items()},
-           "kept": stages, "untrimmed": clip_overlap(ws, truth), "seconds": round(time.time() - t0)}
+           "kept": stages, "untrimmed": clip_overlap(ws, truth), "seconds": round(time.time() - t0),
+           "stage_seconds": {"inputs": round(inputs_s, 1), **stage_seconds(ws)},
+           "load_average": {"start": load0, "end": os.getloadavg()}}
     atomic_write_text(args.out / "results.json", json.dumps(out, indent=2))
     write_report(cfg, ws)
+    print("stage times (wall s; stages already up to date keep the time of the run that made them):")
+    for name, sec in out["stage_seconds"].items():
+        print(f"  {name:<28}{sec:>9.1f}")
+    print(f"load average (1 min) at start {load0[0]:.1f}, at end {out['load_average']['end'][0]:.1f}")
     print(f"{'run':<14}{'top-1 %':>9}{'mca %':>9}")
     for name, m in out["runs"].items():
         print(f"{name:<14}{100 * m['top1']:>9.2f}{100 * m['mean_class_accuracy']:>9.2f}")

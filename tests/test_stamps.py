@@ -67,12 +67,31 @@ def test_run_skips_stages_made_by_hand(data, tmp_path):
     log = [json.loads(line) for line in (Workspace(ws).run("omnisource") / "log.jsonl").read_text().splitlines()]
     assert "images" in log[-1]["train"]
     invoke("evaluate", "-w", ws, "--run", "omnisource")
+    for name in ("features", "train@target_only", "score", "student@omnisource"):  # plain and training stages
+        stamp = Workspace(ws).read_stamp(name)
+        assert stamp["state"] == "done" and stamp["seconds"] > 0, (name, stamp)
     out = invoke("run", "-w", ws)
     for name in ("import", "validate", "import-web", "features", "train@target_only", "evaluate@target_only",
                  "score", "select", "transform", "student@omnisource", "evaluate@omnisource"):
         assert f"{name}: up to date" in out, (name, out)
     assert "epoch 1/" not in out
     assert out.strip().splitlines()[-1].startswith("teacher ") and "→ student" in out  # the one-line summary
+
+
+def test_a_finished_stage_stamps_its_wall_time(tmp_path):
+    """A running stage's stamp has no time yet; the finished one holds the seconds it took."""
+    import time
+
+    from omnisource.stamps import stage
+
+    @stage("nap", inputs=lambda cfg, ws: {"config x": "1"})
+    def nap(cfg, ws):
+        assert ws.read_stamp("nap") == {"state": "running", "inputs": {"config x": "1"}}
+        time.sleep(0.3)
+
+    nap(None, tmp_path)
+    stamp = Workspace(tmp_path).read_stamp("nap")
+    assert stamp["state"] == "done" and 0.3 <= stamp["seconds"] < 10, stamp
 
 
 def _probs(ws):

@@ -138,10 +138,11 @@ class Stage:
         ws = Workspace.of(workspace)
         name, inputs = self.stamp_name(cfg, ws, *args, **kwargs), self.inputs(cfg, ws, *args, **kwargs)
         ws.write_stamp(name, inputs, "running")
+        t0 = time.perf_counter()
         out = self.fn(cfg, ws, *args, **kwargs)
         if self.in_place:  # it rewrote its inputs: they are current as it left them
             inputs = self.inputs(cfg, ws, *args, **kwargs)
-        ws.write_stamp(name, inputs, "done")
+        ws.write_stamp(name, inputs, "done", seconds=time.perf_counter() - t0)
         return out
 
 
@@ -207,9 +208,10 @@ class TrainingStage(Stage):
             for r in runs:  # metrics of earlier weights must not pass for this run's
                 (r / "metrics.json").unlink(missing_ok=True)
             ws.write_stamp(name, inputs, "running")
+        t0 = time.perf_counter()
         out = self.fn(cfg, ws, *args, resume=resume, **kwargs)
         if main:
-            ws.write_stamp(name, inputs, "done")
+            ws.write_stamp(name, inputs, "done", seconds=time.perf_counter() - t0)
         return out
 
 

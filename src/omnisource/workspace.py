@@ -228,10 +228,12 @@ class Workspace:
         except (OSError, ValueError):
             return None
 
-    def write_stamp(self, stage: str, inputs: dict[str, str], state: str) -> Path:
+    def write_stamp(self, stage: str, inputs: dict[str, str], state: str, seconds: float | None = None) -> Path:
+        """``seconds``: the wall time of the finished stage (progress and benchmarks read it)."""
         from .data.manifest import atomic_write_text
 
-        return atomic_write_text(self.stamp_file(stage), json.dumps({"state": state, "inputs": inputs}, indent=1))
+        stamp = {"state": state, "inputs": inputs} | ({} if seconds is None else {"seconds": round(seconds, 1)})
+        return atomic_write_text(self.stamp_file(stage), json.dumps(stamp, indent=1))
 
     def exists(self) -> bool:
         return self.root.is_dir()
