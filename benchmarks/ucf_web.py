@@ -30,7 +30,8 @@ joint training ``train.joint``. Web sources:
   features are the concatenation of the parts'), weak label = the class of one part.
 
 A setting is a name of ``SETTINGS`` or ``NAME+key=value+...`` (config overrides for the student
-of that arm only, ``web.<field>=`` for every web source), so variants are measured as rows of
+of that arm only, ``web.<field>=`` for every web source, ``web.<kind>.<field>=`` for the sources
+of one kind), so variants are measured as rows of
 the same paired table. Features are computed once into ``--features`` (the product's cache
 layout) and reused.
 """
@@ -51,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnisource.config import Config, WebSourceConfig, load_config
+from omnisource.config import Config, ConfigError, WebSourceConfig, load_config
 from omnisource.config_io import _coerce, parse_override
 from omnisource.data.manifest import new_row
 from omnisource.data.sampling import tsn_indices
@@ -224,15 +225,31 @@ def score_set(teachers, ws: WebSet, name: str, cfg: Config) -> dict:
 
 
 def source_config(name: str, overrides: list[str]) -> WebSourceConfig:
-    """The web source's config with the product's defaults and ``web.<field>=value`` overrides."""
+    """The web source's config with the product's defaults and the setting's overrides:
+    ``web.<field>=value`` for every source, ``web.<kind>.<field>=value`` for the sources of one
+    kind (image, trimmed, untrimmed), which wins over ``web.<field>`` whatever the order, e.g.
+    ``all+web.image.weight=0.25+web.untrimmed.weight=0.25`` (a per-kind loss weight)."""
     src = WebSourceConfig(name=name, kind=KIND[name], query_map=dict(protocol.QUERY_MAP))
     hints = typing.get_type_hints(WebSourceConfig)
+    kinds = typing.get_args(hints["kind"])
+    every, mine = [], []
     for text in overrides:
         key, value = parse_override(text)
-        field = key.split(".", 1)[1]
-        if field not in hints:
-            raise SystemExit(f"{text}: a web source has no field {field!r}")
-        setattr(src, field, _coerce(value, hints[field], key))
+        _, *scope, field = key.split(".")
+        if len(scope) > 1 or (scope and scope[0] not in kinds):
+            raise SystemExit(f"{text}: web overrides look like web.<field>= or web.<kind>.<field>= "
+                             f"with a kind of {', '.join(kinds)}")
+        if field not in hints or field in ("name", "kind"):
+            raise SystemExit(f"{text}: a web source has no field {field!r} to change")
+        if not scope:
+            every.append((field, value, key))
+        elif scope[0] == src.kind:
+            mine.append((field, value, key))
+    for field, value, key in every + mine:
+        try:
+            setattr(src, field, _coerce(value, hints[field], key))
+        except ConfigError as e:
+            raise SystemExit(str(e)) from None
     return src
 
 
@@ -313,6 +330,9 @@ def parse_setting(text: str) -> tuple[str, tuple, list[str]]:
     if name not in SETTINGS:
         raise SystemExit(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
     sources, base = SETTINGS[name]
+    web = [o for o in overrides if o.startswith("web.")]
+    for source in sources or ("images",):  # a bad web override stops the run before it starts
+        source_config(source, web)
     return text, sources, base + overrides
 
 

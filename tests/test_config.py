@@ -106,6 +106,17 @@ def test_list_item_overrides(tmp_path):
         load_config(None, ["web[0].batch_ratio=1"])
 
 
+def test_a_web_source_without_a_weight_takes_its_kinds_and_a_set_weight_stays(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("web:\n  - {name: a, kind: image}\n  - {name: b, kind: trimmed}\n  - {name: c, kind: untrimmed}\n"
+                 "  - {name: d, kind: image, weight: 1}\n  - {name: e, kind: untrimmed, weight: null}\n")
+    cfg = load_config(f, ["web[1].kind=untrimmed"])  # the kind as finally set decides
+    assert [w.weight for w in cfg.web] == [0.25, 0.25, 0.25, 1.0, 0.25]
+    assert [w.weight for w in load_config(f).web] == [0.25, 0.5, 0.25, 1.0, 0.25]
+    with pytest.raises(ConfigError, match=r"web\[0\].weight: must be 0 or more"):
+        load_config(f, ["web[0].weight=-1"])
+
+
 def test_paths_resolve_against_the_config_file_not_the_current_directory(tmp_path, monkeypatch):
     folder = tmp_path / "configs"
     folder.mkdir()

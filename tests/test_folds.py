@@ -174,3 +174,22 @@ def test_arms_with_the_same_training_share_one_head_and_others_do_not():
     assert ucf_web.student_key(ucf_web.base_config(1), [(images, x, y, None)]) != key
     soft = np.full((4, 2), 0.5, np.float32)  # soft targets of the same samples: another head
     assert ucf_web.student_key(ucf_web.base_config(0, ["omni.soft_targets=0.5"]), [(images, x, y, soft)]) != key
+
+
+def test_a_setting_sets_the_loss_weight_per_kind_of_web_source():
+    ucf_web = _ucf_web()
+    # web.<kind>.<field> wins over web.<field> for that kind, whatever the order.
+    overrides = ["web.image.weight=0.25", "web.weight=0.125", "web.untrimmed.weight=0.3"]
+    weights = {n: ucf_web.source_config(n, overrides).weight for n in ("images", "images_raw", "trimmed", "untrimmed")}
+    assert weights == {"images": 0.25, "images_raw": 0.25, "trimmed": 0.125, "untrimmed": 0.3}
+    default = ucf_web.source_config("trimmed", []).weight
+    assert ucf_web.source_config("trimmed", ["web.image.weight=0.25"]).weight == default
+    setting, sources, overrides = ucf_web.parse_setting("all+web.image.weight=0.25+omni.threshold=0.3")
+    assert sources == ucf_web.ALL and overrides == ["web.image.weight=0.25", "omni.threshold=0.3"]
+    # An unknown kind or field, or a bad value, stops the run before anything is trained.
+    for bad, message in [("all+web.video.weight=1", "with a kind of image, trimmed, untrimmed"),
+                         ("all+web.image.wieght=1", "no field 'wieght'"),
+                         ("all+web.image.kind=trimmed", "no field 'kind'"),
+                         ("baseline+web.image.weight=x", "expected a number")]:
+        with pytest.raises(SystemExit, match=message):
+            ucf_web.parse_setting(bad)
