@@ -43,3 +43,27 @@ def test_web_truth_has_lookalikes_off_topic_shapes_and_clutter_and_the_manifest_
         assert row["weak_labels"] == [rel.split("/")[1]] and rel.split("/")[1] in QUERIES.values()
         # An off-topic shape is no target class: for filter precision it counts like clutter.
         assert row["true_label"] == (true if true in CLASSES else None)
+
+
+def test_validation_groups_get_their_own_clip_count_and_leave_the_training_scenes_as_they_were(tmp_path):
+    small = dict(groups=3, clips_per_group=2, web_per_class=2, size=32, frames=4, untrimmed_per_class=1)
+    counts = generate(tmp_path / "val", val_groups=(1, 3), val_clips_per_group=1, **small)
+    plain = generate(tmp_path / "plain", **small)
+    assert counts["videos"] == (1 + 2 + 1) * len(CLASSES) and plain["videos"] == 3 * 2 * len(CLASSES)
+    names = sorted(p.name for p in (tmp_path / "val" / "videos" / CLASSES[0]).iterdir())
+    assert names == [f"v_{CLASSES[0]}_g{g}.mp4" for g in ("01_c01", "02_c01", "02_c02", "03_c01")]
+    # A group's scene depends on its number, not on which groups are held out: the training
+    # group and the first clip of each validation group are the very files of the plain layout.
+    for name in names:
+        rel = f"videos/{CLASSES[0]}/{name}"
+        assert (tmp_path / "val" / rel).read_bytes() == (tmp_path / "plain" / rel).read_bytes(), name
+
+
+def test_the_demo_holds_out_exactly_the_groups_its_data_gives_one_clip():
+    from omnisource.config import load_config
+    from omnisource.demo.run import DATA, DEMO_OVERRIDES
+
+    cfg = load_config(None, DEMO_OVERRIDES)
+    assert [int(g) for g in cfg.target.val_groups] == sorted(DATA["val_groups"])
+    train = set(range(1, DATA["groups"] + 1)) - set(DATA["val_groups"])
+    assert len(train) == 10 and min(train) == 7  # the training groups of data version 9: 07-16

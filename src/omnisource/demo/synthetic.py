@@ -219,9 +219,14 @@ def _wrong_result(cls: str, rng: np.random.Generator) -> str | None:
 
 def generate(root: str | Path, groups: int = 16, clips_per_group: int = 3, web_per_class: int = 400,
              web_noise: float = 0.7, seed: int = 0, size: int = 96, frames: int = 24,
-             untrimmed_per_class: int = 15) -> dict:
+             untrimmed_per_class: int = 15, val_groups=(), val_clips_per_group: int = 1) -> dict:
     """Write ``root/videos/<class>/v_<class>_gGG_cCC.mp4``, ``root/web/<query>/*.jpg`` and
     ``root/web_videos/<query>/*.mp4`` (untrimmed: one scene, the action in one of three segments).
+
+    Groups 1..``groups`` have ``clips_per_group`` clips each, those numbered in ``val_groups``
+    ``val_clips_per_group``: the clips of one group are near-duplicates, so a validation set of
+    many groups with one clip each measures more than one of few groups with several.
+    A group's scene depends on ``seed``, its class and its number only.
 
     ``root/web_truth.json`` maps each web file to its true class (a target class, an off-topic
     shape, or None for background only; for an untrimmed video, its class and the segment where
@@ -230,17 +235,19 @@ def generate(root: str | Path, groups: int = 16, clips_per_group: int = 3, web_p
     root = Path(root)
     settings = dict(groups=groups, clips_per_group=clips_per_group, web_per_class=web_per_class,
                     web_noise=web_noise, seed=seed, size=size, frames=frames,
-                    untrimmed_per_class=untrimmed_per_class, version=9)
+                    untrimmed_per_class=untrimmed_per_class,
+                    val_groups=sorted(int(g) for g in val_groups), val_clips_per_group=val_clips_per_group, version=10)
     done = root / "done.json"
     if done.exists() and json.loads(done.read_text()).get("settings") == settings:
         return json.loads(done.read_text())["counts"]
     rng = np.random.default_rng(seed)
+    val = {int(g) for g in val_groups}
     n_videos = 0
     for cls in CLASSES:
         for g in range(1, groups + 1):
             group_rng = np.random.default_rng([seed, CLASSES.index(cls), g])
             where = scene(group_rng, size)
-            for c in range(1, clips_per_group + 1):
+            for c in range(1, (val_clips_per_group if g in val else clips_per_group) + 1):
                 clip = render_clip(cls, group_rng, size, frames, retake(where, group_rng))
                 write_mp4(root / "videos" / cls / f"v_{cls}_g{g:02d}_c{c:02d}.mp4", clip)
                 n_videos += 1
