@@ -232,7 +232,7 @@ class Workspace:
         """``seconds``: the wall time of the finished stage (progress and benchmarks read it)."""
         from .data.manifest import atomic_write_text
 
-        stamp = {"state": state, "inputs": inputs} | ({} if seconds is None else {"seconds": round(seconds, 1)})
+        stamp = {"state": state, "inputs": inputs} | ({} if seconds is None else {"seconds": round(seconds, 3)})
         return atomic_write_text(self.stamp_file(stage), json.dumps(stamp, indent=1))
 
     def exists(self) -> bool:
