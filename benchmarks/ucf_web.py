@@ -152,7 +152,7 @@ def student_key(cfg: Config, aux=()) -> str:
                                  {f: getattr(cfg.omni, f) for f in TRAINING_OMNI}], default=str).encode())
     for src, x, y, soft in aux:
         if len(y):
-            h.update(repr((src.weight, src.batch_ratio, x.shape, x.dtype.str)).encode())
+            h.update(repr((src.loss_weight(), src.batch_ratio, x.shape, x.dtype.str)).encode())
             h.update(np.ascontiguousarray(x).tobytes())
             h.update(np.ascontiguousarray(y).tobytes())
             if soft is not None:

@@ -111,10 +111,21 @@ def test_a_web_source_without_a_weight_takes_its_kinds_and_a_set_weight_stays(tm
     f.write_text("web:\n  - {name: a, kind: image}\n  - {name: b, kind: trimmed}\n  - {name: c, kind: untrimmed}\n"
                  "  - {name: d, kind: image, weight: 1}\n  - {name: e, kind: untrimmed, weight: null}\n")
     cfg = load_config(f, ["web[1].kind=untrimmed"])  # the kind as finally set decides
-    assert [w.weight for w in cfg.web] == [0.25, 0.25, 0.25, 1.0, 0.25]
-    assert [w.weight for w in load_config(f).web] == [0.25, 0.5, 0.25, 1.0, 0.25]
+    assert [w.loss_weight() for w in cfg.web] == [0.25, 0.25, 0.25, 1.0, 0.25]
+    assert [w.loss_weight() for w in load_config(f).web] == [0.25, 0.5, 0.25, 1.0, 0.25]
     with pytest.raises(ConfigError, match=r"web\[0\].weight: must be 0 or more"):
         load_config(f, ["web[0].weight=-1"])
+
+
+def test_a_saved_config_keeps_an_unset_weight_unset_so_a_later_kind_decides_it(tmp_path):
+    # The workspace's config.yaml is a dump of the first command's config; editing a source's kind
+    # there (or with `config set`) must give the new kind's weight, not the old kind's, resolved.
+    first = load_config(None, ["web=[{name: a, kind: image}, {name: b, kind: image, weight: 0.7}]"])
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_config(first))
+    assert "weight: null" in saved.read_text() and "weight: 0.7" in saved.read_text()
+    edited = load_config(saved, ["web[0].kind=trimmed", "web[1].kind=trimmed"])
+    assert [w.loss_weight() for w in edited.web] == [0.5, 0.7]
 
 
 def test_paths_resolve_against_the_config_file_not_the_current_directory(tmp_path, monkeypatch):

@@ -180,10 +180,10 @@ def test_a_setting_sets_the_loss_weight_per_kind_of_web_source():
     ucf_web = _ucf_web()
     # web.<kind>.<field> wins over web.<field> for that kind, whatever the order.
     overrides = ["web.image.weight=0.25", "web.weight=0.125", "web.untrimmed.weight=0.3"]
-    weights = {n: ucf_web.source_config(n, overrides).weight for n in ("images", "images_raw", "trimmed", "untrimmed")}
+    weights = {n: ucf_web.source_config(n, overrides).loss_weight() for n in ("images", "images_raw", "trimmed", "untrimmed")}
     assert weights == {"images": 0.25, "images_raw": 0.25, "trimmed": 0.125, "untrimmed": 0.3}
-    default = ucf_web.source_config("trimmed", []).weight
-    assert ucf_web.source_config("trimmed", ["web.image.weight=0.25"]).weight == default
+    default = ucf_web.source_config("trimmed", []).loss_weight()
+    assert ucf_web.source_config("trimmed", ["web.image.weight=0.25"]).loss_weight() == default == 0.5
     setting, sources, overrides = ucf_web.parse_setting("all+web.image.weight=0.25+omni.threshold=0.3")
     assert sources == ucf_web.ALL and overrides == ["web.image.weight=0.25", "omni.threshold=0.3"]
     # An unknown kind or field, or a bad value, stops the run before anything is trained.

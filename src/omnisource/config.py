@@ -150,9 +150,11 @@ class WebSourceConfig:
     query_map: dict[str, str] = opt(factory=dict, doc="query -> target class name")
     teachers: list[str] = opt(factory=list, doc="teacher runs scoring this source (empty = omni.teacher_runs)")
 
-    def __post_init__(self):
-        if self.weight is None:
-            self.weight = WEB_WEIGHT[self.kind]
+    def loss_weight(self) -> float:
+        """The weight of this source's loss: ``weight``, or its kind's when unset. Resolved here,
+        at use, and never stored: a saved config keeps ``weight: null``, so editing its ``kind``
+        later gives the new kind's weight."""
+        return WEB_WEIGHT[self.kind] if self.weight is None else float(self.weight)
 
 
 @dataclass
@@ -394,7 +396,7 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         checks.append((f"web[{i}].name", all(c.isalnum() or c in "-_" for c in w.name),
                        "may use letters, digits, '-' and '_' only"))
         checks.append((f"web[{i}].batch_ratio", w.batch_ratio > 0, "must be positive"))
-        checks.append((f"web[{i}].weight", w.weight >= 0, "must be 0 or more"))
+        checks.append((f"web[{i}].weight", w.weight is None or w.weight >= 0, "must be 0 or more"))
     checks.append(("omni.score_views", cfg.omni.score_views >= 1, "must be at least 1"))
     tnames = [t.name for t in cfg.omni.teachers]
     for i, t in enumerate(cfg.omni.teachers if teachers else []):

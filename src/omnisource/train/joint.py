@@ -145,14 +145,14 @@ def prior_offset(labels: np.ndarray, num_classes: int, target_labels: np.ndarray
 def aux_source(cfg: Config, src: WebSourceConfig, dataset, labels: np.ndarray, num_classes: int,
                steps: int, num_workers: int = 0, target_labels: np.ndarray | None = None) -> Source:
     """A web source's batches for joint training: |B_A| = batch_ratio · |B_T| per iteration,
-    ``steps`` iterations per epoch (``epoch_steps``), its loss weighted by ``src.weight``, and
+    ``steps`` iterations per epoch (``epoch_steps``), its loss weighted by ``src.loss_weight()``, and
     with ``omni.prior_correction`` its logits offset by ``prior_offset`` against ``target_labels``."""
     batch = max(1, round(src.batch_ratio * cfg.train.batch_size))
     offset = None
     if cfg.omni.prior_correction and target_labels is not None:
         offset = torch.as_tensor(prior_offset(labels, num_classes, target_labels, cfg), dtype=torch.float32)
     return Source(src.name, aux_loader(dataset, labels, num_classes, batch, steps, cfg, num_workers, src.name),
-                  src.weight, offset)
+                  src.loss_weight(), offset)
 
 
 def align_offset(x: np.ndarray, y: np.ndarray, target_x: np.ndarray, target_y: np.ndarray,
@@ -192,7 +192,9 @@ def epoch_steps(cfg: Config, train_loader) -> int:
 
 def _student_inputs(cfg: Config, ws: Workspace, sources: list[str] | None = None, **_) -> dict:
     used = [s for s in cfg.web if sources is None or s.name in sources]
-    return {**model_inputs(cfg, ws), **config_inputs(cfg, "web", "omni.resample", "omni.resample_clip",
+    # The weights as used: a source's unset weight follows WEB_WEIGHT, which the "web" section omits.
+    weights = {"config web loss weights": ",".join(f"{s.name}={s.loss_weight()!r}" for s in used)}
+    return {**model_inputs(cfg, ws), **weights, **config_inputs(cfg, "web", "omni.resample", "omni.resample_clip",
                                                       "omni.resample_power", "omni.cross_mixup",
                                                       "omni.prior_correction", "omni.align",
                                                       "omni.soft_targets", "omni.soft_temperature"),
