@@ -132,9 +132,8 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
     DistributedDataParallel over the launched processes (train.batch_size is global)."""
     cfg, ws = load_cfg(config, workspace, overrides, distributed=True)
     if cfg.train.method == "da":
-        from ..train.da_stage import da_stage, single_process
+        from ..train.da_stage import da_stage
 
-        single_process()
         da_stage(cfg, ws, resume=resume, overwrite=overwrite)
         return
     pipeline.train_stage(cfg, ws, resume=resume, overwrite=overwrite)
