@@ -95,7 +95,7 @@ def run_unit(args, feats: Features, fold, val_groups, seed: int, results: dict) 
     split = protocol.target_split(args.data, args.k, seed, args.test_root, val_groups)
     unit = (fold, seed)
     data, images, (trimmed, specs) = da_data(args, feats, split, seed)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, optimizer="adamw", lr=args.lr, weight_decay=1e-4,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=1e-4,
                       device="cpu", seed=seed)
     quiet = Console(quiet=True)
     for row, (attention, adversarial) in VARIANTS.items():
@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     ap.add_argument("--video-lr-scale", type=float, default=0.1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--top-ratio", type=float, default=0.9, help="T = top ratio x target batch (attention)")
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
             lo, hi = zip(*results[f"{name}:noisy_share"].values())
             row.update(noisy_in_lowest_quarter=float(np.mean(lo)), noisy_in_highest_quarter=float(np.mean(hi)))
         rows.append(row)
-    settings = {k: getattr(args, k) for k in ("k", "epochs", "video_epochs", "video_lr_scale", "batch", "lr", "tau",
+    settings = {k: getattr(args, k) for k in ("k", "epochs", "video_epochs", "video_lr_scale", "batch", "lr", "optimizer", "tau",
                                               "beta", "top_ratio", "noise", "label_noise")}
     settings["world_size"] = ddp.context().world_size
     if ddp.context().is_main:
