@@ -21,11 +21,16 @@ Validation: the fold's groups (or --test-root). Writes results.json and prints a
 std over runs and each row's paired difference with target-only (same fold, seed and subset),
 95 % bootstrap interval (paper, UCF101: I+F 70.1, I+F_A 71.4, I+F_DA 72.2, I+F_A+DA 72.6,
 V_A+DA 74.9).
+
+Under torchrun (``torchrun --standalone --nproc_per_node=N benchmarks/da.py ...``) every training
+runs data-parallel (``train.batch_size`` = --batch stays the global batch) and rank 0 alone writes
+and prints; with ``--dropout 0`` such a run follows the one-process run.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +43,7 @@ from ucf_web import (ALL, Features, add_protocol_args, base_config, build_aux, l
                      protocol_units, require_data, score_set, source_config, train_head, web_sets)  # shared pieces
 
 from omnisource.config import DAConfig, TrainConfig  # noqa: E402
+from omnisource.distributed import ddp  # noqa: E402
 from omnisource.evaluate import protocol  # noqa: E402
 from omnisource.evaluate.folds import summarise_setting  # noqa: E402
 from omnisource.features.cache import load_features  # noqa: E402
@@ -89,13 +95,13 @@ def run_unit(args, feats: Features, fold, val_groups, seed: int, results: dict) 
     split = protocol.target_split(args.data, args.k, seed, args.test_root, val_groups)
     unit = (fold, seed)
     data, images, (trimmed, specs) = da_data(args, feats, split, seed)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, optimizer="adamw", lr=args.lr, weight_decay=1e-4,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, optimizer=args.optimizer, lr=args.lr, weight_decay=1e-4,
                       device="cpu", seed=seed)
     quiet = Console(quiet=True)
     for row, (attention, adversarial) in VARIANTS.items():
         if row not in args.rows and not (row == "I+F_A+DA" and "V_A+DA" in args.rows):
             continue
-        da = DAConfig(attention=attention, adversarial=adversarial, tau=args.tau, beta=args.beta,
+        da = DAConfig(attention=attention, adversarial=adversarial, tau=args.tau, beta=args.beta, dropout=args.dropout,
                       top_ratio=args.top_ratio, video_epochs=args.video_epochs, video_lr_scale=args.video_lr_scale)
         stages = ("image", "video") if row == "I+F_A+DA" else ("image",)
         out = args.out / "runs" / f"fold{fold}-seed{seed}" / row.replace("+", "_")
@@ -130,13 +136,17 @@ def main(argv=None) -> int:
     ap.add_argument("--video-lr-scale", type=float, default=0.1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     ap.add_argument("--tau", type=float, default=1.0)
     ap.add_argument("--beta", type=float, default=0.5)
     ap.add_argument("--top-ratio", type=float, default=0.9, help="T = top ratio x target batch (attention)")
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of the rows to run")
     ap.add_argument("--noise", type=float, default=0.5, help="share of injected pool images per target query")
     ap.add_argument("--label-noise", type=float, default=0.3, help="share of web videos with a wrong weak label")
+    ap.add_argument("--dropout", type=float, default=0.5, help="dropout of the DA encoder and discriminators")
     args = ap.parse_args(argv)
+    if not ddp.setup("cpu").is_main:  # under torchrun: the other ranks train and stay silent
+        sys.stdout = open(os.devnull, "w")
     args.rows = args.rows.split(",")
     if "target_only" in args.rows:
         args.rows.append("omnisource_all")  # one teacher serves both
@@ -172,9 +182,11 @@ def main(argv=None) -> int:
             lo, hi = zip(*results[f"{name}:noisy_share"].values())
             row.update(noisy_in_lowest_quarter=float(np.mean(lo)), noisy_in_highest_quarter=float(np.mean(hi)))
         rows.append(row)
-    settings = {k: getattr(args, k) for k in ("k", "epochs", "video_epochs", "video_lr_scale", "batch", "lr", "tau",
+    settings = {k: getattr(args, k) for k in ("k", "epochs", "video_epochs", "video_lr_scale", "batch", "lr", "optimizer", "tau",
                                               "beta", "top_ratio", "noise", "label_noise")}
-    (args.out / "results.json").write_text(json.dumps({**settings, "rows": rows}, indent=2))
+    settings["world_size"] = ddp.context().world_size
+    if ddp.context().is_main:
+        (args.out / "results.json").write_text(json.dumps({**settings, "rows": rows}, indent=2))
     print(f"\n{'setting':<16}{'top1':>16}{'Δ vs target-only [95% CI]':>28}{'mca':>8}{'paper':>8}"
           f"   noisy share lowest/highest quarter of α")
     for r in rows:

@@ -124,3 +124,25 @@ def write_png_bomb(path, claimed: tuple[int, int] = (30000, 30000)) -> Path:
     data[ihdr + 13: ihdr + 17] = struct.pack(">I", crc)
     Path(path).write_bytes(bytes(data))
     return Path(path)
+
+
+def write_da_media(root) -> Path:
+    """Media for domain adaptation: two classes, three groups (01 = validation) of target videos;
+    web images (``web/``) and web videos (``webvid/``) by query, four of each per query, the
+    query "gamma" naming no class and "beta pics" mapped in the config. Every video starts at its
+    own index_frame, so no two videos (nor their features) are the same."""
+    root = Path(root)
+
+    def shifted(k: int):
+        return lambda i: index_frame(i + 7 * k)
+
+    for c, cls in enumerate(("alpha", "beta")):
+        for g in (1, 2, 3):
+            write_video(root / "videos" / cls / f"v_{cls}_g{g:02d}_c01.mp4", 16, frame_fn=shifted(3 * c + g))
+    rng = np.random.default_rng(0)
+    for q, query in enumerate(("alpha", "beta pics", "gamma")):
+        for i in range(4):
+            (root / "web" / query).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / "web" / query / f"{i}.jpg")
+            write_video(root / "webvid" / query / f"{i}.mp4", 12, frame_fn=shifted(10 + 4 * q + i))
+    return root

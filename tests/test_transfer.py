@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
-from media_factory import write_video
+from media_factory import write_da_media
 from omnisource.cli import app
 from omnisource.config import DAConfig, TrainConfig
 from omnisource.data.manifest import read_manifest
@@ -108,23 +107,9 @@ def test_feature_da_trains_both_stages_and_writes_the_run_files(tmp_path):
     assert {"ce_image", "ce_frame", "domain_target_image", "domain_image_frame"} <= set(first["train"])
 
 
-def _media(root):
-    """Two classes, three groups (01 = validation) of target videos; web images and web videos
-    by query, one query naming no class."""
-    for cls in ("alpha", "beta"):
-        for g in (1, 2, 3):
-            write_video(root / "videos" / cls / f"v_{cls}_g{g:02d}_c01.mp4", 16)
-    rng = np.random.default_rng(0)
-    for q in ("alpha", "beta pics", "gamma"):
-        for i in range(4):
-            (root / "web" / q).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / "web" / q / f"{i}.jpg")
-            write_video(root / "webvid" / q / f"{i}.mp4", 12)
-
-
 @pytest.mark.parametrize("mode", ["pixels", "features"])
 def test_cli_train_method_da(tmp_path, mode):
-    _media(tmp_path)
+    write_da_media(tmp_path)
     ws = tmp_path / "ws"
     web = (f"web=[{{name: img, kind: image, root: '{tmp_path / 'web'}', query_map: {{beta pics: beta}}}}, "
            f"{{name: vid, kind: trimmed, root: '{tmp_path / 'webvid'}', query_map: {{beta pics: beta}}}}]")

@@ -236,6 +236,8 @@ class DAConfig:
     tau: float = opt(1.0, "attention softmax temperature")
     learn_w: bool = opt(False, "train the bilinear W (through the weighted loss alone it collapses α)")
     disc_hidden: int = opt(256, "hidden width of the discriminators")
+    dropout: float = opt(0.5, "dropout of the discriminators and of the feature-mode encoder (pixel mode: "
+                               "the network's is model.dropout)")
     adapter_dim: int = opt(256, "feature mode: width of the trainable encoder on frozen features")
     temporal_kernel: int = opt(3, "stage 2: k_t of the zero-initialised temporal convs")
     chunk_seconds: float = opt(10.0, "untrimmed web videos are cut into chunks of this length")
@@ -378,6 +380,7 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         ("da.temporal_kernel", cfg.da.temporal_kernel >= 1 and cfg.da.temporal_kernel % 2 == 1, "must be odd and positive"),
         ("da.adapter_dim", cfg.da.adapter_dim >= 1, "must be at least 1"),
         ("da.disc_hidden", cfg.da.disc_hidden >= 1, "must be at least 1"),
+        ("da.dropout", 0 <= cfg.da.dropout < 1, "must be in [0, 1)"),
         ("da.video_epochs", cfg.da.video_epochs >= 0, "must be 0 (= train.epochs) or more"),
         ("da.video_lr_scale", cfg.da.video_lr_scale > 0, "must be positive"),
         ("da.chunk_seconds", cfg.da.chunk_seconds > 0, "must be positive"),

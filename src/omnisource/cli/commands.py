@@ -129,12 +129,12 @@ def train(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Worksp
 
     Feature mode trains a head on cached features, pixel mode a whole network. A run folder trained
     from other inputs is refused unless --resume or --overwrite. Under torchrun:
-    DistributedDataParallel over the launched processes (train.batch_size is global)."""
+    DistributedDataParallel over the launched processes (train.batch_size is global; with
+    train.method=da, the global batch of each branch, the attention over the gathered batch)."""
     cfg, ws = load_cfg(config, workspace, overrides, distributed=True)
     if cfg.train.method == "da":
-        from ..train.da_stage import da_stage, single_process
+        from ..train.da_stage import da_stage
 
-        single_process()
         da_stage(cfg, ws, resume=resume, overwrite=overwrite)
         return
     pipeline.train_stage(cfg, ws, resume=resume, overwrite=overwrite)

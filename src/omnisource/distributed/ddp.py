@@ -14,6 +14,9 @@ same command runs as a single process. The rules every training loop follows her
   the batch a single process would draw.
 * RNG streams for dropout and mixup are per rank, derived from the config seed (:func:`rank_seed`;
   rank 0 keeps the single-process stream).
+* A loss term that couples the samples of a batch (the attention of domain adaptation, a softmax
+  over the web batch against the target batch) reads the global batch: the ranks all-gather what
+  it needs (:func:`gather_rows`, no gradient) and each computes the whole term.
 * Only rank 0 writes checkpoints, manifests and logs (``is_main``); the other ranks print nothing.
   Training statistics are summed over ranks (:func:`sum_across`), validation predictions gathered
   (:func:`gather_predictions`).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
@@ -192,6 +196,36 @@ def sum_across(values: list[float], ctx: Dist | None = None) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=_reduce_device(ctx))
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().tolist()
+
+
+def gather_rows(tensors: list[torch.Tensor], ctx: Dist | None = None) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """Every rank's rows of each tensor, concatenated in rank order, and each tensor's row counts
+    per rank (the shares of a batch may differ by one). Two collectives for all the tensors: their
+    sizes, then their values packed into one float64 vector (exact for float32 values and for
+    integers below 2**53). The result is detached: all_gather carries no gradient back to the
+    rank that owns a row, so gather only what the loss may treat as a constant."""
+    ctx = ctx or context()
+    if not ctx.enabled:
+        return [t.detach() for t in tensors], [[len(t)] for t in tensors]
+    dev = _reduce_device(ctx)
+    sizes = torch.tensor([len(t) for t in tensors], dtype=torch.int64, device=dev)
+    every = [torch.zeros_like(sizes) for _ in range(ctx.world_size)]
+    dist.all_gather(every, sizes)
+    counts = torch.stack(every).t().tolist()  # counts[k][r]: rows of tensor k on rank r
+    row = [int(math.prod(t.shape[1:])) for t in tensors]
+    length = [sum(n * w for n, w in zip(per_rank, row)) for per_rank in zip(*counts)]  # per rank
+    flat = torch.cat([t.detach().reshape(-1).to(dev, torch.float64) for t in tensors]
+                     + [torch.zeros(max(length) - length[ctx.rank], dtype=torch.float64, device=dev)])
+    parts = [torch.empty(max(length), dtype=torch.float64, device=dev) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, flat)
+    out: list[list[torch.Tensor]] = [[] for _ in tensors]
+    for r, part in enumerate(parts):
+        at = 0
+        for k, t in enumerate(tensors):
+            n = counts[k][r] * row[k]
+            out[k].append(part[at:at + n].view(counts[k][r], *t.shape[1:]).to(t.device, t.dtype))
+            at += n
+    return [torch.cat(o) for o in out], counts
 
 
 def shard_eval_loader(loader: DataLoader, ctx: Dist | None = None) -> DataLoader:

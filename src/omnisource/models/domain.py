@@ -92,13 +92,17 @@ class DomainDiscriminator(nn.Module):
         return self.net(torch.cat([p.float() for p in parts], dim=-1)).squeeze(-1)
 
 
-def domain_loss(disc: nn.Module, feats_a: Features, feats_b: Features) -> torch.Tensor:
+def domain_loss(disc: nn.Module, feats_a: Features, feats_b: Features, total: int | None = None) -> torch.Tensor:
     """Binary cross-entropy of ``disc`` over both batches: ``a`` labelled 1, ``b`` labelled 0,
-    averaged over all samples of the two (Kae & Song Eq. 2)."""
+    averaged over all samples of the two (Kae & Song Eq. 2). ``total``: divide the summed loss by
+    this count instead (a process's share of a batch split over processes: the shares then sum
+    to the mean over the whole batch)."""
     la, lb = disc(feats_a), disc(feats_b)
     logits = torch.cat([la, lb])
     labels = torch.cat([torch.ones_like(la), torch.zeros_like(lb)])
-    return F.binary_cross_entropy_with_logits(logits, labels)
+    if total is None:
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / total
 
 
 def bilinear_similarity(web: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -85,7 +85,7 @@ def train_feature_da(data: dict, classes: list[str], cfg: TrainConfig, da: DACon
     val = _feature_loader(xv, yv, frames, 256, False, 0)
     dim = xv.shape[-1]
     torch.manual_seed(cfg.seed)
-    image_model = FrameAdapter(dim, len(classes), da.adapter_dim, dropout=0.5)
+    image_model = FrameAdapter(dim, len(classes), da.adapter_dim, dropout=da.dropout)
     results = {}
     b = cfg.batch_size
     if "image" in stages:
@@ -217,6 +217,7 @@ def _pixel_runs(cfg: Config, workspace, manifest, web: dict, stages: tuple[str, 
                          dropout=cfg.model.dropout, width=cfg.model.width)
     if not all(hasattr(model, a) for a in ("forward_stages", "dropout", "fc")):
         raise ConfigError(f"model.name={cfg.model.name}: domain adaptation needs a 2D TSN model (tsn_*)")
+    batchnorm_note(model)
     val = make_loader(VideoClipDataset(rows["val"], cfg.media, False, t.seed), t.batch_size, False,
                       t.num_workers) if rows["val"] else None
 
@@ -264,21 +265,23 @@ def _da_inputs(cfg: Config, ws: Workspace, **_) -> dict:
             **file_inputs(ws, [ws.web(s.name) for s in cfg.web] + [ws.queries])}  # untrimmed ones: chunks in stage 2
 
 
-def single_process() -> None:
-    """Refuse torchrun (before the stage touches its run folders): the attention weights each web
-    sample against the whole target batch (top-T of its similarities) and da_step bypasses the
-    module's forward, so both need work before a sharded batch trains the same model."""
+def batchnorm_note(model: torch.nn.Module) -> None:
+    """Under torchrun, say that a pixel-mode network's BatchNorm layers normalise each process's
+    share of a branch's batch, as ``train`` does (SyncBatchNorm, which would use the global batch,
+    runs on CUDA only); everything else of a step is the one-process step's (transfer.DANet)."""
     from ..distributed import ddp
 
-    if ddp.context().enabled:
-        raise ConfigError("train.method=da does not run under torchrun yet: run it as one process")
+    if ddp.context().enabled and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        console.print(f"da: BatchNorm statistics are those of each process's share of a batch "
+                      f"({ddp.context().world_size} processes), as in `train` under torchrun")
 
 
 @training_stage("da", _da_inputs, lambda cfg, ws, **k: [ws.run(cfg.da.image_run if s == "image" else cfg.da.video_run)
                                                         for s in _da_stages(cfg)])
 def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     """Run the configured DA stages (``da.stages``); returns the last run folder."""
-    single_process()
+    from ..distributed import ddp
+
     ws = Workspace.of(workspace)
     manifest = read_manifest(ws.target_manifest())
     web = _sources(cfg, ws, manifest.classes)
@@ -291,5 +294,6 @@ def da_stage(cfg: Config, workspace, resume: bool = False) -> Path:
     else:
         _pixel_runs(cfg, ws, manifest, web, stages, resume)
     run = ws.run(cfg.da.video_run if "video" in stages else cfg.da.image_run)
-    atomic_write_text(run / "config.yaml", dump_config(cfg))
+    if ddp.context().is_main:  # under torchrun only rank 0 writes
+        atomic_write_text(run / "config.yaml", dump_config(cfg))
     return run

@@ -55,7 +55,8 @@ class DANet(nn.Module):
     """The classifier with its domain discriminators and attention, trained and saved together.
 
     ``domains`` are the branches fed to the step (a subset of image, frame, target); a
-    discriminator is built for each configured pair whose two domains are both fed.
+    discriminator is built for each configured pair whose two domains are both fed. ``forward``
+    computes a step's losses, so that under torchrun DistributedDataParallel wraps all of it.
     """
 
     def __init__(self, model: nn.Module, da: DAConfig, domains: Iterable[str]):
@@ -67,50 +68,88 @@ class DANet(nn.Module):
         domains = set(domains)
         dims = stage_dims_of(model) if da.multi_layer else [int(model.num_features)]
         pairs = [p for p in da.discriminators if set(DOMAIN_PAIRS[p]) <= domains] if da.adversarial else []
-        self.discs = nn.ModuleDict({p: DomainDiscriminator(dims, da.disc_hidden) for p in pairs})
+        self.discs = nn.ModuleDict({p: DomainDiscriminator(dims, da.disc_hidden, da.dropout) for p in pairs})
         use_attention = da.attention and "target" in domains
         self.attention = BilinearAttention(int(model.num_features), da.top_ratio, da.tau, da.learn_w) \
             if use_attention else None
 
+    def forward(self, batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], beta: float,
+                num_classes: int, smoothing: float = 0.0, amp: bool = False, amp_dtype: str = "auto") -> dict:
+        """The loss terms of one step (Eq. 2 and 6) on ``batches`` (branch -> (x, y, index), x on
+        the device) as this process's share: under torchrun, where each process holds a share of
+        every branch's global batch, the shares of all processes sum to the terms one process
+        computes on the whole batch. Returns {"losses": {term: tensor}, "alpha": {web branch: α
+        of the global batch}, "index": {web branch: its sample indices, in α's order}}.
 
-def da_step(net: DANet, batches: dict[str, tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer,
-            beta: float, cfg: TrainConfig, num_classes: int, device: torch.device, *, scaler=None,
-            memory_format=None, zero_grad: bool = True, step: bool = True, loss_scale: float = 1.0) -> dict:
+        α is the one term that couples samples (a softmax over the web batch of top-T sums over
+        the target batch). Its inputs are embeddings detached from the encoder (which is not
+        trained through α, in one process either), so every process gathers the web and target
+        embeddings of the global batch without gradient and computes the whole α itself; a
+        learned W gets, on each process, the gradient of its own samples' weighted loss through
+        every α_j, and DDP's average of those (times the world size, see ``da_step``) is the
+        one-process gradient. The cross-entropy and discriminator terms are sums over samples,
+        so a process needs only the global counts to take its share."""
+        from ..distributed import ddp
+
+        device = next(iter(batches.values()))[0].device
+        with autocast_for(device, amp, amp_dtype):
+            stages = {name: self.model.forward_stages(x) for name, (x, _, _) in batches.items()}
+            web = [name for name in WEB if name in batches]
+            logits = {name: self.model.fc(self.model.dropout(stages[name][-1])) for name in web}
+        names = list(batches)
+        embedded = web + ["target"] if self.attention is not None else []
+        gathered, counts = ddp.gather_rows([batches[n][2] for n in names] + [stages[n][-1] for n in embedded])
+        rank = ddp.context().rank
+        size = {n: sum(counts[k]) for k, n in enumerate(names)}
+        emb = dict(zip(embedded, gathered[len(names):]))
+        losses, alphas = {}, {}
+        for name in web:
+            ce = per_sample_cross_entropy(logits[name], soft_targets(batches[name][1], num_classes, smoothing))
+            if self.attention is not None:  # Eq. 3-5 over the global batch
+                alpha = self.attention(emb[name], emb["target"])
+            else:
+                alpha = torch.full((size[name],), 1.0 / size[name], device=ce.device)
+            at = sum(counts[names.index(name)][:rank])  # this process's rows of the global batch
+            losses[f"ce_{name}"] = (alpha[at:at + len(ce)] * ce).sum()  # Eq. 6
+            alphas[name] = alpha.detach()
+        for pair, disc in self.discs.items():  # Eq. 2 through the gradient reversal layer
+            a, b = DOMAIN_PAIRS[pair]
+            fa = [grad_reverse(f, beta) for f in (stages[a] if self.multi_layer else stages[a][-1:])]
+            fb = [grad_reverse(f, beta) for f in (stages[b] if self.multi_layer else stages[b][-1:])]
+            losses[f"domain_{pair}"] = domain_loss(disc, fa, fb, size[a] + size[b])
+        return {"losses": losses, "alpha": alphas, "index": {n: gathered[names.index(n)] for n in web}}
+
+
+def da_step(net: nn.Module, batches: dict[str, tuple], optimizer: torch.optim.Optimizer, beta: float,
+            cfg: TrainConfig, num_classes: int, device: torch.device, *, scaler=None, memory_format=None,
+            zero_grad: bool = True, step: bool = True, loss_scale: float = 1.0) -> dict:
     """One iteration: forward every branch, α-weighted CE on the web branches, discriminator
-    losses through the GRL, one backward, one step. ``batches`` maps a branch name (image,
-    frame, target) to ``(x, y)``; target labels are ignored. Returns each loss term and α.
-    ``scaler``, ``zero_grad``, ``step`` and ``loss_scale`` as in ``loop.train_step``."""
+    losses through the GRL, one backward, one step. ``net``: a :class:`DANet`, or the
+    DistributedDataParallel wrapping one under torchrun. ``batches`` maps a branch name (image,
+    frame, target) to ``(x, y[, index])``; target labels are ignored. Returns each loss term of
+    the global batch, and α with the sample indices it weights. ``scaler``, ``zero_grad``,
+    ``step`` and ``loss_scale`` as in ``loop.train_step``."""
+    from ..distributed import ddp
+
     net.train()
     if zero_grad:
         optimizer.zero_grad(set_to_none=True)
-    with autocast_for(device, cfg.amp, cfg.amp_dtype):
-        stages = {name: net.model.forward_stages(to_memory_format(to_float(x.to(device, non_blocking=True)),
-                                                                  memory_format))
-                  for name, (x, _) in batches.items()}
-        logits = {name: net.model.fc(net.model.dropout(stages[name][-1])) for name in WEB if name in batches}
-    target = stages.get("target")
-    losses, alphas = {}, {}
-    for name in logits:
-        feats = stages[name][-1]
-        ce = per_sample_cross_entropy(logits[name], soft_targets(batches[name][1].to(device), num_classes,
-                                                           cfg.label_smoothing))
-        if net.attention is not None:  # Eq. 3-5; the embeddings are not trained through α
-            alpha = net.attention(feats.detach(), target[-1].detach())
-        else:
-            alpha = torch.full_like(ce, 1.0 / len(ce))
-        losses[f"ce_{name}"] = (alpha * ce).sum()  # Eq. 6
-        alphas[name] = alpha.detach()
-    for pair, disc in net.discs.items():  # Eq. 2 through the gradient reversal layer
-        a, b = DOMAIN_PAIRS[pair]
-        fa = [grad_reverse(f, beta) for f in (stages[a] if net.multi_layer else stages[a][-1:])]
-        fb = [grad_reverse(f, beta) for f in (stages[b] if net.multi_layer else stages[b][-1:])]
-        losses[f"domain_{pair}"] = domain_loss(disc, fa, fb)
+    inputs = {}
+    for name, (x, y, *index) in batches.items():
+        x = to_memory_format(to_float(x.to(device, non_blocking=True)), memory_format)
+        inputs[name] = (x, y.to(device), (torch.as_tensor(index[0]) if index else torch.arange(len(x))).to(device))
+    out = net(inputs, beta, num_classes, cfg.label_smoothing, cfg.amp, cfg.amp_dtype)
+    losses = out["losses"]
     total = sum(losses.values())
-    backward(total * loss_scale if loss_scale != 1.0 else total, scaler)
+    # DDP averages the processes' gradients, and each process's terms are its share of the sum.
+    world = ddp.context().world_size
+    scale = loss_scale * world
+    backward(total * scale if scale != 1.0 else total, scaler)
     if step:
         optimizer_step(optimizer, net.parameters(), cfg.clip_grad, scaler)
-    return {"total_loss": float(total.item()), "losses": {k: float(v.item()) for k, v in losses.items()},
-            "alpha": alphas}
+    values = ddp.sum_across([float(total.detach())] + [float(v.detach()) for v in losses.values()])
+    return {"total_loss": values[0], "losses": dict(zip(losses, values[1:])), "alpha": out["alpha"],
+            "index": out["index"]}
 
 
 class AttentionLog:
@@ -151,16 +190,22 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     the others cycle), a checkpoint per epoch, then write metrics.json and attention.jsonl.
 
     ``loaders`` maps branch names to loaders yielding ``(x, y, index)``; ``ids[name][index]``
-    names the web sample for the attention log."""
+    names the web sample for the attention log. Under torchrun (as ``loop.fit``) the loaders yield
+    this process's share of each global batch, ``net`` trains wrapped in DistributedDataParallel,
+    dropout streams are per process, the logged losses and α are those of the global batch,
+    validation predictions are gathered, and rank 0 alone writes the run folder."""
     from ..console import console as default_console
+    from ..distributed import ddp
     from ..progress import Progress
 
     console = console or default_console
     if not any(name in loaders for name in WEB):
         raise ValueError("domain adaptation needs at least one web source with labelled samples")
+    dist = ddp.context()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    device = ddp.rank_device(resolve_device(cfg.device), dist)
     if cfg.compile:  # the step runs forward_stages, which a compiled forward() would not cover
         raise ValueError("train.compile is not supported with train.method=da")
     _, fmt = prepare_model(net, device, cfg.channels_last)
@@ -171,63 +216,76 @@ def fit_da(net: DANet, loaders: dict[str, object], ids: dict[str, list[str]], va
     if steps_per_epoch == 0:
         raise ValueError(f"the web {main} set yields no batch: it has fewer samples than train.batch_size")
     total_steps = cfg.epochs * steps_per_epoch
-    state = start_or_resume(net, optimizer, run_dir, resume, device, console)
+    state = start_or_resume(net, optimizer, run_dir, resume, device, console, main=dist.is_main)
     start_epoch, history, att = state["epoch"], state.get("history", []), AttentionLog(state.get("attention"))
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    loggers = open_loggers(cfg.log, run_dir, start_epoch)
+    wrapped = ddp.wrap(net, device, dist)
+    if dist.enabled:
+        batch = ddp.describe_batch(loaders[main].batch_sampler.batch_size // dist.world_size, dist)
+        console.print(f"DistributedDataParallel: world size {dist.world_size} ({dist.backend}), global batch "
+                      f"{batch} per branch, {steps_per_epoch} steps per epoch")
+    loggers = open_loggers(cfg.log if dist.is_main else [], run_dir, start_epoch)
     for epoch in range(start_epoch, cfg.epochs):
-        _seed_epoch(cfg.seed, epoch)
+        _seed_epoch(ddp.rank_seed(cfg.seed, dist.rank), epoch)
         set_epoch(loaders.values(), epoch)
         others = {n: _cycle(l) for n, l in loaders.items() if n != main}
         items, weights, t0 = [], [], time.time()
         with Progress(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, "steps",
                       console=console) as bar:
-            for i, (x, y, idx) in enumerate(loaders[main]):
+            for i, batch in enumerate(loaders[main]):
                 step = epoch * steps_per_epoch + i
                 lr = set_lr(optimizer, step, steps_per_epoch, cfg)
-                batches, index = {main: (x, y)}, {main: idx}
-                for name, it in others.items():
-                    bx, by, bidx = next(it)
-                    batches[name], index[name] = (bx, by), bidx
+                batches = {main: batch, **{name: next(it) for name, it in others.items()}}
                 beta = beta_at(step / max(1, total_steps), da.beta, da.beta_schedule, da.dann_gamma)
                 window = min(cfg.accumulate, steps_per_epoch - i + i % cfg.accumulate)
-                out = da_step(net, batches, optimizer, beta, cfg, len(classes), device, scaler=scaler,
+                out = da_step(wrapped, batches, optimizer, beta, cfg, len(classes), device, scaler=scaler,
                               memory_format=fmt, zero_grad=i % cfg.accumulate == 0,
                               step=(i + 1) % cfg.accumulate == 0 or i + 1 == steps_per_epoch, loss_scale=1.0 / window)
-                for name, alpha in out["alpha"].items():
-                    att.add(name, [ids[name][int(j)] for j in index[name]], alpha)
+                for name, alpha in out["alpha"].items():  # the global batch's: every web sample once
+                    att.add(name, [ids[name][int(j)] for j in out["index"][name]], alpha)
                     weights.append((alpha * len(alpha)).cpu())
                 items.append(out)
                 bar.advance(note=f"loss {out['total_loss']:.3f} lr {lr:.2e}")
         w = torch.cat(weights) if weights else torch.ones(1)
         record = {"epoch": epoch + 1, "lr": lr, "beta": beta, "seconds": round(time.time() - t0, 2),
+                  "steps": (epoch + 1) * steps_per_epoch, "world_size": dist.world_size,
                   "train": _mean(items), "attention": {"min": float(w.min()), "max": float(w.max()),
                                                       "std": float(w.std()) if len(w) > 1 else 0.0}}
         if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            scores, labels = predict(net.model, val_loader, device, cfg.amp, cfg.amp_dtype)
-            m = classification_metrics(scores, labels, classes)
+            m = classification_metrics(*_predict(net.model, val_loader, device, cfg, dist), classes)
             record["val"] = {k: m[k] for k in ("top1", "top5", "mean_class_accuracy")}
         history.append(record)
-        with open(run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint(run_dir, epoch + 1, net, optimizer,
-                        {"history": history, "attention": att.state(),
-                         **({"scaler": scaler.state_dict()} if scaler is not None else {})}, config_text)
-        after_epoch(run_dir, history, cfg.keep_checkpoints)
-        loggers.log(record)
+        if dist.is_main:
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_checkpoint(run_dir, epoch + 1, net, optimizer,
+                            {"history": history, "attention": att.state(),
+                             **({"scaler": scaler.state_dict()} if scaler is not None else {})}, config_text)
+            after_epoch(run_dir, history, cfg.keep_checkpoints)
+            loggers.log(record)
         terms = ", ".join(f"{k} {v:.3f}" for k, v in record["train"].items())
         val = f", val top1 {record['val']['top1']:.3f}" if "val" in record else ""
         console.print(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}: {terms}, α×n {record['attention']['min']:.2f}"
                       f"..{record['attention']['max']:.2f}{val}")
     loggers.close()
-    att.write(run_dir / "attention.jsonl")
     metrics = {}
     if val_loader is not None:
-        scores, labels = predict(net.model, val_loader, device, cfg.amp, cfg.amp_dtype)
-        metrics = classification_metrics(scores, labels, classes)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+        metrics = classification_metrics(*_predict(net.model, val_loader, device, cfg, dist), classes)
+    if dist.is_main:
+        att.write(run_dir / "attention.jsonl")
+        if metrics:
+            atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    ddp.barrier(dist)  # the run folder is complete before any rank goes on (stage 2 reads stage 1's)
     return {"history": history, "metrics": metrics}
+
+
+def _predict(model: nn.Module, loader, device: torch.device, cfg: TrainConfig, dist):
+    """Validation scores and labels: each process predicts its stride, rank order gathered."""
+    from ..distributed import ddp
+
+    return ddp.gather_predictions(*predict(model, ddp.shard_eval_loader(loader, dist), device, cfg.amp,
+                                           dtype=cfg.amp_dtype), dist)
 
 
 def stage_config(cfg: TrainConfig, da: DAConfig, stage: str) -> TrainConfig:
