@@ -131,6 +131,7 @@ class VideoMatch:
     offset_s: float  # evaluation time - web time of those matches (median)
     web_time_s: float  # first matched web frame's time
     similarity: float  # mean of those frames' best similarities (0 when none)
+    eval_time_s: float = 0.0  # the evaluation time that first frame matches best
 
 
 def temporal_match(web_times: np.ndarray, sims: np.ndarray, hits: np.ndarray, owners: np.ndarray,
@@ -164,12 +165,15 @@ def temporal_match(web_times: np.ndarray, sims: np.ndarray, hits: np.ndarray, ow
             if b - a < key[0]:
                 continue
             win = m[a:b]
-            per_frame: dict[int, float] = {}
-            for f, s in zip(fi[win], sim[win]):
-                per_frame[int(f)] = max(per_frame.get(int(f), -1.0), float(s))
-            cand = (len(per_frame), float(np.mean(list(per_frame.values()))))
+            per_frame: dict[int, tuple[float, int]] = {}  # web frame -> (best similarity, its hit)
+            for f, s, j in zip(fi[win], sim[win], win):
+                if s > per_frame.get(int(f), (-1.0, -1))[0]:
+                    per_frame[int(f)] = (float(s), int(j))
+            cand = (len(per_frame), float(np.mean([v[0] for v in per_frame.values()])))
             if cand > key:
                 key = cand
-                best = VideoMatch(int(o), cand[0], float(np.median(off[win])),
-                                  float(np.min(np.asarray(web_times)[list(per_frame)])), cand[1])
+                first = min(per_frame)
+                j = per_frame[first][1]
+                best = VideoMatch(int(o), cand[0], float(np.median(off[win])), float(np.asarray(web_times)[first]),
+                                  cand[1], float(eval_times[vec[j]]))
     return best

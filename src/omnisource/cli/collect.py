@@ -179,8 +179,8 @@ def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wo
               web_frames: int = typer.Option(8, help="T of the feature cache web images are embedded into "
                                              "(an image gives one frame; web videos are embedded at 1 fps)."),
               min_frames: Optional[int] = typer.Option(None, help="A web video is a copy when this many of its "
-                                                       "frames (1 fps) match one evaluation video in temporal "
-                                                       "order (default 2; 1: any frame)."),
+                                                       "frames (1 fps) match one evaluation video "
+                                                       "(default 2; 1: any frame)."),
               exact_max: int = typer.Option(50_000, help="Exact search up to this many evaluation frames, IVF above."),
               search_batch: int = typer.Option(8192, help="Web vectors whitened and searched per batch "
                                                "(bounds memory)."),
@@ -190,7 +190,7 @@ def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wo
 
     Exact: content hash. Near: ImageNet features, whitening, cosine similarity, threshold from
     crops of the evaluation frames; an image is a copy when its frame reaches it, a video when
-    several of its frames match one evaluation video in temporal order."""
+    several of its frames match one evaluation video."""
     from ..clean.dedup import dedup_stage, summary_line
 
     cfg, ws = load_cfg(config, workspace, overrides)
