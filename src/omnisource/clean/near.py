@@ -341,7 +341,8 @@ def near_duplicates(rows: list[dict], index: EvalIndex, backbone, cache_dir: Pat
     if images:
         failures.update(_web_features([rows[i] for i in images], backbone, cache_dir, opts, workers, device,
                                       progress, f"dedup: features of {source}"))
-    seconds_dir = Path(seconds_dir or cache_dir)
+    # Never the T-frame cache itself: a video embedded there has T frames, not one per second.
+    seconds_dir = Path(seconds_dir) if seconds_dir else Path(cache_dir).with_name(Path(cache_dir).name + "-1fps")
     if videos:
         failures.update(_web_features([rows[i] for i in videos], backbone, seconds_dir, opts, workers, device,
                                       progress, f"dedup: features of {source} (1 fps)", per_second=True))
@@ -374,7 +375,11 @@ def near_duplicates(rows: list[dict], index: EvalIndex, backbone, cache_dir: Pat
                 if kind == "image":
                     flagged += _flag_image(out[i], s, h, ix, threshold)
                 else:
-                    flagged += _flag_video(out[i], second_times(out[i]), s, h, ix, threshold, opts)
+                    times = second_times(out[i])
+                    if len(times) != len(arr):
+                        raise ValueError(f"{seconds_dir}: {len(arr)} frames cached for {out[i]['id']}, "
+                                         f"{len(times)} expected at 1 fps: not a per-second cache")
+                    flagged += _flag_video(out[i], times, s, h, ix, threshold, opts)
 
     with Progress(f"dedup: search of {source}", len(todo), "files", progress) as bar:
         chunk, frames_in_chunk = [], 0
