@@ -2,6 +2,7 @@
 
     python benchmarks/dedup.py --data ../shared/data [--copies 250] [--size 128] [--eval-fps 5]
     python benchmarks/dedup.py --scale-only [--n-web 1000000] [--n-eval 10000]
+    python benchmarks/dedup.py --videos --workspace DIR [...]   (part 3: real video, benchmarks/dedup_video.py)
 
 Part 1 (real data). Evaluation set: the ucf101-6 validation videos (groups 08-11). Web pool: every
 web-sports image, plus ``--copies`` transformed copies of random frames (any frame, not only indexed
@@ -225,7 +226,21 @@ def main() -> None:
     ap.add_argument("--methods", default="exact,ivf")
     ap.add_argument("--planted", type=int, default=100)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--videos", action="store_true", help="Part 3 instead: video copies against look-alikes "
+                    "(benchmarks/dedup_video.py).")
+    ap.add_argument("--out", default=None, help="Part 3: write the results (JSON) here too.")
+    import dedup_video
+
+    dedup_video.add_args(ap)
     args = ap.parse_args()
+    if args.videos:
+        if not args.workspace:
+            raise SystemExit("--videos needs --workspace (copies and feature caches are kept there)")
+        res = dedup_video.run(args)
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+        dedup_video.print_table(res)
+        return
     if args.child:
         print(json.dumps(scale(args.n_web, args.n_eval, args.dim, args.batch, args.child, args.planted, args.seed)))
         return

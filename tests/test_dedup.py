@@ -219,3 +219,98 @@ def test_stage_and_cli(tmp_path):
     assert rows["crop"]["status"] == "ok" and rows["pool20_again"]["status"] == "duplicate"
     res = CliRunner().invoke(app, ["clean", "dedup", "-w", str(ws), "--eval-split", "nothing"])
     assert res.exit_code == 2 and "no evaluation rows" in res.output
+
+
+def _neighbours(owners_times, web_times, hits_per_frame, sim=0.9):
+    """(sims, hits) arrays for temporal_match from per-frame lists of index positions."""
+    k = max(len(h) for h in hits_per_frame)
+    hits = np.full((len(web_times), k), -1, np.int64)
+    sims = np.zeros((len(web_times), k), np.float32)
+    for i, h in enumerate(hits_per_frame):
+        hits[i, :len(h)] = h
+        sims[i, :len(h)] = sim
+    return sims, hits
+
+
+def test_temporal_match_counts_frames_in_order():
+    from omnisource.clean.similarity import temporal_match
+
+    # Evaluation index: row 0 sampled every 0.5 s over 10 s, row 1 likewise.
+    times = np.concatenate([np.arange(20) * 0.5, np.arange(20) * 0.5])
+    owners = np.repeat([0, 1], 20)
+    web = np.arange(6) + 0.5  # a 6 s web video at 1 fps
+    # Frames 2..5 copy row 0 from its 3.0 s on (offset +0.5 s); frames 0, 1 hit row 1 anywhere.
+    hits = [[20 + 15], [20 + 2], [6], [8], [10], [12]]
+    sims, h = _neighbours((owners, times), web, hits)
+    m = temporal_match(web, sims, h, owners, times, threshold=0.5)
+    assert (m.owner, m.frames) == (0, 4)
+    assert m.offset_s == pytest.approx(0.5) and m.web_time_s == pytest.approx(2.5)
+    assert m.similarity == pytest.approx(0.9)
+    # Under the threshold nothing matches.
+    assert temporal_match(web, sims, h, owners, times, threshold=0.95).owner == -1
+    # Look-alike: four frames hit row 0, but at scattered times (offsets 4, -1, 7, -3.5 s).
+    scattered = [[9], [1], [19], [0], [], []]
+    sims, h = _neighbours((owners, times), web, scattered)
+    in_order = temporal_match(web, sims, h, owners, times, threshold=0.5)
+    assert in_order.frames == 1
+    assert temporal_match(web, sims, h, owners, times, threshold=0.5, tolerance_s=None).frames == 4
+    # Several neighbours of one frame in the same window count once.
+    dup = [[6, 7], [8, 9]]
+    sims, h = _neighbours((owners, times), web[2:4], dup)
+    assert temporal_match(web[2:4], sims, h, owners, times, threshold=0.5).frames == 2
+
+
+def test_video_copy_needs_several_frames(tmp_path):
+    """A video matching one evaluation frame is kept; one whose frames follow an evaluation
+    video in order is flagged with its evidence (the clip, frames matched, where)."""
+    from omnisource.clean.near import EvalIndex, _flag_video, DedupOptions
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 8)).astype(np.float32)
+    index = EvalIndex(feats, np.repeat([0, 1], 20), np.tile(np.arange(20) * 0.5, 2), ["e0", "e1"],
+                      np.zeros((0, 5, 8), np.float32), {})
+    web = np.arange(5) + 0.5
+    opts = DedupOptions(min_frames=3)
+    sims, h = _neighbours(None, web, [[4], [], [], [], []])
+    row = {"id": "w"}
+    assert not _flag_video(row, web, sims, h, index, 0.5, opts) and row["similarity"] == pytest.approx(0.9)
+    sims, h = _neighbours(None, web, [[21], [23], [25], [27], []])
+    row = {"id": "w"}
+    assert _flag_video(row, web, sims, h, index, 0.5, opts)
+    assert (row["dup_of"], row["dup_frames"], row["status"]) == ("e1", 4, "duplicate")
+    assert row["dup_web_time_s"] == pytest.approx(0.5) and row["dup_time_s"] == pytest.approx(0.5)
+    assert "4 of 5 frames" in row["reason"]
+    # A 2 s video (two frames) needs both, not three.
+    sims, h = _neighbours(None, web[:2], [[21], [23]])
+    assert _flag_video({"id": "s"}, web[:2], sims, h, index, 0.5, opts)
+
+
+def test_video_copy_spliced_into_other_material(tmp_path, backbone):
+    """A web video that plays 3 s of an evaluation video (re-encoded at another size) after 2 s
+    of other material is flagged against it, with where and how many frames; a clip of another
+    scene is not; demanding more frames than the copy has keeps it."""
+    d = tmp_path / "v"
+    d.mkdir()
+    ev = [new_row("target", "video", str(write_clip(d / f"long{s}.mp4", s, n=36)), split="val", label=0)
+          for s in (30, 31, 32)]
+    other = [frame_of(41, t) for t in range(20)]
+    copy = [cv2.resize(frame_of(31, t), (120, 90)) for t in range(5, 35)]
+    spliced = write_video(d / "spliced.mp4", 50, size=(120, 90), fps=10,
+                          frame_fn=lambda i: cv2.resize(other[i], (120, 90)) if i < 20 else copy[i - 20])
+    look = write_clip(d / "look.mp4", 45, n=36)  # another scene (stripes; the evaluation clips are not)
+    web = [new_row("web", "video", str(spliced), id="spliced"), new_row("web", "video", str(look), id="look")]
+    opts = DedupOptions(size=64, eval_fps=5, threshold_frames=30, batch_size=32)
+    rows, report = dedup_rows(web, ev, backbone, tmp_path / "cache", opts, eval_cache=tmp_path / "ecache",
+                              seconds_dir=tmp_path / "seconds")
+    by = {r["id"]: r for r in rows}
+    s = by["spliced"]
+    assert (s["status"], s["dup_of"], s["dup_kind"]) == ("duplicate", ev[1]["id"], "near-eval"), (s, report)
+    assert s["dup_frames"] >= 3 and s["dup_web_time_s"] >= 2.0
+    assert abs(s["dup_time_s"] - (s["dup_web_time_s"] - 2.0 + 0.5)) <= 1.0  # copy starts at its 0.5 s
+    assert by["look"]["status"] == "ok" and by["look"]["dup_of"] is None, (by["look"], report["threshold"])
+    assert report["near"] == 1 and report["checked"] == 2 and report["min_frames"] == 2
+    assert list((tmp_path / "seconds").glob("shard-*.safetensors"))  # the per-second cache, reusable
+    strict = DedupOptions(size=64, eval_fps=5, threshold_frames=30, batch_size=32, min_frames=10)
+    rows, _ = dedup_rows(web, ev, backbone, tmp_path / "cache", strict, eval_cache=tmp_path / "ecache",
+                         seconds_dir=tmp_path / "seconds")
+    assert {r["id"]: r["status"] for r in rows} == {"spliced": "ok", "look": "ok"}

@@ -16,7 +16,7 @@ manifest in place with a ``.dedup.json`` report beside it.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,12 +25,12 @@ from .exact import exact_duplicates, file_sha256
 from .near import DedupOptions, EvalIndex, embed_eval, eval_views, five_crops, load_or_embed_eval, near_duplicates
 from .similarity import NearestNeighbours, Whitening, crop_threshold, fit_whitening, search_batches
 
-__all__ = ["DUP_COLUMNS", "DedupOptions", "EvalIndex", "NearestNeighbours", "Whitening", "crop_threshold",
+__all__ = ["DUP_COLUMNS", "DedupOptions", "auto_views", "EvalIndex", "NearestNeighbours", "Whitening", "crop_threshold",
            "dedup_rows", "dedup_stage", "embed_eval", "eval_views", "exact_duplicates", "file_sha256",
            "fit_whitening", "five_crops", "load_or_embed_eval", "near_duplicates", "search_batches",
            "summary_line"]
 
-DUP_COLUMNS = ("dup_of", "dup_kind", "dup_time_s", "similarity")
+DUP_COLUMNS = ("dup_of", "dup_kind", "dup_time_s", "dup_web_time_s", "dup_frames", "similarity")
 
 
 def _reset(row: dict) -> dict:
@@ -43,10 +43,17 @@ def _reset(row: dict) -> dict:
     return row
 
 
+def auto_views(row_lists: Sequence[list[dict]]) -> str:
+    """``eval_views="auto"``: three views per evaluation frame when web images are checked (a crop
+    of a frame needs its side views), else the centre view alone (3x fewer vectors to embed)."""
+    images = any(r.get("kind") == "image" and r.get("status") == "ok" for rows in row_lists for r in rows)
+    return "three" if images else "center"
+
+
 def dedup_rows(rows: list[dict], eval_rows: Sequence[dict], backbone=None, cache_dir: str | Path | None = None,
                opts: DedupOptions | None = None, exact_only: bool = False, eval_cache: Path | None = None,
                backbone_name: str = "", workers: int = 0, device="cpu",
-               progress: bool = False) -> tuple[list[dict], dict]:
+               progress: bool = False, seconds_dir: Path | None = None) -> tuple[list[dict], dict]:
     """Exact then near-duplicate flags on ``rows`` (a re-run first clears the previous flags)."""
     opts = opts or DedupOptions()
     rows = exact_duplicates([_reset(r) for r in rows], eval_rows)
@@ -56,10 +63,12 @@ def dedup_rows(rows: list[dict], eval_rows: Sequence[dict], backbone=None, cache
         return rows, report
     if backbone is None or cache_dir is None:
         raise ValueError("near-duplicate search needs a backbone and a feature cache folder")
+    if opts.eval_views == "auto":
+        opts = replace(opts, eval_views=auto_views([rows]))
     index = load_or_embed_eval(eval_rows, backbone, opts, eval_cache, backbone_name, device, progress)
     if len(index.features) < 2:
         raise ValueError(f"only {len(index.features)} evaluation frames decoded: cannot fit the whitening")
-    rows, near = near_duplicates(rows, index, backbone, Path(cache_dir), opts, workers, device, progress)
+    rows, near = near_duplicates(rows, index, backbone, Path(cache_dir), opts, workers, device, progress, seconds_dir)
     report.update(near)
     report["exact"] = exact
     report["eval_unreadable"] = len(index.failures)
@@ -73,8 +82,9 @@ def summary_line(path: Path, report: dict) -> str:
 
 def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None, eval_manifest: str | Path | None = None,
                 eval_splits: Sequence[str] | None = None, threshold: float | None = None, size: int | None = None,
-                eval_fps: float = 5.0, web_frames: int = 8, exact_max: int = 50_000, search_batch: int = 8192,
-                exact_only: bool = False, progress: bool = False) -> list[tuple[Path, dict]]:
+                eval_fps: float | None = None, web_frames: int = 8, exact_max: int = 50_000, search_batch: int = 8192,
+                exact_only: bool = False, progress: bool = False, min_frames: int | None = None,
+                eval_views: str | None = None) -> list[tuple[Path, dict]]:
     """De-duplicate every web manifest of the workspace in place against its evaluation split(s)."""
     from ..clean.validate import web_manifests
     from ..workspace import Workspace
@@ -95,9 +105,14 @@ def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None
         where = eval_path or f"{ws} (no target manifest)"
         raise ValueError(f"no evaluation rows (splits {sorted(splits)}) in {where}; pass --eval or --exact-only (under `run`: clean.dedup=false skips the dedup, or give the target a validation split)")
     f = cfg.features
-    opts = DedupOptions(size=size or f.size, eval_fps=eval_fps, web_frames=web_frames, threshold=threshold,
+    base = DedupOptions()
+    opts = DedupOptions(size=size or f.size, eval_fps=base.eval_fps if eval_fps is None else eval_fps,
+                        eval_views=eval_views or base.eval_views, web_frames=web_frames, threshold=threshold,
+                        min_frames=base.min_frames if min_frames is None else min_frames,
                         exact_max=exact_max, search_batch=search_batch, batch_size=f.batch_size,
                         max_pixels=cfg.media.max_pixels)
+    if opts.min_frames < 1 or not opts.eval_fps > 0:
+        raise ValueError(f"min_frames must be >= 1 and eval_fps > 0, got {opts.min_frames} and {opts.eval_fps}")
     backbone, device = None, "cpu"
     if not exact_only:
         from ..models import create_backbone
@@ -107,11 +122,15 @@ def dedup_stage(cfg, workspace: str | Path, sources: Sequence[str] | None = None
         device = resolve_device(cfg.train.device)
     root = ws.features_root(cfg)
     cache_dir = ws.feature_cache(cfg, size=opts.size, frames=opts.web_frames)
+    seconds_dir = ws.feature_cache(cfg, per_second=True, size=opts.size)  # shared with untrimmed scoring
+    manifests = {path: read_manifest(path) for path in paths}
+    if opts.eval_views == "auto":  # one index for every manifest of the stage
+        opts = replace(opts, eval_views=auto_views([m.rows for m in manifests.values()]))
     results = []
     for path in paths:
-        manifest = read_manifest(path)
+        manifest = manifests[path]
         rows, report = dedup_rows(manifest.rows, eval_rows, backbone, cache_dir, opts, exact_only, root,
-                                  f"{f.backbone}:{f.pretrained}", f.workers, device, progress)
+                                  f"{f.backbone}:{f.pretrained}", f.workers, device, progress, seconds_dir)
         report.update(manifest=str(path), eval_manifest=str(eval_path) if eval_path else None,
                       options=asdict(opts))
         write_manifest(Manifest(rows, manifest.classes), path)

@@ -108,10 +108,11 @@ class NearestNeighbours:
             self._quantizer = quantizer  # keep it alive beside the index
         self.index.add(vectors)
 
-    def search(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(similarity, index) of the nearest vector for every query row (-1 when none)."""
-        sims, idx = self.index.search(np.ascontiguousarray(queries, np.float32), 1)
-        return sims[:, 0], idx[:, 0]
+    def search(self, queries: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(similarity, index) of the nearest vector for every query row (-1 when none); with
+        ``k``, (n, k) arrays of the k nearest, best first."""
+        sims, idx = self.index.search(np.ascontiguousarray(queries, np.float32), k or 1)
+        return (sims[:, 0], idx[:, 0]) if k is None else (sims, idx)
 
 
 def search_batches(nn: NearestNeighbours, whiten: Whitening,
@@ -120,3 +121,59 @@ def search_batches(nn: NearestNeighbours, whiten: Whitening,
     for batch in batches:
         yield nn.search(whiten(batch))
 
+
+
+@dataclass
+class VideoMatch:
+    """The evidence that a web video copies one evaluation row (:func:`temporal_match`)."""
+    owner: int  # index of the evaluation row (-1: no frame reached the threshold)
+    frames: int  # web frames matching that row at one time offset
+    offset_s: float  # evaluation time - web time of those matches (median)
+    web_time_s: float  # first matched web frame's time
+    similarity: float  # mean of those frames' best similarities (0 when none)
+    eval_time_s: float = 0.0  # the evaluation time that first frame matches best
+
+
+def temporal_match(web_times: np.ndarray, sims: np.ndarray, hits: np.ndarray, owners: np.ndarray,
+                   eval_times: np.ndarray, threshold: float, tolerance_s: float | None = 1.0) -> VideoMatch:
+    """The evaluation row that most frames of one web video match, in temporal order.
+
+    ``web_times`` (n,): seconds of the web video's frames; ``sims`` / ``hits`` (n, K): each
+    frame's K nearest evaluation vectors (-1: none); ``owners`` / ``eval_times`` (F,): the row and
+    the time of every evaluation vector. A hit counts when its similarity reaches ``threshold``.
+    Per evaluation row, the hits are grouped by offset (evaluation time - web time): a copy plays
+    the evaluation video at its own speed, so its frames share one offset, while a look-alike's
+    frames match anywhere. ``frames`` is the largest number of distinct web frames whose hits lie
+    within one window of ``2 * tolerance_s`` seconds of offsets (``None``: any offset, i.e. frames
+    of one row in any order)."""
+    sims, hits = np.atleast_2d(sims), np.atleast_2d(hits)
+    ok = (hits >= 0) & (sims >= threshold)
+    fi, kj = np.nonzero(ok)
+    if len(fi) == 0:
+        return VideoMatch(-1, 0, 0.0, 0.0, 0.0)
+    vec = hits[fi, kj]
+    own, sim = owners[vec], sims[fi, kj]
+    off = eval_times[vec] - np.asarray(web_times, np.float64)[fi]
+    best, key = VideoMatch(-1, 0, 0.0, 0.0, 0.0), (0, 0.0)
+    width = np.inf if tolerance_s is None else 2.0 * tolerance_s
+    for o in np.unique(own):
+        m = np.nonzero(own == o)[0]
+        m = m[np.argsort(off[m], kind="stable")]
+        d = off[m]
+        stops = np.searchsorted(d, d + width, side="right")
+        for a, b in zip(range(len(m)), stops):
+            if b - a < key[0]:
+                continue
+            win = m[a:b]
+            per_frame: dict[int, tuple[float, int]] = {}  # web frame -> (best similarity, its hit)
+            for f, s, j in zip(fi[win], sim[win], win):
+                if s > per_frame.get(int(f), (-1.0, -1))[0]:
+                    per_frame[int(f)] = (float(s), int(j))
+            cand = (len(per_frame), float(np.mean([v[0] for v in per_frame.values()])))
+            if cand > key:
+                key = cand
+                first = min(per_frame)
+                j = per_frame[first][1]
+                best = VideoMatch(int(o), cand[0], float(np.median(off[win])), float(np.asarray(web_times)[first]),
+                                  cand[1], float(eval_times[vec[j]]))
+    return best

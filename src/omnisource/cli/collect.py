@@ -174,8 +174,13 @@ def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wo
               threshold: Optional[float] = typer.Option(None, help="Cosine threshold (default: measured on crops "
                                                         "of the evaluation frames)."),
               size: Optional[int] = typer.Option(None, help="Frame size for the backbone (default: features.size)."),
-              eval_fps: float = typer.Option(5.0, help="Evaluation video frames per second to index."),
-              web_frames: int = typer.Option(8, help="Frames per web video."),
+              eval_fps: Optional[float] = typer.Option(None, help="Evaluation video frames per second to index "
+                                                       "(default 5)."),
+              web_frames: int = typer.Option(8, help="T of the feature cache web images are embedded into "
+                                             "(an image gives one frame; web videos are embedded at 1 fps)."),
+              min_frames: Optional[int] = typer.Option(None, help="A web video is a copy when this many of its "
+                                                       "frames (1 fps) match one evaluation video "
+                                                       "(default 2; 1: any frame)."),
               exact_max: int = typer.Option(50_000, help="Exact search up to this many evaluation frames, IVF above."),
               search_batch: int = typer.Option(8192, help="Web vectors whitened and searched per batch "
                                                "(bounds memory)."),
@@ -184,12 +189,14 @@ def dedup_cmd(config: Optional[Path] = ConfigOpt, workspace: Optional[Path] = Wo
     """Flag exact duplicates and near-duplicates of the evaluation set.
 
     Exact: content hash. Near: ImageNet features, whitening, cosine similarity, threshold from
-    crops of the evaluation frames."""
+    crops of the evaluation frames; an image is a copy when its frame reaches it, a video when
+    several of its frames match one evaluation video."""
     from ..clean.dedup import dedup_stage, summary_line
 
     cfg, ws = load_cfg(config, workspace, overrides)
     for path, report in dedup_stage(cfg, ws, source, eval_manifest, eval_split, threshold, size, eval_fps,
-                                    web_frames, exact_max, search_batch, exact_only, progress=True):
+                                    web_frames, exact_max, search_batch, exact_only, progress=True,
+                                    min_frames=min_frames):
         console.print(summary_line(path, report))
 
 
