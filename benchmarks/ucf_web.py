@@ -86,13 +86,17 @@ SETTINGS = {  # name -> (web sources, student overrides)
     "images_raw": (("images_raw",), []),
     "all_raw": (RAW_ALL, []),
     "all_round2": (ALL, []),
+    "trimmed_snippets": (("trimmed_snippets",), []),  # the trimmed web videos as untrimmed ones (1 fps snippets)
+    "all_snippets": (("images", "trimmed_snippets", "untrimmed"), []),
     "naive_baseline": ((), []),  # the issue's naive reference, see naive_arm
     "naive": (ALL, []),
 }
 DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
 NAIVE = ("naive_baseline", "naive")  # reference arms: a linear classifier of single frames (naive_arm)
 ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
-KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
+KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed",
+        "trimmed_snippets": "untrimmed"}
+SNIPPETS = ("untrimmed", "trimmed_snippets")  # sources scored per 1 fps frame, trained on snippets
 # The omni fields that act on training itself; the others only decide which web samples exist.
 TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup",
                  "soft_targets", "soft_temperature")
@@ -209,10 +213,17 @@ def web_sets(args, feats: Features, split, seed: int, names: set[str]) -> dict[s
     if "images_raw" in names and args.raw:
         rows = protocol.web_raw_images(args.data)
         out["images_raw"] = WebSet(rows, load_features(feats.seg, [r["id"] for r in rows]), {}, {})
-    if names & {"trimmed", "untrimmed"}:
+    if names & {"trimmed", "untrimmed", "trimmed_snippets"}:
         trimmed, specs = protocol.web_videos(split, args.label_noise, seed)
         seg = load_features(feats.seg, [r["parent_id"] for r in trimmed])
         out["trimmed"] = WebSet(trimmed, {r["id"]: seg[r["parent_id"]] for r in trimmed}, {}, {})
+        if "trimmed_snippets" in names:  # the same videos declared untrimmed: one part, true where the label is
+            fps = load_features(feats.fps, [r["parent_id"] for r in trimmed])
+            rows = [r for r in trimmed if r["parent_id"] in fps]
+            out["trimmed_snippets"] = WebSet(
+                rows, {}, {r["id"]: fps[r["parent_id"]].astype(np.float32) for r in rows},
+                {r["id"]: (np.array([len(fps[r["parent_id"]])]), 0 if r["weak_labels"][0] == r["true_label"] else -1)
+                 for r in rows})
         fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
         second, clips, segments = {}, {}, {}
         for s in specs:
@@ -225,7 +236,7 @@ def web_sets(args, feats: Features, split, seed: int, names: set[str]) -> dict[s
 
 def score_set(teachers, ws: WebSet, name: str, cfg: Config) -> dict:
     """The teacher(s)' score records of a web source, as `omnisource score` writes them."""
-    if name != "untrimmed":
+    if name not in SNIPPETS:
         ids = [r["id"] for r in ws.rows if r["id"] in ws.clip_feats]
         recs = score_clips(teachers, [ws.clip_feats[i].astype(np.float32) for i in ids])
         return dict(zip(ids, recs))
@@ -520,7 +531,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                 d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
-                             if name == "untrimmed" else {})})
+                             if name in SNIPPETS else {})})
             key = student_key(scfg, aux)
             if last and key in trained:  # the same head as an arm already trained in this run
                 m, s = trained[key]
