@@ -245,10 +245,3 @@ def test_a_setting_may_train_its_own_teacher():
     assert ucf_web.teacher_overrides(overrides) == ["features.head=frames"]
     with pytest.raises(SystemExit, match="teacher.features.head=nope|features.head: 'nope' is not allowed"):
         ucf_web.parse_setting("all+teacher.features.head=nope")
-
-
-def test_trimmed_web_videos_may_be_declared_untrimmed():
-    ucf_web = _ucf_web()
-    src = ucf_web.source_config("trimmed_snippets", ["web.untrimmed.weight=0.5", "web.trimmed.weight=0.1"])
-    assert (src.kind, src.weight) == ("untrimmed", 0.5)  # an untrimmed source: snippets, that kind's options
-    assert ucf_web.parse_setting("all_snippets")[1] == ("images", "trimmed_snippets", "untrimmed")

@@ -99,7 +99,7 @@ def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
     point = ws / "sweeps" / "teacher" / "t0-features.head-linear"
     teacher = yaml.safe_load((point / "runs" / "teacher" / "config.yaml").read_text())
     student = yaml.safe_load((point / "runs" / "omnisource" / "config.yaml").read_text())
-    assert teacher["features"]["head"] == "linear" and student["features"]["head"] == "auto"
+    assert teacher["features"]["head"] == "linear" and student["features"]["head"] == "tsn"
     assert student["omni"]["teacher_runs"] == ["teacher"]
     t = json.loads((ws / "sweeps" / "sweep_teacher.json").read_text())["points"][0]
     assert t["teacher_top1"] == json.loads((point / "runs" / "teacher" / "metrics.json").read_text())["top1"]

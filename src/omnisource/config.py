@@ -115,8 +115,7 @@ class TrainConfig:
 class FeatureConfig:
     """Feature mode: a frozen backbone embeds frames once; heads train on the cache.
 
-    ``head`` (``auto`` = ``frames``, the default, chosen on the UCF101-6 group folds; pixel
-    mode ignores ``auto``): ``tsn`` trains on the mean of the frames' logits; ``frames`` is the same head
+    ``head``: ``tsn`` trains on the mean of the frames' logits; ``frames`` is the same head
     trained at frame level (models.heads.FrameHead): each frame of a training clip carries its
     own cross-entropy, and a clip's output is the log of its frames' mean softmax, so predict,
     evaluate, scoring, serving and ONNX exports all average the softmax over frames; a web
@@ -130,9 +129,9 @@ class FeatureConfig:
     shard_size: int = opt(256, "rows per cache shard")
     workers: int = opt(0, "decoding processes feeding the backbone (0 = one per core)")
     cache_root: str = opt("", "default <workspace>/features; set to share one cache between workspaces", path=True)
-    head: Literal["auto", "tsn", "linear", "frames", "temporal"] = opt(
-        "auto", "head trained on the features; frames = the TSN head trained at frame level (each frame's own "
-        "loss, softmax averaged over frames at test time; a web image trains as one frame); auto = frames")
+    head: Literal["tsn", "linear", "frames", "temporal"] = opt(
+        "tsn", "head trained on the features; frames = the TSN head trained at frame level (each frame's own "
+        "loss, softmax averaged over frames at test time; a web image trains as one frame)")
 
 
 # The loss weight of a web source's batch when its config sets none, by kind: chosen on the

@@ -30,8 +30,7 @@ from torch import nn
 
 from .layers import make_classifier
 
-__all__ = ["TSNHead", "LinearHead", "FrameHead", "TemporalHead", "create_head", "frame_consensus", "resolve_head",
-           "HEADS", "DEFAULT_HEAD"]
+__all__ = ["TSNHead", "LinearHead", "FrameHead", "TemporalHead", "create_head", "frame_consensus", "HEADS"]
 
 
 def _as_btd(x: torch.Tensor) -> torch.Tensor:
@@ -115,22 +114,12 @@ class TemporalHead(_Head):
 
 
 HEADS: Dict[str, Type[_Head]] = {"tsn": TSNHead, "linear": LinearHead, "frames": FrameHead, "temporal": TemporalHead}
-# What ``features.head=auto`` trains: chosen on the UCF101-6 group folds (docs/benchmarks.md), where
-# frame-level training beat the TSN head at k = 1, 3 and 10 labeled videos per class.
-DEFAULT_HEAD = "frames"
-
-
-def resolve_head(kind: str) -> str:
-    """The head kind ``kind`` names (``auto`` -> ``DEFAULT_HEAD``); cards store this, so a
-    later change of the default cannot change what an old card rebuilds."""
-    return DEFAULT_HEAD if kind == "auto" else kind
 
 
 def create_head(kind: str, in_dim: int, num_classes: int, num_frames: int, dropout: float = 0.5, **kwargs) -> nn.Module:
-    """Head for cached features ``(B, T, D)`` -> logits ``(B, C)``; ``kind`` in ``"auto"``, ``"tsn"``,
+    """Head for cached features ``(B, T, D)`` -> logits ``(B, C)``; ``kind`` in ``"tsn"``,
     ``"linear"``, ``"frames"`` (``(B, T, C)`` frame logits in training), ``"temporal"``
     (``hidden_dim=`` for the temporal head)."""
-    kind = resolve_head(kind)
     if kind not in HEADS:
         raise ValueError(f"unknown head kind {kind!r}; available: {', '.join(sorted(HEADS))}")
     return HEADS[kind](in_dim, num_classes, num_frames, dropout, **kwargs)

@@ -99,11 +99,9 @@ def _settings(cfg: Config, ws, seeds: list) -> str:
         labels = f"{per.min()}" if per.min() == per.max() else f"{per.min()} to {per.max()}"
     except Unavailable:
         labels = str(cfg.target.per_class or "all")
-    from ..models.heads import resolve_head
-
     f, t = cfg.features, cfg.train
     model = (f"backbone {f.backbone} ({f.pretrained or 'random init'}, frozen features: {f.frames} frames at "
-             f"{f.size} px, {resolve_head(f.head)} head)" if cfg.mode == "features"
+             f"{f.size} px, {f.head} head)" if cfg.mode == "features"
              else f"model {cfg.model.name} ({cfg.model.pretrained or 'from scratch'})")
     return (f"Settings: {labels} labeled videos per class · {model} · teacher filter {_filter(cfg)} · "
             f"{t.epochs} epochs, {t.optimizer}, lr {t.lr:g} · seeds {', '.join(map(str, seeds))}.")

@@ -54,9 +54,6 @@ def _backbone_normalization(name: str) -> tuple[tuple[str, list[float]], ...]:
 
 def head_spec(head: torch.nn.Module, name: str) -> dict:
     """What ``models.create_head`` needs to rebuild a feature-mode head."""
-    from ..models.heads import resolve_head
-
-    name = resolve_head(name)
     spec = {"kind": "head", "name": name, "in_dim": int(head.in_dim), "num_frames": int(head.num_frames),
             "dropout": float(head.drop_rate)}
     if name == "temporal":
@@ -171,9 +168,7 @@ def legacy_card(checkpoint: Path) -> dict:
         raise CardError(how + f"no workspace manifest around it has its {fc.shape[0]} classes; run "
                         "`omnisource upgrade-checkpoint RUN` on the run inside its workspace")
     if cfg.mode == "features":
-        from ..models.heads import resolve_head
-
-        head = resolve_head(cfg.features.head)
+        head = cfg.features.head
         in_dim = int(state["temporal.weight"].shape[1] if head == "temporal" else fc.shape[1])
         kw = {"hidden_dim": int(state["temporal.weight"].shape[0])} if head == "temporal" else {}
         model = create_head(head, in_dim, len(classes), cfg.features.frames, cfg.model.dropout, **kw)
