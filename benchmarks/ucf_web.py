@@ -29,10 +29,15 @@ joint training ``train.joint``. Web sources:
 * ``untrimmed``: the other half, three clips of different classes in a row (virtual: their 1 fps
   features are the concatenation of the parts'), weak label = the class of one part.
 
+The reference arms ``naive_baseline`` / ``naive`` are issue 11's naive method, outside the
+product (``naive_arm``): a linear classifier of single frames, softmax averaged over a clip's
+frames; ``naive`` adds every web image and every 1 fps frame of the web videos as a sample with
+its query's label where the frame classifier of ``naive_baseline`` agrees with p ≥ 0.5.
+
 A setting is a name of ``SETTINGS`` or ``NAME+key=value+...`` (config overrides for the student
 of that arm only, ``web.<field>=`` for every web source, ``web.<kind>.<field>=`` for the sources
-of one kind), so variants are measured as rows of
-the same paired table. Features are computed once into ``--features`` (the product's cache
+of one kind, ``teacher.<section>.<field>=`` for a teacher of that arm's own, which scores its web
+data), so variants are measured as rows of the same paired table. Features are computed once into ``--features`` (the product's cache
 layout) and reused.
 """
 from __future__ import annotations
@@ -81,10 +86,17 @@ SETTINGS = {  # name -> (web sources, student overrides)
     "images_raw": (("images_raw",), []),
     "all_raw": (RAW_ALL, []),
     "all_round2": (ALL, []),
+    "trimmed_snippets": (("trimmed_snippets",), []),  # the trimmed web videos as untrimmed ones (1 fps snippets)
+    "all_snippets": (("images", "trimmed_snippets", "untrimmed"), []),
+    "naive_baseline": ((), []),  # the issue's naive reference, see naive_arm
+    "naive": (ALL, []),
 }
 DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
+NAIVE = ("naive_baseline", "naive")  # reference arms: a linear classifier of single frames (naive_arm)
 ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
-KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
+KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed",
+        "trimmed_snippets": "untrimmed"}
+SNIPPETS = ("untrimmed", "trimmed_snippets")  # sources scored per 1 fps frame, trained on snippets
 # The omni fields that act on training itself; the others only decide which web samples exist.
 TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup",
                  "soft_targets", "soft_temperature")
@@ -201,10 +213,17 @@ def web_sets(args, feats: Features, split, seed: int, names: set[str]) -> dict[s
     if "images_raw" in names and args.raw:
         rows = protocol.web_raw_images(args.data)
         out["images_raw"] = WebSet(rows, load_features(feats.seg, [r["id"] for r in rows]), {}, {})
-    if names & {"trimmed", "untrimmed"}:
+    if names & {"trimmed", "untrimmed", "trimmed_snippets"}:
         trimmed, specs = protocol.web_videos(split, args.label_noise, seed)
         seg = load_features(feats.seg, [r["parent_id"] for r in trimmed])
         out["trimmed"] = WebSet(trimmed, {r["id"]: seg[r["parent_id"]] for r in trimmed}, {}, {})
+        if "trimmed_snippets" in names:  # the same videos declared untrimmed: one part, true where the label is
+            fps = load_features(feats.fps, [r["parent_id"] for r in trimmed])
+            rows = [r for r in trimmed if r["parent_id"] in fps]
+            out["trimmed_snippets"] = WebSet(
+                rows, {}, {r["id"]: fps[r["parent_id"]].astype(np.float32) for r in rows},
+                {r["id"]: (np.array([len(fps[r["parent_id"]])]), 0 if r["weak_labels"][0] == r["true_label"] else -1)
+                 for r in rows})
         fps = load_features(feats.fps, [p["id"] for s in specs for p in s["parts"]])
         second, clips, segments = {}, {}, {}
         for s in specs:
@@ -217,7 +236,7 @@ def web_sets(args, feats: Features, split, seed: int, names: set[str]) -> dict[s
 
 def score_set(teachers, ws: WebSet, name: str, cfg: Config) -> dict:
     """The teacher(s)' score records of a web source, as `omnisource score` writes them."""
-    if name != "untrimmed":
+    if name not in SNIPPETS:
         ids = [r["id"] for r in ws.rows if r["id"] in ws.clip_feats]
         recs = score_clips(teachers, [ws.clip_feats[i].astype(np.float32) for i in ids])
         return dict(zip(ids, recs))
@@ -322,6 +341,107 @@ def contact_sheet(rows: list[dict], scores: dict, classes: list[str], query: str
     return {"kept": len(kept), "dropped": len(dropped)}
 
 
+# --------------------------------------------------------------------------- the naive reference
+
+
+def frame_samples(x: np.ndarray) -> np.ndarray:
+    """(N, T, D) clips -> (N·T, 1, D): every frame its own sample (a clip's frames in a row)."""
+    return x.reshape(-1, 1, x.shape[-1])
+
+
+def frame_average(probs: np.ndarray, frames: int) -> np.ndarray:
+    """(N·T, C) frame probabilities of ``frame_samples`` order -> (N, C) each clip's mean."""
+    return probs.reshape(-1, frames, probs.shape[-1]).mean(1)
+
+
+def frame_keep(probs: np.ndarray, query: int, threshold: float = 0.5) -> np.ndarray:
+    """(F,) mask of the frames (F, C) whose top-1 is the query's class with p ≥ threshold."""
+    return (probs.argmax(1) == query) & (probs[:, query] >= threshold)
+
+
+def naive_fit(cfg: Config, x: np.ndarray, y: np.ndarray, classes: list[str], frames: int):
+    """The naive method's linear classifier of single frames, (F, 1, D) -> logits: the product's
+    TSN head at T = 1 (fc + dropout) trained by ``fit`` with the run's defaults, on batches of
+    ``frames`` x train.batch_size frames (the frames a clip head sees per step)."""
+    from rich.console import Console
+
+    fcfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, frames=1, head="tsn"),
+                               train=dataclasses.replace(cfg.train, batch_size=cfg.train.batch_size * frames))
+    empty = np.zeros((0, 1, x.shape[-1]), np.float32)
+    model, train, _ = feature_model_and_loaders(fcfg, x, y, empty, np.zeros(0, np.int64), len(classes))
+    tmp = Path(tempfile.mkdtemp(prefix="ucfweb-naive-"))
+    try:
+        fit(model, train, None, fcfg.train, tmp, classes, console=Console(quiet=True))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def frame_probs(model, x: np.ndarray) -> np.ndarray:
+    """(F, C) softmax of every frame of (F, 1, D)."""
+    return model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).softmax(-1).numpy()
+
+
+def naive_web_frames(ws_all: dict, feats: Features, classes: list[str]) -> dict:
+    """Per web source, its frames as samples: (F, D) features, the query's class of each frame,
+    and whether the frame truly shows that class (None where unknown): images one frame each,
+    trimmed web videos their 1 fps frames, untrimmed ones theirs (truth from the part they lie in)."""
+    out = {}
+    query = {r["id"]: classes.index(protocol.QUERY_MAP.get(r["weak_labels"][0], r["weak_labels"][0]))
+             for ws in ws_all.values() for r in ws.rows}
+    for name, ws in ws_all.items():
+        x, q, truth = [], [], []
+        if name == "trimmed":
+            fps = load_features(feats.fps, [r["parent_id"] for r in ws.rows])
+        for r in ws.rows:
+            if name == "untrimmed":
+                a = ws.second_feats[r["id"]]
+                ends, part = ws.segments[r["id"]]
+                right = np.searchsorted(ends, np.arange(len(a)), side="right") == part
+            else:
+                a = ws.clip_feats.get(r["id"]) if name != "trimmed" else fps.get(r["parent_id"])
+                if a is None:
+                    continue
+                right = np.full(len(a), r.get("true_label") == classes[query[r["id"]]])
+            x.append(np.asarray(a, np.float32))
+            q += [query[r["id"]]] * len(a)
+            truth.append(right)
+        if x:
+            out[name] = (np.concatenate(x), np.asarray(q, np.int64), np.concatenate(truth))
+    return out
+
+
+def naive_arm(cfg: Config, data, classes: list[str], web: dict, frames: int, cache: dict, threshold: float = 0.5):
+    """The naive method of issue 11, a reference: a linear classifier of single-frame features,
+    the softmax averaged over a clip's frames at test time. ``web`` (``naive_web_frames`` of the
+    arm's sources): each web frame a sample with its query's label, kept where the frame teacher
+    (the target-only frame classifier, ``naive_baseline``) has the query as top-1 with
+    p ≥ ``threshold``. Returns (metrics, validation scores, kept web frames, filter records)."""
+    x, y, xv, yv = data
+    tx, ty = frame_samples(x), np.repeat(y, x.shape[1])
+    if "teacher" not in cache:
+        cache["teacher"] = naive_fit(cfg, tx, ty, classes, frames)
+    model, records = cache["teacher"], {}
+    if web:
+        wx, wy = [tx], [ty]
+        for name, (fx, fq, truth) in web.items():
+            fq_probs = frame_probs(cache["teacher"], fx[:, None])
+            keep = np.zeros(len(fq), bool)
+            for c in np.unique(fq):
+                keep[fq == c] = frame_keep(fq_probs[fq == c], int(c), threshold)
+            wx.append(fx[keep][:, None])
+            wy.append(fq[keep])
+            records[name] = {"scored": len(fq), "kept": int(keep.sum()), "samples": int(keep.sum()),
+                             "precision": float(truth[keep].mean()) if keep.any() else float("nan"),
+                             "recall": float(keep[truth].mean()) if truth.any() else float("nan"),
+                             "kept_per_class": {classes[c]: int((fq[keep] == c).sum()) for c in np.unique(fq[keep])}}
+        model = naive_fit(cfg, np.concatenate(wx), np.concatenate(wy), classes, frames)
+    scores = frame_average(frame_probs(model, frame_samples(xv)), xv.shape[1])
+    n_aux = sum(r["kept"] for r in records.values())
+    return classification_metrics(scores, yv, classes), scores, n_aux, records
+
+
 # --------------------------------------------------------------------------- one run
 
 
@@ -333,7 +453,17 @@ def parse_setting(text: str) -> tuple[str, tuple, list[str]]:
     web = [o for o in overrides if o.startswith("web.")]
     for source in sources or ("images",):  # a bad web override stops the run before it starts
         source_config(source, web)
+    try:
+        base_config(0, teacher_overrides(overrides))
+    except ConfigError as e:
+        raise SystemExit(f"{text}: {e}") from None
     return text, sources, base + overrides
+
+
+def teacher_overrides(overrides: list[str]) -> list[str]:
+    """The ``teacher.<section>.<field>=`` overrides of a setting, without the prefix: that arm's
+    web data is scored by a teacher trained with them (e.g. ``teacher.features.head=frames``)."""
+    return [o.removeprefix("teacher.") for o in overrides if o.startswith("teacher.")]
 
 
 def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, results: dict, diag: dict) -> None:
@@ -352,12 +482,32 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     heads = [(teacher, cfg.features.frames)]
     scores = {n: score_set(heads, webs[n], n, cfg) for n in webs}
     base_wrong = set(np.flatnonzero(base_scores.argmax(1) != data[3]))
+    naive_web, naive_heads = None, {}  # the naive arms' web frames and frame teachers (by training config)
+    teachers = {}  # training config -> web scores of the arms' own teachers (teacher.* overrides)
     for setting, sources, overrides in settings:
         sources = [s for s in sources if s in webs]
-        if not sources and setting.split("+")[0] != "baseline":
+        if not sources and setting.split("+")[0] not in ("baseline", "naive_baseline"):
             continue  # e.g. images_raw without web-raw/
-        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith("web.")]])
+        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith(("web.", "teacher."))]])
+        if setting.split("+")[0] in NAIVE:
+            if naive_web is None and sources:
+                naive_web = naive_web_frames({n: webs[n] for n in ALL if n in webs}, feats, classes)
+            m, s, n_aux, records = naive_arm(scfg, data, classes, {n: naive_web[n] for n in sources if n in naive_web}
+                                             if sources else {}, cfg.features.frames,
+                                             naive_heads.setdefault(student_key(scfg), {}))
+            for name, rec in records.items():
+                diag.setdefault((setting, k, name), []).append(rec)
+            record_arm(results, setting, k, unit, m, s, n_aux, base_wrong, data)
+            continue
         arm_scores, student = scores, None  # student: each round's head, the next round's teacher
+        if teacher_overrides(overrides):  # this arm's own teacher (trained once per run and config)
+            tcfg = base_config(seed, [*args.set, *teacher_overrides(overrides)])
+            tkey = student_key(tcfg)
+            if tkey not in teachers:
+                own, m, s = train_head(tcfg, data, classes)
+                trained.setdefault(tkey, (m, s))
+                teachers[tkey] = {n: score_set([(own, tcfg.features.frames)], webs[n], n, tcfg) for n in webs}
+            arm_scores = teachers[tkey]
         rounds = ROUNDS.get(setting.split("+")[0], 1)
         for round_ in range(rounds):
             if round_:  # the last round's student is the next round's teacher
@@ -381,20 +531,26 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                 d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
-                             if name == "untrimmed" else {})})
+                             if name in SNIPPETS else {})})
             key = student_key(scfg, aux)
             if last and key in trained:  # the same head as an arm already trained in this run
                 m, s = trained[key]
             else:
                 student, m, s = train_head(scfg, data, classes, aux)
                 trained[key] = (m, s)
-        wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
-        results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
-                                                         broken=len(wrong - base_wrong))
+        record_arm(results, setting, k, unit, m, s, n_aux, base_wrong, data)
     row = results
     log(f"k={k} fold={fold} seed={seed}: baseline {base['top1']:.3f}, " + ", ".join(
         f"{s} {row[(s, k)][unit]['top1'] - base['top1']:+.3f}" for s, *_ in settings if unit in row.get((s, k), {}))
         + f" ({time.time() - t0:.0f} s)")
+
+
+def record_arm(results: dict, setting: str, k: int, unit: tuple, m: dict, s: np.ndarray, n_aux: int,
+               base_wrong: set, data) -> None:
+    """An arm's metrics of one run, with the validation clips it fixed / broke against the baseline."""
+    wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
+    results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
+                                                     broken=len(wrong - base_wrong))
 
 
 # --------------------------------------------------------------------------- tables

@@ -37,6 +37,14 @@ def test_errors_name_the_field(override, message):
     assert "\n" not in str(err.value)
 
 
+def test_the_frame_level_head_is_a_one_line_error_in_pixel_mode():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["mode=pixels", "features.head=frames"])
+    assert str(err.value).startswith("features.head: frames ") and "mode=features" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert load_config(overrides=["features.head=frames"]).features.head == "frames"  # feature mode: fine
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

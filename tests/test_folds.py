@@ -193,3 +193,55 @@ def test_a_setting_sets_the_loss_weight_per_kind_of_web_source():
                          ("baseline+web.image.weight=x", "expected a number")]:
         with pytest.raises(SystemExit, match=message):
             ucf_web.parse_setting(bad)
+
+
+def test_naive_frames_are_samples_and_a_clip_scores_the_mean_of_its_frames():
+    import numpy as np
+
+    ucf_web = _ucf_web()
+    x = np.arange(2 * 3 * 2, dtype=np.float32).reshape(2, 3, 2)  # 2 clips of 3 frames
+    frames = ucf_web.frame_samples(x)
+    assert frames.shape == (6, 1, 2) and frames[4, 0].tolist() == x[1, 1].tolist()
+    probs = np.array([[1, 0], [0, 1], [1, 0], [0.2, 0.8], [0.2, 0.8], [0.2, 0.8]])
+    assert np.allclose(ucf_web.frame_average(probs, 3), [[2 / 3, 1 / 3], [0.2, 0.8]])
+    keep = ucf_web.frame_keep(np.array([[0.6, 0.4], [0.4, 0.6], [0.5, 0.5], [0.45, 0.55]]), 0)
+    assert keep.tolist() == [True, False, True, False]  # top-1 = the query and p >= 0.5
+    _, sources, _ = ucf_web.parse_setting("naive")
+    assert sources == ucf_web.ALL and ucf_web.parse_setting("naive_baseline")[1] == ()
+
+
+def test_the_naive_arm_keeps_agreeing_web_frames_and_drops_planted_wrong_ones():
+    import numpy as np
+
+    ucf_web = _ucf_web()
+    rng = np.random.default_rng(0)
+    classes, dim = ["a", "b", "c"], 8
+    centres = 4 * rng.normal(size=(3, dim))
+
+    def clips(labels, t=4):
+        return (centres[labels][:, None] + rng.normal(size=(len(labels), t, dim))).astype(np.float32)
+
+    y, yv = np.repeat([0, 1, 2], 4), np.repeat([0, 1, 2], 5)
+    data = (clips(y), y, clips(yv), yv)
+    # Web frames: 30 showing their query's class, 30 planted under another query.
+    true = rng.integers(0, 3, 60)
+    query = np.where(np.arange(60) < 30, true, (true + 1) % 3)
+    fx = clips(true, t=1)[:, 0]
+    web = {"images": (fx, query, query == true)}
+    cfg = ucf_web.base_config(0, ["train.epochs=20"])
+    cache = {}
+    base, base_scores, n0, rec0 = ucf_web.naive_arm(cfg, data, classes, {}, 4, cache)
+    assert n0 == 0 and rec0 == {} and base["top1"] > 0.9 and base_scores.shape == (15, 3)
+    m, scores, n_aux, records = ucf_web.naive_arm(cfg, data, classes, web, 4, cache)
+    r = records["images"]
+    assert r["scored"] == 60 and 20 <= n_aux == r["kept"] <= 30  # most true frames kept ...
+    assert r["precision"] > 0.95 and r["recall"] > 0.65  # ... the planted ones dropped
+    assert m["top1"] > 0.9 and np.allclose(scores.sum(1), 1)
+
+
+def test_a_setting_may_train_its_own_teacher():
+    ucf_web = _ucf_web()
+    _, _, overrides = ucf_web.parse_setting("all+teacher.features.head=frames+features.head=frames")
+    assert ucf_web.teacher_overrides(overrides) == ["features.head=frames"]
+    with pytest.raises(SystemExit, match="teacher.features.head=nope|features.head: 'nope' is not allowed"):
+        ucf_web.parse_setting("all+teacher.features.head=nope")

@@ -373,6 +373,33 @@ def test_heads(kind):
     assert head(x).shape == (4, 6)
 
 
+def test_frame_head_trains_on_frame_logits_and_outputs_the_log_of_the_mean_frame_softmax():
+    from omnisource.models.heads import frame_consensus
+
+    torch.manual_seed(0)
+    head = create_head("frames", in_dim=16, num_classes=3, num_frames=5, dropout=0.0)
+    x = 10 * torch.randn(4, 5, 16)  # frames the head tells apart, so the two consensuses differ
+    frames = head(x)  # training: every frame's own logits
+    assert frames.shape == (4, 5, 3)
+    torch.testing.assert_close(frames, head.fc(x))
+    head.eval()
+    with torch.no_grad():
+        out, per_frame = head(x), head.fc(x).softmax(-1)
+    assert out.shape == (4, 3)
+    # Whatever takes a softmax of the output gets the frames' mean softmax, not the softmax of
+    # the mean logit (the TSN head's), and the two differ on these frames.
+    torch.testing.assert_close(out.softmax(-1), per_frame.mean(1))
+    assert not torch.allclose(head.fc(x).mean(1).softmax(-1), per_frame.mean(1), atol=1e-3)
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(4))  # already log-probabilities
+    assert head(x[:, 0]).shape == (4, 3)  # (B, D) = one frame: its own log-softmax
+    torch.testing.assert_close(head(x[:, 0]), head.fc(x[:, 0]).log_softmax(-1))
+    # One frame with all the mass wins over four undecided ones: the average of probabilities.
+    logits = torch.tensor([[[20.0, 0, 0], [0, 0.1, 0], [0, 0.1, 0], [0, 0.1, 0], [0, 0.1, 0]]])
+    assert frame_consensus(logits).argmax(-1).item() == 0
+    head.reset_classifier(6)
+    assert head(x).shape == (4, 6)
+
+
 # ----------------------------------------------------------------------------- training basics
 def test_backward_and_channels_last_3d():
     model = create_model("slowonly_r18", 4, width=W)

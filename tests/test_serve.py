@@ -79,8 +79,37 @@ def _agree(torch_records, export_records):
         np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def frame_run(data, tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("frames") / "ws", data, [*FEATURES, "features.head=frames"])
+
+
 @pytest.mark.slow
 def test_feature_run_predict_equals_evaluate_and_onnx_equals_torch(feature_run, tmp_path):
+    _predict_equals_evaluate_and_onnx_equals_torch(feature_run, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_frame_level_head_predicts_exports_and_serves_the_mean_frame_softmax(frame_run, tmp_path):
+    """features.head=frames: evaluate, predict, the card and the ONNX file agree on its output,
+    the log of the frames' mean softmax."""
+    import torch
+    from safetensors.torch import load_file
+
+    from omnisource.models import create_head
+
+    card = json.loads((frame_run / "model.json").read_text())
+    assert card["model"]["name"] == "frames"
+    _predict_equals_evaluate_and_onnx_equals_torch(frame_run, tmp_path)
+    best = json.loads((frame_run / "checkpoints" / "best.json").read_text())["epoch"]
+    head = create_head("frames", card["model"]["in_dim"], len(card["classes"]), 4, 0.2).eval()
+    head.load_state_dict(load_file(str(frame_run / "checkpoints" / f"epoch_{best:03d}" / "model.safetensors")))
+    x = 5 * torch.randn(3, 4, card["model"]["in_dim"])
+    with torch.no_grad():
+        torch.testing.assert_close(head(x).softmax(-1), head.fc(x).softmax(-1).mean(1))
+
+
+def _predict_equals_evaluate_and_onnx_equals_torch(feature_run, tmp_path):
     metrics = json.loads((feature_run / "metrics.json").read_text())
     best = json.loads((feature_run / "checkpoints" / "best.json").read_text())["epoch"]
     assert metrics["epoch"] == best  # evaluate took the best epoch

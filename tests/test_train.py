@@ -166,6 +166,46 @@ def test_logit_offset_enters_the_loss_of_its_batch_only():
     assert shifted["web"]["loss"] == pytest.approx(plain["web"]["loss"])  # the stats report the raw logits
 
 
+def test_frame_logits_carry_each_frame_s_loss_and_a_still_clip_trains_as_its_one_frame():
+    from omnisource.models import create_head
+    from omnisource.train.loop import per_sample_cross_entropy
+
+    torch.manual_seed(0)
+    frames, t = torch.randn(3, 4, 5), soft_targets(torch.tensor([0, 4, 2]), 5, 0.0)
+    want = torch.stack([torch.nn.functional.cross_entropy(frames[:, i], t.argmax(1), reduction="none")
+                        for i in range(4)], 1).mean(1)
+    torch.testing.assert_close(per_sample_cross_entropy(frames, t), want)  # the mean of the frames' own
+    assert not torch.allclose(per_sample_cross_entropy(frames.mean(1), t), want)  # not the mean logit's
+
+    head = create_head("frames", 6, 3, 4, dropout=0.0)
+    cfg, opt = TrainConfig(device="cpu"), torch.optim.SGD(head.parameters(), lr=0.0)
+    image, y, off = torch.randn(2, 1, 6), torch.tensor([1, 2]), torch.tensor([0.0, 2.0, -1.0])
+    still = train_step(head, [("web", image.expand(2, 4, 6), y, 1.0, off)], opt, cfg, 3, torch.device("cpu"))
+    one = train_step(head, [("web", image, y, 1.0, off)], opt, cfg, 3, torch.device("cpu"))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(head.fc(image[:, 0]) + off, y).item()
+    assert still["total_loss"] == pytest.approx(expected, rel=1e-5) == one["total_loss"]
+    # The statistics score the clip by the head's test-time output (the frames' mean softmax).
+    head.eval()
+    with torch.no_grad():
+        acc = (head(image).argmax(-1) == y).float().mean().item()
+    assert still["web"]["acc"] == acc and still["web"]["n"] == 2
+
+
+def test_a_frame_level_head_learns_in_fit_and_differs_from_the_tsn_head(tmp_path):
+    from omnisource.models import create_head
+
+    train, val = _loaders()
+    out, weights = {}, {}
+    for kind in ("frames", "tsn"):
+        torch.manual_seed(0)
+        head = create_head(kind, 6, 3, 4, dropout=0.0)
+        out[kind] = fit(head, train, val, _cfg(epochs=6, mixup_alpha=0.0), tmp_path / kind, ["a", "b", "c"])
+        weights[kind] = head.fc.weight.detach().clone()
+    assert out["frames"]["last"]["val"]["top1"] >= 0.75
+    assert not torch.allclose(weights["frames"], weights["tsn"])  # another loss, other weights
+
+
 def test_best_epoch_is_the_highest_validated_top1_ties_to_class_accuracy_then_later():
     history = [{"epoch": 1, "val": {"top1": 0.5}}, {"epoch": 2}, {"epoch": 3, "val": {"top1": 0.8}},
                {"epoch": 4, "val": {"top1": 0.8}}, {"epoch": 5, "val": {"top1": 0.7}}]

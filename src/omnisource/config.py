@@ -113,7 +113,13 @@ class TrainConfig:
 
 @dataclass
 class FeatureConfig:
-    """Feature mode: a frozen backbone embeds frames once; heads train on the cache."""
+    """Feature mode: a frozen backbone embeds frames once; heads train on the cache.
+
+    ``head``: ``tsn`` trains on the mean of the frames' logits; ``frames`` is the same head
+    trained at frame level (models.heads.FrameHead): each frame of a training clip carries its
+    own cross-entropy, and a clip's output is the log of its frames' mean softmax, so predict,
+    evaluate, scoring, serving and ONNX exports all average the softmax over frames; a web
+    image (a still clip of T copies) then trains as the one frame it is. Pixel mode: an error."""
     backbone: str = opt("efficientnet_lite0", "frozen frame encoder")
     pretrained: str = opt("imagenet", '"imagenet" or a checkpoint file of the backbone', path=True,
                           keywords=("imagenet",))
@@ -123,7 +129,9 @@ class FeatureConfig:
     shard_size: int = opt(256, "rows per cache shard")
     workers: int = opt(0, "decoding processes feeding the backbone (0 = one per core)")
     cache_root: str = opt("", "default <workspace>/features; set to share one cache between workspaces", path=True)
-    head: Literal["tsn", "linear", "temporal"] = opt("tsn", "head trained on the features")
+    head: Literal["tsn", "linear", "frames", "temporal"] = opt(
+        "tsn", "head trained on the features; frames = the TSN head trained at frame level (each frame's own "
+        "loss, softmax averaged over frames at test time; a web image trains as one frame)")
 
 
 # The loss weight of a web source's batch when its config sets none, by kind: chosen on the
@@ -354,6 +362,9 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         ("media.min_size", cfg.media.min_size >= 0, "must be 0 or more"),
         ("features.frames", cfg.features.frames >= 1, "must be at least 1"),
         ("features.size", cfg.features.size >= 32, "must be at least 32"),
+        ("features.head", cfg.features.head != "frames" or cfg.mode == "features",
+         "frames (frame-level training of a head on cached features) needs mode=features; pixel-mode networks "
+         "train on whole clips"),
         ("target.val_fraction", 0 <= cfg.target.val_fraction < 1, "must be in [0, 1)"),
         ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
         ("omni.threshold", 0 <= cfg.omni.threshold <= 1, "must be in [0, 1]"),

@@ -8,6 +8,13 @@ backbone (feature mode, docs/concepts.md), output logits ``(B, C)``. Every head 
   evaluation of frozen features (Ghadiyaram et al., CVPR 2019, §4; a linear probe). In eval mode
   it equals the TSN head (``fc`` is linear); in training the TSN head draws a dropout mask per
   frame.
+* ``"frames"`` — :class:`FrameHead`: the TSN head trained at frame level: in training it
+  returns every frame's logits ``(B, T, C)`` and each frame carries its own cross-entropy
+  (``train.loop.per_sample_cross_entropy`` averages them over T), as a linear classifier of
+  single frames does; in eval it returns ``frame_consensus``, the log of the frames' mean
+  softmax, so whatever takes a softmax (predict, evaluate, score, serve, ONNX) gets the
+  softmax averaged over frames (TSN's consensus on scores, Wang et al. 2016, §3.1). A web
+  image, a replicated still clip, then trains as the single frame it is.
 * ``"temporal"`` — :class:`TemporalHead`: a small temporal module, ``Conv1d`` over T (kernel
   ``min(3, num_frames)``, "same" padding) + ReLU, average pooling over T, dropout, ``fc``; it
   sees frame order (TSN and the probe do not).
@@ -15,6 +22,7 @@ backbone (feature mode, docs/concepts.md), output logits ``(B, C)``. Every head 
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Type
 
 import torch
@@ -22,7 +30,7 @@ from torch import nn
 
 from .layers import make_classifier
 
-__all__ = ["TSNHead", "LinearHead", "TemporalHead", "create_head", "HEADS"]
+__all__ = ["TSNHead", "LinearHead", "FrameHead", "TemporalHead", "create_head", "frame_consensus", "HEADS"]
 
 
 def _as_btd(x: torch.Tensor) -> torch.Tensor:
@@ -69,6 +77,21 @@ class LinearHead(TSNHead):
         return self.fc(self.dropout(self.forward_features(x)))
 
 
+def frame_consensus(frame_logits: torch.Tensor) -> torch.Tensor:
+    """(B, T, C) frame logits -> (B, C) log of the mean over T of the frames' softmax: its
+    softmax (and argmax) is the frame-averaged probability."""
+    t = frame_logits.shape[1]
+    return torch.logsumexp(frame_logits.float().log_softmax(-1), dim=1) - math.log(t)
+
+
+class FrameHead(TSNHead):
+    """Per-frame dropout + ``fc``; training: the frame logits (B, T, C); eval: ``frame_consensus``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.fc(self.dropout(_as_btd(x)))
+        return frames if self.training else frame_consensus(frames)
+
+
 class TemporalHead(_Head):
     """``Conv1d(D, hidden, k)`` over T + ReLU, mean over T, dropout, ``fc(hidden, C)``."""
 
@@ -90,12 +113,13 @@ class TemporalHead(_Head):
         return self.fc(self.dropout(self.forward_features(x)))
 
 
-HEADS: Dict[str, Type[_Head]] = {"tsn": TSNHead, "linear": LinearHead, "temporal": TemporalHead}
+HEADS: Dict[str, Type[_Head]] = {"tsn": TSNHead, "linear": LinearHead, "frames": FrameHead, "temporal": TemporalHead}
 
 
 def create_head(kind: str, in_dim: int, num_classes: int, num_frames: int, dropout: float = 0.5, **kwargs) -> nn.Module:
     """Head for cached features ``(B, T, D)`` -> logits ``(B, C)``; ``kind`` in ``"tsn"``,
-    ``"linear"``, ``"temporal"`` (``hidden_dim=`` for the temporal head)."""
+    ``"linear"``, ``"frames"`` (``(B, T, C)`` frame logits in training), ``"temporal"``
+    (``hidden_dim=`` for the temporal head)."""
     if kind not in HEADS:
         raise ValueError(f"unknown head kind {kind!r}; available: {', '.join(sorted(HEADS))}")
     return HEADS[kind](in_dim, num_classes, num_frames, dropout, **kwargs)

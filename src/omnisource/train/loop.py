@@ -130,7 +130,23 @@ def mix_across_sources(x: torch.Tensor, t: torch.Tensor, source: torch.Tensor, a
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) cross-entropy of (B, C) logits against (B, C) targets; of (B, T, C) frame logits (a
+    frame-level head in training, ``features.head=frames``), the mean of the T frames' own."""
+    if logits.dim() == 3:
+        return -(targets.unsqueeze(1) * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean(1)
     return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+
+
+def with_offset(logits: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """(B, C) logit offsets added to (B, C) clip logits or to every frame of (B, T, C)."""
+    return logits.float() + (offset.unsqueeze(1) if logits.dim() == 3 else offset)
+
+
+def clip_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C) clip scores of a training forward: (B, T, C) frame logits go to their consensus."""
+    from ..models.heads import frame_consensus
+
+    return frame_consensus(logits) if logits.dim() == 3 else logits
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -182,8 +198,8 @@ def train_step(model, batches: list[tuple], optimizer, cfg: TrainConfig, num_cla
             x, t, off = mixup(x, t, cfg.mixup_alpha, off)
         with autocast_for(device, cfg.amp, cfg.amp_dtype):
             logits = model(x)
-        total = total + (w * per_sample_cross_entropy(logits.float() + off, t)).sum()
-        logits_of[name] = logits.detach()
+        total = total + (w * per_sample_cross_entropy(with_offset(logits, off), t)).sum()
+        logits_of[name] = clip_logits(logits.detach())
     backward(total * loss_scale if loss_scale != 1.0 else total, scaler)
     if step:
         optimizer_step(optimizer, model.parameters(), cfg.clip_grad, scaler)
