@@ -81,9 +81,10 @@ SETTINGS = {  # name -> (web sources, student overrides)
     "images_raw": (("images_raw",), []),
     "all_raw": (RAW_ALL, []),
     "all_round2": (ALL, []),
+    "untrimmed_round2": (("untrimmed",), []),
 }
 DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
-ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
+ROUNDS = {"all_round2": 2, "untrimmed_round2": 2}  # settings whose student, as teacher, selects the web data again
 KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed"}
 # The omni fields that act on training itself; the others only decide which web samples exist.
 TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resample_power", "cross_mixup",
@@ -336,6 +337,32 @@ def parse_setting(text: str) -> tuple[str, tuple, list[str]]:
     return text, sources, base + overrides
 
 
+def run_record(metrics: dict, n_aux: int, scores: np.ndarray, labels: np.ndarray, base_wrong=None) -> dict:
+    """One run's row of runs.json: the metrics, the kept web samples, the validation clips it
+    gets wrong (indices into the fold's validation rows, the same for every k and seed) and,
+    against the baseline's wrong clips, how many it fixes and breaks."""
+    wrong = sorted(map(int, np.flatnonzero(scores.argmax(1) != labels)))
+    rec = dict(metrics, n_aux=n_aux, wrong=wrong)
+    if base_wrong is not None:
+        rec.update(fixed=len(set(base_wrong) - set(wrong)), broken=len(set(wrong) - set(base_wrong)))
+    return rec
+
+
+def clip_changes(results: dict, a: str, b: str, k: int) -> dict:
+    """Which validation clips setting ``a`` fixes and breaks against ``b`` (runs paired by fold
+    and seed, both with their wrong clips recorded): {"fold:index": [runs fixed, runs broken]},
+    clips changed in no run left out."""
+    out = {}
+    ra, rb = results.get((a, k), {}), results.get((b, k), {})
+    for unit in sorted(set(ra) & set(rb), key=str):
+        if "wrong" not in ra[unit] or "wrong" not in rb[unit]:
+            continue
+        wa, wb = set(ra[unit]["wrong"]), set(rb[unit]["wrong"])
+        for i, col in [(i, 0) for i in wb - wa] + [(i, 1) for i in wa - wb]:
+            out.setdefault(f"{unit[0]}:{i}", [0, 0])[col] += 1
+    return dict(sorted(out.items(), key=lambda kv: (kv[1][0] - kv[1][1], kv[0])))
+
+
 def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, results: dict, diag: dict) -> None:
     split = protocol.target_split(args.data, k, seed, args.test_root, val_groups)
     classes = split.classes
@@ -345,13 +372,12 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     teacher, base, base_scores = train_head(cfg, data, classes)
     trained = {student_key(cfg): (base, base_scores)}  # key -> (metrics, scores) of this run's heads
     unit = (fold, seed)
-    results.setdefault(("baseline", k), {})[unit] = dict(base, n_aux=0)
+    results.setdefault(("baseline", k), {})[unit] = base_rec = run_record(base, 0, base_scores, data[3])
     settings = [parse_setting(s) for s in args.settings if s != "baseline"]
     names = {n for _, sources, _ in settings for n in sources}
     webs = web_sets(args, feats, split, seed, names)
     heads = [(teacher, cfg.features.frames)]
     scores = {n: score_set(heads, webs[n], n, cfg) for n in webs}
-    base_wrong = set(np.flatnonzero(base_scores.argmax(1) != data[3]))
     for setting, sources, overrides in settings:
         sources = [s for s in sources if s in webs]
         if not sources and setting.split("+")[0] != "baseline":
@@ -388,9 +414,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
             else:
                 student, m, s = train_head(scfg, data, classes, aux)
                 trained[key] = (m, s)
-        wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
-        results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
-                                                         broken=len(wrong - base_wrong))
+        results.setdefault((setting, k), {})[unit] = run_record(m, n_aux, s, data[3], base_rec["wrong"])
     row = results
     log(f"k={k} fold={fold} seed={seed}: baseline {base['top1']:.3f}, " + ", ".join(
         f"{s} {row[(s, k)][unit]['top1'] - base['top1']:+.3f}" for s, *_ in settings if unit in row.get((s, k), {}))
@@ -531,9 +555,11 @@ def merge(out: Path, dirs: list[Path], pairs: list[str] = ()) -> int:
     in separate processes, or more settings later, each with its own baseline); a (setting, k,
     fold, seed) present twice is an error unless both give the same metrics (the baseline that
     every run trains again). ``pairs`` ("A:B"): paired differences of A against B, written to
-    pairs.json."""
+    pairs.json with the validation clips A fixes and breaks against B (``clip_changes``)."""
     results, settings, ks, diag = {}, [], [], {}
     for d in dirs:
+        if not (d / "runs.json").is_file():
+            raise SystemExit(f"{d}: no runs.json (not the output folder of a ucf_web.py run)")
         if (d / "diag.json").exists():
             merge_diag(diag, json.loads((d / "diag.json").read_text()))
         for r in json.loads((d / "runs.json").read_text()):
@@ -554,7 +580,7 @@ def merge(out: Path, dirs: list[Path], pairs: list[str] = ()) -> int:
         a, _, b = pair.partition(":")
         for k in sorted(ks, key=lambda k: k or 10**9):
             if (d := between(results, a, b, k)) is not None:
-                found.append(d)
+                found.append(dict(d, clips=clip_changes(results, a, b, k)))
                 print(f"{a} vs {b} k={d['k']}: {d['delta_mean'] * 100:+.2f} [{d['delta_lo'] * 100:+.2f}, "
                       f"{d['delta_hi'] * 100:+.2f}] ({d['runs']} runs)")
     if pairs:
@@ -578,7 +604,8 @@ def main(argv=None) -> int:
                     help="only merge the runs.json (and diag.json) of these output folders into --out/results.json "
                          "(and filters.json, raw_per_query.json)")
     ap.add_argument("--pairs", nargs="*", default=[],
-                    help="with --merge: A:B paired differences of setting A against setting B")
+                    help="with --merge: A:B paired differences of setting A against setting B "
+                         "(and the validation clips A fixes / breaks, in pairs.json)")
     args = ap.parse_args(argv)
     if args.pairs and not args.merge:
         ap.error("--pairs compares merged runs: give --merge DIR ... too")

@@ -151,6 +151,8 @@ def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     (tmp_path / "d" / "runs.json").write_text(json.dumps([dict(r, top1=r["top1"] + 0.1) for r in _runs([0], gain)]))
     with pytest.raises(SystemExit, match="in two runs"):
         ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "d"])
+    with pytest.raises(SystemExit, match="no runs.json"):  # a folder that is no run's output
+        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "nothing"])
 
 
 def test_arms_with_the_same_training_share_one_head_and_others_do_not():
@@ -193,3 +195,36 @@ def test_a_setting_sets_the_loss_weight_per_kind_of_web_source():
                          ("baseline+web.image.weight=x", "expected a number")]:
         with pytest.raises(SystemExit, match=message):
             ucf_web.parse_setting(bad)
+
+
+def test_a_run_records_the_clips_it_gets_wrong_and_merge_names_those_a_setting_changes(tmp_path):
+    import json
+
+    ucf_web = _ucf_web()
+    labels = np.array([0, 1, 2, 0, 1])
+    onehot = np.eye(3)
+    base = ucf_web.run_record({"top1": 0.6}, 0, onehot[[0, 2, 2, 1, 1]], labels)  # clips 1 and 3 wrong
+    assert base["wrong"] == [1, 3] and "fixed" not in base
+    run = ucf_web.run_record({"top1": 0.6}, 7, onehot[[0, 1, 0, 1, 1]], labels, base["wrong"])  # fixes 1, breaks 2
+    assert (run["wrong"], run["fixed"], run["broken"], run["n_aux"]) == ([2, 3], 1, 1, 7)
+    # Over runs paired by fold and seed: clip 1 of fold 0 is fixed in both seeds, clip 2 broken in one.
+    metrics = {"mean_class_accuracy": 0.6, "num_samples": 5, "classes": ["A"], "per_class_accuracy": {"A": 0.6},
+               "n_aux": 0}
+    rows = [dict(metrics, setting="baseline", k=10, fold=0, seed=s, top1=0.6, wrong=[1, 3]) for s in (0, 1)]
+    rows += [dict(metrics, setting="all", k=10, fold=0, seed=0, top1=0.6, wrong=[2, 3]),
+             dict(metrics, setting="all", k=10, fold=0, seed=1, top1=0.8, wrong=[3])]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "runs.json").write_text(json.dumps(rows))
+    assert ucf_web.merge(tmp_path / "m", [tmp_path / "a"], ["all:baseline"]) == 0
+    pair, = json.loads((tmp_path / "m" / "pairs.json").read_text())
+    assert pair["clips"] == {"0:2": [0, 1], "0:1": [2, 0]}  # most broken first
+    # Runs of an older run without the record are left out of the tally, not counted as right.
+    results = {("all", 10): {(0, 0): {"top1": 0.5}}, ("baseline", 10): {(0, 0): {"top1": 0.5, "wrong": [1]}}}
+    assert ucf_web.clip_changes(results, "all", "baseline", 10) == {}
+
+
+def test_a_second_round_exists_for_untrimmed_videos_alone():
+    ucf_web = _ucf_web()
+    setting, sources, overrides = ucf_web.parse_setting("untrimmed_round2+omni.frame_threshold=0.7")
+    assert sources == ("untrimmed",) and overrides == ["omni.frame_threshold=0.7"]
+    assert ucf_web.ROUNDS["untrimmed_round2"] == ucf_web.ROUNDS["all_round2"] == 2
