@@ -90,10 +90,11 @@ SETTINGS = {  # name -> (web sources, student overrides)
     "all_snippets": (("images", "trimmed_snippets", "untrimmed"), []),
     "naive_baseline": ((), []),  # the issue's naive reference, see naive_arm
     "naive": (ALL, []),
+    "untrimmed_round2": (("untrimmed",), []),
 }
 DEFAULT_SETTINGS = ["baseline", "images", "trimmed", "untrimmed", "all", "all_nofilter", "images_raw", "all_raw"]
 NAIVE = ("naive_baseline", "naive")  # reference arms: a linear classifier of single frames (naive_arm)
-ROUNDS = {"all_round2": 2}  # settings whose student, as teacher, selects the web data again
+ROUNDS = {"all_round2": 2, "untrimmed_round2": 2}  # settings whose student, as teacher, selects the web data again
 KIND = {"images": "image", "images_raw": "image", "trimmed": "trimmed", "untrimmed": "untrimmed",
         "trimmed_snippets": "untrimmed"}
 SNIPPETS = ("untrimmed", "trimmed_snippets")  # sources scored per 1 fps frame, trained on snippets
@@ -466,6 +467,32 @@ def teacher_overrides(overrides: list[str]) -> list[str]:
     return [o.removeprefix("teacher.") for o in overrides if o.startswith("teacher.")]
 
 
+def run_record(metrics: dict, n_aux: int, scores: np.ndarray, labels: np.ndarray, base_wrong=None) -> dict:
+    """One run's row of runs.json: the metrics, the kept web samples, the validation clips it
+    gets wrong (indices into the fold's validation rows, the same for every k and seed) and,
+    against the baseline's wrong clips, how many it fixes and breaks."""
+    wrong = sorted(map(int, np.flatnonzero(scores.argmax(1) != labels)))
+    rec = dict(metrics, n_aux=n_aux, wrong=wrong)
+    if base_wrong is not None:
+        rec.update(fixed=len(set(base_wrong) - set(wrong)), broken=len(set(wrong) - set(base_wrong)))
+    return rec
+
+
+def clip_changes(results: dict, a: str, b: str, k: int) -> dict:
+    """Which validation clips setting ``a`` fixes and breaks against ``b`` (runs paired by fold
+    and seed, both with their wrong clips recorded): {"fold:index": [runs fixed, runs broken]},
+    clips changed in no run left out."""
+    out = {}
+    ra, rb = results.get((a, k), {}), results.get((b, k), {})
+    for unit in sorted(set(ra) & set(rb), key=str):
+        if "wrong" not in ra[unit] or "wrong" not in rb[unit]:
+            continue
+        wa, wb = set(ra[unit]["wrong"]), set(rb[unit]["wrong"])
+        for i, col in [(i, 0) for i in wb - wa] + [(i, 1) for i in wa - wb]:
+            out.setdefault(f"{unit[0]}:{i}", [0, 0])[col] += 1
+    return dict(sorted(out.items(), key=lambda kv: (kv[1][0] - kv[1][1], kv[0])))
+
+
 def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, results: dict, diag: dict) -> None:
     split = protocol.target_split(args.data, k, seed, args.test_root, val_groups)
     classes = split.classes
@@ -475,13 +502,13 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     teacher, base, base_scores = train_head(cfg, data, classes)
     trained = {student_key(cfg): (base, base_scores)}  # key -> (metrics, scores) of this run's heads
     unit = (fold, seed)
-    results.setdefault(("baseline", k), {})[unit] = dict(base, n_aux=0)
+    results.setdefault(("baseline", k), {})[unit] = base_rec = run_record(base, 0, base_scores, data[3])
     settings = [parse_setting(s) for s in args.settings if s != "baseline"]
     names = {n for _, sources, _ in settings for n in sources}
     webs = web_sets(args, feats, split, seed, names)
     heads = [(teacher, cfg.features.frames)]
     scores = {n: score_set(heads, webs[n], n, cfg) for n in webs}
-    base_wrong = set(np.flatnonzero(base_scores.argmax(1) != data[3]))
+    base_wrong = base_rec["wrong"]
     naive_web, naive_heads = None, {}  # the naive arms' web frames and frame teachers (by training config)
     teachers = {}  # training config -> web scores of the arms' own teachers (teacher.* overrides)
     for setting, sources, overrides in settings:
@@ -546,11 +573,9 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
 
 
 def record_arm(results: dict, setting: str, k: int, unit: tuple, m: dict, s: np.ndarray, n_aux: int,
-               base_wrong: set, data) -> None:
+               base_wrong: list, data) -> None:
     """An arm's metrics of one run, with the validation clips it fixed / broke against the baseline."""
-    wrong = set(np.flatnonzero(s.argmax(1) != data[3]))
-    results.setdefault((setting, k), {})[unit] = dict(m, n_aux=n_aux, fixed=len(base_wrong - wrong),
-                                                     broken=len(wrong - base_wrong))
+    results.setdefault((setting, k), {})[unit] = run_record(m, n_aux, s, data[3], base_wrong)
 
 
 # --------------------------------------------------------------------------- tables
@@ -687,9 +712,11 @@ def merge(out: Path, dirs: list[Path], pairs: list[str] = ()) -> int:
     in separate processes, or more settings later, each with its own baseline); a (setting, k,
     fold, seed) present twice is an error unless both give the same metrics (the baseline that
     every run trains again). ``pairs`` ("A:B"): paired differences of A against B, written to
-    pairs.json."""
+    pairs.json with the validation clips A fixes and breaks against B (``clip_changes``)."""
     results, settings, ks, diag = {}, [], [], {}
     for d in dirs:
+        if not (d / "runs.json").is_file():
+            raise SystemExit(f"{d}: no runs.json (not the output folder of a ucf_web.py run)")
         if (d / "diag.json").exists():
             merge_diag(diag, json.loads((d / "diag.json").read_text()))
         for r in json.loads((d / "runs.json").read_text()):
@@ -710,7 +737,7 @@ def merge(out: Path, dirs: list[Path], pairs: list[str] = ()) -> int:
         a, _, b = pair.partition(":")
         for k in sorted(ks, key=lambda k: k or 10**9):
             if (d := between(results, a, b, k)) is not None:
-                found.append(d)
+                found.append(dict(d, clips=clip_changes(results, a, b, k)))
                 print(f"{a} vs {b} k={d['k']}: {d['delta_mean'] * 100:+.2f} [{d['delta_lo'] * 100:+.2f}, "
                       f"{d['delta_hi'] * 100:+.2f}] ({d['runs']} runs)")
     if pairs:
@@ -734,7 +761,8 @@ def main(argv=None) -> int:
                     help="only merge the runs.json (and diag.json) of these output folders into --out/results.json "
                          "(and filters.json, raw_per_query.json)")
     ap.add_argument("--pairs", nargs="*", default=[],
-                    help="with --merge: A:B paired differences of setting A against setting B")
+                    help="with --merge: A:B paired differences of setting A against setting B "
+                         "(and the validation clips A fixes / breaks, in pairs.json)")
     args = ap.parse_args(argv)
     if args.pairs and not args.merge:
         ap.error("--pairs compares merged runs: give --merge DIR ... too")

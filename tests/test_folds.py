@@ -4,7 +4,6 @@ import pytest
 
 from omnisource.evaluate.folds import group_folds, fold_paired_interval, summarise_setting
 
-
 def test_group_folds_partition_the_groups_in_balanced_folds():
     groups = [f"{g:02d}" for g in range(8, 26)]
     folds = group_folds(groups[::-1] + groups[:3], 4)  # order and repeats do not matter
@@ -12,12 +11,10 @@ def test_group_folds_partition_the_groups_in_balanced_folds():
     assert sorted(g for f in folds for g in f) == groups
     assert folds[0] == ["08", "12", "16", "20", "24"]
 
-
 @pytest.mark.parametrize("n", [1, 19])
 def test_group_folds_rejects_impossible_counts(n):
     with pytest.raises(ValueError, match="n_folds"):
         group_folds([f"{g:02d}" for g in range(8, 26)], n)
-
 
 def test_bootstrap_interval_excludes_zero_for_a_consistent_gain_and_covers_it_for_noise():
     rng = np.random.default_rng(0)
@@ -30,14 +27,12 @@ def test_bootstrap_interval_excludes_zero_for_a_consistent_gain_and_covers_it_fo
     _, lo, hi = fold_paired_interval(noise)
     assert lo < 0 < hi
 
-
 def test_bootstrap_within_strata_keeps_each_stratum_weight():
     # Stratum 0 always +1, stratum 1 always -1: every stratified replicate has mean 0.
     d = [1.0, 1.0, 1.0, -1.0, -1.0, -1.0]
     assert fold_paired_interval(d, strata=[0, 0, 0, 1, 1, 1]) == (0.0, 0.0, 0.0)
     _, lo, hi = fold_paired_interval(d)  # unstratified replicates vary
     assert lo < 0 < hi
-
 
 def test_summarise_setting_pairs_runs_with_the_same_fold_and_seed():
     base = {(f, s): {"top1": 0.8 + 0.05 * f} for f in range(2) for s in range(3)}
@@ -48,7 +43,6 @@ def test_summarise_setting_pairs_runs_with_the_same_fold_and_seed():
     assert out["top1_mean"] == pytest.approx(0.925)
     assert out["folds"] == 2 and out["runs"] == 6
 
-
 def _ucf_tree(root, classes=("A", "B"), groups=range(8, 26), clips=2):
     for c in classes:
         d = root / "ucf101-6" / "videos" / c
@@ -58,7 +52,6 @@ def _ucf_tree(root, classes=("A", "B"), groups=range(8, 26), clips=2):
                 # An MP4 signature is enough: the importer types files by content, never decodes here.
                 (d / f"v_{c}_g{g:02d}_c{i + 1:02d}.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(16))
     return root
-
 
 def test_fold_split_labels_k_per_class_outside_the_validation_groups(tmp_path):
     from omnisource.evaluate import protocol
@@ -75,7 +68,6 @@ def test_fold_split_labels_k_per_class_outside_the_validation_groups(tmp_path):
         seen_val |= {r["id"] for r in va}
     assert len(seen_val) == 2 * 18 * 2  # every clip is validated exactly once over the folds
 
-
 def test_test_root_split_trains_from_every_group(tmp_path):
     from omnisource.evaluate import protocol
 
@@ -84,7 +76,6 @@ def test_test_root_split_trains_from_every_group(tmp_path):
     split = protocol.target_split(data, 0, seed=0, test_root=test)
     assert len(split.rows("train")) == 2 * 18 * 2
     assert {r["path"].split("_g")[1][:2] for r in split.rows("val")} == {"01", "02"}
-
 
 def _ucf_web():
     import importlib.util
@@ -97,7 +88,6 @@ def _ucf_web():
     spec.loader.exec_module(mod)
     return mod
 
-
 def _runs(folds, gain):
     metrics = {"top1": 0.0, "mean_class_accuracy": 0.0, "num_samples": 10, "classes": ["A"],
                "per_class_accuracy": {"A": 0.0}, "n_aux": 0}
@@ -108,7 +98,6 @@ def _runs(folds, gain):
             out.append(dict(metrics, setting="baseline", k=3, fold=f, seed=seed, top1=base))
             out.append(dict(metrics, setting="all", k=3, fold=f, seed=seed, top1=base + gain[f] + (0.02 if seed else -0.02)))
     return out
-
 
 def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     import json
@@ -151,7 +140,8 @@ def test_merge_pairs_the_runs_of_folds_run_in_separate_processes(tmp_path):
     (tmp_path / "d" / "runs.json").write_text(json.dumps([dict(r, top1=r["top1"] + 0.1) for r in _runs([0], gain)]))
     with pytest.raises(SystemExit, match="in two runs"):
         ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "d"])
-
+    with pytest.raises(SystemExit, match="no runs.json"):  # a folder that is no run's output
+        ucf_web.merge(tmp_path / "m", [tmp_path / "a", tmp_path / "nothing"])
 
 def test_arms_with_the_same_training_share_one_head_and_others_do_not():
     import numpy as np
@@ -175,7 +165,6 @@ def test_arms_with_the_same_training_share_one_head_and_others_do_not():
     soft = np.full((4, 2), 0.5, np.float32)  # soft targets of the same samples: another head
     assert ucf_web.student_key(ucf_web.base_config(0, ["omni.soft_targets=0.5"]), [(images, x, y, soft)]) != key
 
-
 def test_a_setting_sets_the_loss_weight_per_kind_of_web_source():
     ucf_web = _ucf_web()
     # web.<kind>.<field> wins over web.<field> for that kind, whatever the order.
@@ -194,7 +183,6 @@ def test_a_setting_sets_the_loss_weight_per_kind_of_web_source():
         with pytest.raises(SystemExit, match=message):
             ucf_web.parse_setting(bad)
 
-
 def test_naive_frames_are_samples_and_a_clip_scores_the_mean_of_its_frames():
     import numpy as np
 
@@ -208,7 +196,6 @@ def test_naive_frames_are_samples_and_a_clip_scores_the_mean_of_its_frames():
     assert keep.tolist() == [True, False, True, False]  # top-1 = the query and p >= 0.5
     _, sources, _ = ucf_web.parse_setting("naive")
     assert sources == ucf_web.ALL and ucf_web.parse_setting("naive_baseline")[1] == ()
-
 
 def test_the_naive_arm_keeps_agreeing_web_frames_and_drops_planted_wrong_ones():
     import numpy as np
@@ -238,10 +225,40 @@ def test_the_naive_arm_keeps_agreeing_web_frames_and_drops_planted_wrong_ones():
     assert r["precision"] > 0.95 and r["recall"] > 0.65  # ... the planted ones dropped
     assert m["top1"] > 0.9 and np.allclose(scores.sum(1), 1)
 
-
 def test_a_setting_may_train_its_own_teacher():
     ucf_web = _ucf_web()
     _, _, overrides = ucf_web.parse_setting("all+teacher.features.head=frames+features.head=frames")
     assert ucf_web.teacher_overrides(overrides) == ["features.head=frames"]
     with pytest.raises(SystemExit, match="teacher.features.head=nope|features.head: 'nope' is not allowed"):
         ucf_web.parse_setting("all+teacher.features.head=nope")
+
+def test_a_run_records_the_clips_it_gets_wrong_and_merge_names_those_a_setting_changes(tmp_path):
+    import json
+
+    ucf_web = _ucf_web()
+    labels = np.array([0, 1, 2, 0, 1])
+    onehot = np.eye(3)
+    base = ucf_web.run_record({"top1": 0.6}, 0, onehot[[0, 2, 2, 1, 1]], labels)  # clips 1 and 3 wrong
+    assert base["wrong"] == [1, 3] and "fixed" not in base
+    run = ucf_web.run_record({"top1": 0.6}, 7, onehot[[0, 1, 0, 1, 1]], labels, base["wrong"])  # fixes 1, breaks 2
+    assert (run["wrong"], run["fixed"], run["broken"], run["n_aux"]) == ([2, 3], 1, 1, 7)
+    # Over runs paired by fold and seed: clip 1 of fold 0 is fixed in both seeds, clip 2 broken in one.
+    metrics = {"mean_class_accuracy": 0.6, "num_samples": 5, "classes": ["A"], "per_class_accuracy": {"A": 0.6},
+               "n_aux": 0}
+    rows = [dict(metrics, setting="baseline", k=10, fold=0, seed=s, top1=0.6, wrong=[1, 3]) for s in (0, 1)]
+    rows += [dict(metrics, setting="all", k=10, fold=0, seed=0, top1=0.6, wrong=[2, 3]),
+             dict(metrics, setting="all", k=10, fold=0, seed=1, top1=0.8, wrong=[3])]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "runs.json").write_text(json.dumps(rows))
+    assert ucf_web.merge(tmp_path / "m", [tmp_path / "a"], ["all:baseline"]) == 0
+    pair, = json.loads((tmp_path / "m" / "pairs.json").read_text())
+    assert pair["clips"] == {"0:2": [0, 1], "0:1": [2, 0]}  # most broken first
+    # Runs of an older run without the record are left out of the tally, not counted as right.
+    results = {("all", 10): {(0, 0): {"top1": 0.5}}, ("baseline", 10): {(0, 0): {"top1": 0.5, "wrong": [1]}}}
+    assert ucf_web.clip_changes(results, "all", "baseline", 10) == {}
+
+def test_a_second_round_exists_for_untrimmed_videos_alone():
+    ucf_web = _ucf_web()
+    setting, sources, overrides = ucf_web.parse_setting("untrimmed_round2+omni.frame_threshold=0.7")
+    assert sources == ("untrimmed",) and overrides == ["omni.frame_threshold=0.7"]
+    assert ucf_web.ROUNDS["untrimmed_round2"] == ucf_web.ROUNDS["all_round2"] == 2
