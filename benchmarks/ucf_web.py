@@ -31,8 +31,10 @@ joint training ``train.joint``. Web sources:
 
 A setting is a name of ``SETTINGS`` or ``NAME+key=value+...`` (config overrides for the student
 of that arm only, ``web.<field>=`` for every web source, ``web.<kind>.<field>=`` for the sources
-of one kind), so variants are measured as rows of
-the same paired table. Features are computed once into ``--features`` (the product's cache
+of one kind, ``teacher=<members>`` for the teacher ensemble that scores that arm's web data,
+see ``teacher_members``), so variants are measured as rows of the same paired table.
+``omni.calibrate`` (per-class thresholds) cross-fits the teacher's config on the labeled
+clips (``teacher.calibrate.crossfit``), as `omnisource score` does. Features are computed once into ``--features`` (the product's cache
 layout) and reused.
 """
 from __future__ import annotations
@@ -62,7 +64,8 @@ from omnisource.evaluate.folds import summarise_setting
 from omnisource.features.cache import extract_features, load_features
 from omnisource.models import create_backbone
 from omnisource.train.build import feature_model_and_loaders
-from omnisource.select.stage import select_rows
+from omnisource.select.stage import calibrated_thresholds, select_rows
+from omnisource.teacher.calibrate import crossfit
 from omnisource.teacher.score import score_clips, score_untrimmed
 from omnisource.train.joint import aux_arrays, epoch_steps, feature_source, soft_labels, with_features
 from omnisource.train.loop import fit, predict
@@ -253,11 +256,12 @@ def source_config(name: str, overrides: list[str]) -> WebSourceConfig:
     return src
 
 
-def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, classes: list[str]):
+def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, classes: list[str], thresholds=None):
     """select -> transform -> features of one web source; (x, y, soft targets or None, selection
-    stats, training rows, selected rows)."""
+    stats, training rows, selected rows). ``thresholds``: per-class filter thresholds
+    (``omni.calibrate``, from ``select.stage.calibrated_thresholds``)."""
     rows, stats = select_rows(ws.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                              min_keep=cfg.omni.min_keep)
+                              min_keep=cfg.omni.min_keep, thresholds=thresholds)
     kept = [r for r in rows if r["status"] == "ok" and r.get("label") is not None]
     if src.kind == "image":
         train_rows = image_rows(kept, "still", classes, Path("unused-motion.npz"), 1.0, cfg.omni.seed)
@@ -333,7 +337,28 @@ def parse_setting(text: str) -> tuple[str, tuple, list[str]]:
     web = [o for o in overrides if o.startswith("web.")]
     for source in sources or ("images",):  # a bad web override stops the run before it starts
         source_config(source, web)
+    for o in overrides:
+        if o.startswith("teacher="):
+            teacher_members(o)
     return text, sources, base + overrides
+
+
+TEACHER_HEADS = ("tsn", "linear", "temporal")
+
+
+def teacher_members(override: str) -> list[str]:
+    """The members of a ``teacher=`` override (the ensemble that scores this arm's web data; the
+    product's ``omni.teacher_runs`` with several runs, which average their probabilities):
+    ``base`` (the target-only head), ``seedN`` (the same config at train.seed + N), a head kind
+    (``features.head``), ``crossfit`` (the heads of ``teacher.calibrate.crossfit``, each trained
+    on all folds of the labeled clips but one; the base head alone where k = 1 leaves no folds).
+    E.g. ``all+teacher=base,seed1,seed2``."""
+    members = override.partition("=")[2].split(",")
+    for m in members:
+        if not (m in ("base", "crossfit", *TEACHER_HEADS) or (m.startswith("seed") and m[4:].isdigit())):
+            raise SystemExit(f"{override}: unknown teacher member {m!r}; members are base, seedN, crossfit, "
+                             f"or a head kind ({', '.join(TEACHER_HEADS)}), comma separated")
+    return members
 
 
 def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, results: dict, diag: dict) -> None:
@@ -349,15 +374,40 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     settings = [parse_setting(s) for s in args.settings if s != "baseline"]
     names = {n for _, sources, _ in settings for n in sources}
     webs = web_sets(args, feats, split, seed, names)
-    heads = [(teacher, cfg.features.frames)]
-    scores = {n: score_set(heads, webs[n], n, cfg) for n in webs}
+    crossfits, members = {}, {"base": (teacher, cfg.features.frames)}  # this unit's extra heads
+
+    def crossfit_of(folds: int) -> dict:  # the teacher's config cross-fitted on the labeled clips
+        if folds not in crossfits:
+            crossfits[folds] = crossfit(cfg, data[0], data[1], classes, folds)
+        return crossfits[folds]
+
+    def ensemble(spec: str) -> list:  # (head, frames) of the members of a teacher= override
+        out = []
+        for m in teacher_members(spec):
+            if m == "crossfit":
+                out += [(h, cfg.features.frames) for h in crossfit_of(cfg.omni.calibrate_folds).get("heads", [teacher])]
+                continue
+            if m not in members:
+                mcfg = base_config(seed, [*args.set, f"train.seed={seed + int(m[4:])}" if m.startswith("seed")
+                                          else f"features.head={m}"])
+                members[m] = (train_head(mcfg, data, classes)[0], mcfg.features.frames)
+            out.append(members[m])
+        return out
+
+    score_cache = {}  # teacher= spec -> scores of every web source
     base_wrong = set(np.flatnonzero(base_scores.argmax(1) != data[3]))
     for setting, sources, overrides in settings:
         sources = [s for s in sources if s in webs]
         if not sources and setting.split("+")[0] != "baseline":
             continue  # e.g. images_raw without web-raw/
-        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith("web.")]])
-        arm_scores, student = scores, None  # student: each round's head, the next round's teacher
+        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith(("web.", "teacher="))]])
+        spec = ([o for o in overrides if o.startswith("teacher=")] or ["teacher=base"])[-1]
+        if spec not in score_cache:
+            heads = ensemble(spec)
+            score_cache[spec] = {n: score_set(heads, webs[n], n, cfg) for n in webs}
+        thresholds, calibration = calibrated_thresholds(
+            scfg, crossfit_of(scfg.omni.calibrate_folds) if scfg.omni.calibrate != "none" else None, classes)
+        arm_scores, student = score_cache[spec], None  # student: each round's head, the next round's teacher
         rounds = ROUNDS.get(setting.split("+")[0], 1)
         for round_ in range(rounds):
             if round_:  # the last round's student is the next round's teacher
@@ -365,7 +415,8 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
             aux, n_aux, last = [], 0, round_ == rounds - 1
             for name in sources:
                 src = source_config(name, [o for o in overrides if o.startswith("web.")])
-                x, y, soft, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes)
+                x, y, soft, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes,
+                                                                thresholds)
                 aux.append((src, x, y, soft))
                 n_aux += len(y)
                 if not last:
@@ -380,6 +431,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                 d = diag.setdefault((setting, k, name), [])
                 d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
+                          **({"thresholds": calibration["thresholds"]} if calibration else {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
                              if name == "untrimmed" else {})})
             key = student_key(scfg, aux)
@@ -444,6 +496,9 @@ def diag_rows(diag: dict) -> list[dict]:
                     per_class[c][key] = float(np.mean(vals))
         if per_class:
             row["per_class"] = per_class
+        if any("thresholds" in i for i in items):  # calibrated per-class thresholds, mean over the runs
+            row["thresholds"] = {c: float(np.mean([i["thresholds"][c] for i in items if "thresholds" in i]))
+                                 for c in next(i for i in items if "thresholds" in i)["thresholds"]}
         out.append(row)
     return out
 
