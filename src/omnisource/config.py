@@ -199,7 +199,8 @@ class OmniConfig:
     calibrate_value: float = opt(0.9, "the share kept (calibrate=keep) or the precision reached (calibrate=precision)")
     calibrate_range: list[float] = opt(factory=lambda: [0.2, 0.9], doc="[low, high]: the calibrated "
                                        "thresholds are clipped to this range")
-    calibrate_folds: int = opt(5, "cross-fit folds of omni.calibrate (capped by the fewest clips of a class)")
+    calibrate_folds: int = opt(5, "cross-fit folds of omni.calibrate, capped by the fewest clips of a class; a class "
+                                  "with 1 clip (1 label per class) leaves none: omni.threshold then holds for every class")
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
                            "perspective_class"] = opt("still", "how a web image becomes a clip")
     warp_scale: float = opt(1.0, "scales the fitted homography covariance")
