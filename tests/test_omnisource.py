@@ -132,8 +132,9 @@ def test_calibrated_thresholds_run_through_score_and_select_into_the_selection_r
                         r["teacher_prob"] >= r["class_threshold"] for r in kept)
     assert "thresholds per class" in invoke("select", *overrides(data, ws, **calib))
     # Off again: one threshold, no calibration record, and score drops the stale out-of-fold file.
-    invoke("score", *overrides(data, ws))
-    invoke("select", *overrides(data, ws))
+    off = {**calib, "omni.calibrate": "none"}  # the workspace's config.yaml keeps what `run` was given
+    invoke("score", *overrides(data, ws, **off))
+    assert "threshold 0.3)" in invoke("select", *overrides(data, ws, **off))
     assert "calibration" not in json.loads((ws / "selection" / "images.json").read_text())
     assert not (ws / "scores" / "images" / "calibration.json").exists()
 
