@@ -37,7 +37,10 @@ its query's label where the frame classifier of ``naive_baseline`` agrees with p
 A setting is a name of ``SETTINGS`` or ``NAME+key=value+...`` (config overrides for the student
 of that arm only, ``web.<field>=`` for every web source, ``web.<kind>.<field>=`` for the sources
 of one kind, ``teacher.<section>.<field>=`` for a teacher of that arm's own, which scores its web
-data), so variants are measured as rows of the same paired table. Features are computed once into ``--features`` (the product's cache
+data, ``teacher=<members>`` for the teacher ensemble that scores that arm's web data, see
+``teacher_members``), so variants are measured as rows of the same paired table.
+``omni.calibrate`` (per-class thresholds) cross-fits the teacher's config on the labeled
+clips (``teacher.calibrate.crossfit``), as `omnisource score` does. Features are computed once into ``--features`` (the product's cache
 layout) and reused.
 """
 from __future__ import annotations
@@ -67,7 +70,8 @@ from omnisource.evaluate.folds import summarise_setting
 from omnisource.features.cache import extract_features, load_features
 from omnisource.models import create_backbone
 from omnisource.train.build import feature_model_and_loaders
-from omnisource.select.stage import select_rows
+from omnisource.select.stage import calibrated_thresholds, select_rows
+from omnisource.teacher.calibrate import crossfit
 from omnisource.teacher.score import score_clips, score_untrimmed
 from omnisource.train.joint import aux_arrays, epoch_steps, feature_source, soft_labels, with_features
 from omnisource.train.loop import fit, predict
@@ -273,11 +277,12 @@ def source_config(name: str, overrides: list[str]) -> WebSourceConfig:
     return src
 
 
-def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, classes: list[str]):
+def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, classes: list[str], thresholds=None):
     """select -> transform -> features of one web source; (x, y, soft targets or None, selection
-    stats, training rows, selected rows)."""
+    stats, training rows, selected rows). ``thresholds``: per-class filter thresholds
+    (``omni.calibrate``, from ``select.stage.calibrated_thresholds``)."""
     rows, stats = select_rows(ws.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                              min_keep=cfg.omni.min_keep)
+                              min_keep=cfg.omni.min_keep, thresholds=thresholds)
     kept = [r for r in rows if r["status"] == "ok" and r.get("label") is not None]
     if src.kind == "image":
         train_rows = image_rows(kept, "still", classes, Path("unused-motion.npz"), 1.0, cfg.omni.seed)
@@ -458,6 +463,12 @@ def parse_setting(text: str) -> tuple[str, tuple, list[str]]:
         base_config(0, teacher_overrides(overrides))
     except ConfigError as e:
         raise SystemExit(f"{text}: {e}") from None
+    ensembles = [o for o in overrides if o.startswith("teacher=")]
+    for o in ensembles:
+        teacher_members(o)
+    if ensembles and teacher_overrides(overrides):
+        raise SystemExit(f"{text}: teacher= (an ensemble) and teacher.<section>.<field>= (an own teacher) "
+                         "cannot be combined in one setting")
     return text, sources, base + overrides
 
 
@@ -493,6 +504,24 @@ def clip_changes(results: dict, a: str, b: str, k: int) -> dict:
     return dict(sorted(out.items(), key=lambda kv: (kv[1][0] - kv[1][1], kv[0])))
 
 
+TEACHER_HEADS = ("tsn", "linear", "temporal")
+
+
+def teacher_members(override: str) -> list[str]:
+    """The members of a ``teacher=`` override (the ensemble that scores this arm's web data; the
+    product's ``omni.teacher_runs`` with several runs, which average their probabilities):
+    ``base`` (the target-only head), ``seedN`` (the same config at train.seed + N), a head kind
+    (``features.head``), ``crossfit`` (the heads of ``teacher.calibrate.crossfit``, each trained
+    on all folds of the labeled clips but one; the base head alone where k = 1 leaves no folds).
+    E.g. ``all+teacher=base,seed1,seed2``."""
+    members = override.partition("=")[2].split(",")
+    for m in members:
+        if not (m in ("base", "crossfit", *TEACHER_HEADS) or (m.startswith("seed") and m[4:].isdigit())):
+            raise SystemExit(f"{override}: unknown teacher member {m!r}; members are base, seedN, crossfit, "
+                             f"or a head kind ({', '.join(TEACHER_HEADS)}), comma separated")
+    return members
+
+
 def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, results: dict, diag: dict) -> None:
     split = protocol.target_split(args.data, k, seed, args.test_root, val_groups)
     classes = split.classes
@@ -506,8 +535,27 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
     settings = [parse_setting(s) for s in args.settings if s != "baseline"]
     names = {n for _, sources, _ in settings for n in sources}
     webs = web_sets(args, feats, split, seed, names)
-    heads = [(teacher, cfg.features.frames)]
-    scores = {n: score_set(heads, webs[n], n, cfg) for n in webs}
+    crossfits, members = {}, {"base": (teacher, cfg.features.frames)}  # this unit's extra heads
+
+    def crossfit_of(folds: int) -> dict:  # the teacher's config cross-fitted on the labeled clips
+        if folds not in crossfits:
+            crossfits[folds] = crossfit(cfg, data[0], data[1], classes, folds)
+        return crossfits[folds]
+
+    def ensemble(spec: str) -> list:  # (head, frames) of the members of a teacher= override
+        out = []
+        for m in teacher_members(spec):
+            if m == "crossfit":
+                out += [(h, cfg.features.frames) for h in crossfit_of(cfg.omni.calibrate_folds).get("heads", [teacher])]
+                continue
+            if m not in members:
+                mcfg = base_config(seed, [*args.set, f"train.seed={seed + int(m[4:])}" if m.startswith("seed")
+                                          else f"features.head={m}"])
+                members[m] = (train_head(mcfg, data, classes)[0], mcfg.features.frames)
+            out.append(members[m])
+        return out
+
+    score_cache = {}  # teacher= spec -> scores of every web source
     base_wrong = base_rec["wrong"]
     naive_web, naive_heads = None, {}  # the naive arms' web frames and frame teachers (by training config)
     teachers = {}  # training config -> web scores of the arms' own teachers (teacher.* overrides)
@@ -515,7 +563,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
         sources = [s for s in sources if s in webs]
         if not sources and setting.split("+")[0] not in ("baseline", "naive_baseline"):
             continue  # e.g. images_raw without web-raw/
-        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith(("web.", "teacher."))]])
+        scfg = base_config(seed, [*args.set, *[o for o in overrides if not o.startswith(("web.", "teacher"))]])
         if setting.split("+")[0] in NAIVE:
             if naive_web is None and sources:
                 naive_web = naive_web_frames({n: webs[n] for n in ALL if n in webs}, feats, classes)
@@ -526,8 +574,13 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                 diag.setdefault((setting, k, name), []).append(rec)
             record_arm(results, setting, k, unit, m, s, n_aux, base_wrong, data)
             continue
-        arm_scores, student = scores, None  # student: each round's head, the next round's teacher
-        if teacher_overrides(overrides):  # this arm's own teacher (trained once per run and config)
+        spec = ([o for o in overrides if o.startswith("teacher=")] or ["teacher=base"])[-1]
+        if not teacher_overrides(overrides):
+            if spec not in score_cache:
+                heads = ensemble(spec)
+                score_cache[spec] = {n: score_set(heads, webs[n], n, cfg) for n in webs}
+            arm_scores = score_cache[spec]
+        else:  # this arm's own teacher (teacher.* overrides; trained once per run and config)
             tcfg = base_config(seed, [*args.set, *teacher_overrides(overrides)])
             tkey = student_key(tcfg)
             if tkey not in teachers:
@@ -535,6 +588,9 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                 trained.setdefault(tkey, (m, s))
                 teachers[tkey] = {n: score_set([(own, tcfg.features.frames)], webs[n], n, tcfg) for n in webs}
             arm_scores = teachers[tkey]
+        thresholds, calibration = calibrated_thresholds(
+            scfg, crossfit_of(scfg.omni.calibrate_folds) if scfg.omni.calibrate != "none" else None, classes)
+        student = None  # each round's head, the next round's teacher
         rounds = ROUNDS.get(setting.split("+")[0], 1)
         for round_ in range(rounds):
             if round_:  # the last round's student is the next round's teacher
@@ -542,7 +598,8 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
             aux, n_aux, last = [], 0, round_ == rounds - 1
             for name in sources:
                 src = source_config(name, [o for o in overrides if o.startswith("web.")])
-                x, y, soft, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes)
+                x, y, soft, stats, train_rows, rows = build_aux(scfg, src, webs[name], arm_scores[name], classes,
+                                                                thresholds)
                 aux.append((src, x, y, soft))
                 n_aux += len(y)
                 if not last:
@@ -557,6 +614,7 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                 d = diag.setdefault((setting, k, name), [])
                 d.append({"kept": stats["kept"], "scored": stats["scored"], "samples": len(y),
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
+                          **({"thresholds": calibration["thresholds"]} if calibration else {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
                              if name in SNIPPETS else {})})
             key = student_key(scfg, aux)
@@ -625,6 +683,9 @@ def diag_rows(diag: dict) -> list[dict]:
                     per_class[c][key] = float(np.mean(vals))
         if per_class:
             row["per_class"] = per_class
+        if any("thresholds" in i for i in items):  # calibrated per-class thresholds, mean over the runs
+            row["thresholds"] = {c: float(np.mean([i["thresholds"][c] for i in items if "thresholds" in i]))
+                                 for c in next(i for i in items if "thresholds" in i)["thresholds"]}
         out.append(row)
     return out
 

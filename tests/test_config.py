@@ -29,10 +29,16 @@ def test_yaml_file_then_override(tmp_path):
     ("train.amp=maybe", "train.amp: expected true or false"),
     ("nosection.x=1", "nosection: unknown key"),
     ("train", "train: overrides look like section.field=value"),
+    ("omni.calibrate=keep mode=pixels", "omni.calibrate: per-class thresholds cross-fit teacher heads on cached "
+                                        "features: they need mode=features"),
+    ("omni.calibrate=precision omni.filter=agreement", "omni.calibrate: the 'agreement' filter uses no threshold"),
+    ("omni.calibrate_value=1.5", "omni.calibrate_value: must be in [0, 1]"),
+    ("omni.calibrate_range=[0.8,0.2]", "omni.calibrate_range: must be [low, high] in [0, 1]"),
+    ("omni.calibrate_folds=1", "omni.calibrate_folds: must be at least 2"),
 ])
 def test_errors_name_the_field(override, message):
     with pytest.raises(ConfigError) as err:
-        load_config(overrides=[override])
+        load_config(overrides=override.split(" "))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 

@@ -262,3 +262,26 @@ def test_a_second_round_exists_for_untrimmed_videos_alone():
     setting, sources, overrides = ucf_web.parse_setting("untrimmed_round2+omni.frame_threshold=0.7")
     assert sources == ("untrimmed",) and overrides == ["omni.frame_threshold=0.7"]
     assert ucf_web.ROUNDS["untrimmed_round2"] == ucf_web.ROUNDS["all_round2"] == 2
+
+def test_a_setting_names_its_teacher_ensemble_and_filters_report_calibrated_thresholds():
+    ucf_web = _ucf_web()
+    setting, sources, overrides = ucf_web.parse_setting("all+teacher=base,seed1,temporal+omni.calibrate=keep")
+    assert overrides == ["teacher=base,seed1,temporal", "omni.calibrate=keep"]
+    assert ucf_web.teacher_members(overrides[0]) == ["base", "seed1", "temporal"]
+    assert ucf_web.teacher_members("teacher=crossfit") == ["crossfit"]
+    for bad in ("all+teacher=base,seedx", "all+teacher=resnet"):
+        with pytest.raises(SystemExit, match="unknown teacher member"):
+            ucf_web.parse_setting(bad)
+    # filters.json: the calibrated thresholds per class, mean over the runs that had them.
+    runs = [{"kept": 2, "scored": 4, "samples": 2, "kept_per_class": {"a": 2}, "thresholds": {"a": 0.4, "b": 0.9}},
+            {"kept": 4, "scored": 4, "samples": 4, "kept_per_class": {"a": 4}, "thresholds": {"a": 0.6, "b": 0.7}}]
+    (row,) = ucf_web.diag_rows({("all+omni.calibrate=keep", 3, "images"): runs})
+    assert row["thresholds"] == pytest.approx({"a": 0.5, "b": 0.8}) and row["kept"] == 3
+    (row,) = ucf_web.diag_rows({("all", 3, "images"): [{k: v for k, v in runs[0].items() if k != "thresholds"}]})
+    assert "thresholds" not in row
+
+
+def test_an_ensemble_and_an_own_teacher_are_not_combined_in_one_setting():
+    ucf_web = _ucf_web()
+    with pytest.raises(SystemExit, match="cannot be combined"):
+        ucf_web.parse_setting("all+teacher=base,seed1+teacher.features.head=frames")

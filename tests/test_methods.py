@@ -191,3 +191,101 @@ def test_select_min_keep_gives_a_doubted_class_its_best_samples():
     kept = {r["id"]: r["label"] for r in out if r["status"] == "ok"}
     # confidence: r0, r1 pass 0.9; query b keeps its two most confident (top-1 0.9, 0.8), labelled by the teacher
     assert kept == {"r0": 0, "r1": 0, "r5": 0, "r6": 0}
+
+
+def test_crossfit_folds_hold_out_every_class_and_need_two_clips_per_class():
+    from omnisource.select.filter import crossfit_folds
+
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    f = crossfit_folds(y, 5, seed=1)
+    assert f.max() + 1 == 3  # capped by the fewest clips of a class (3)
+    for fold in range(3):  # each fold holds out clips of every class, the 4th clip of class 1 in one of them
+        assert set(y[f == fold].tolist()) == {0, 1, 2}
+    assert sorted(np.bincount(f).tolist()) == [3, 3, 4]
+    assert crossfit_folds(y, 2).max() == 1
+    assert crossfit_folds(np.array([0, 1, 1, 2, 2]), 5) is None  # class 0 has one clip: nothing to hold out
+
+
+def test_class_thresholds_keep_a_share_of_each_class_and_clip_to_the_range():
+    from omnisource.select.filter import class_thresholds
+
+    # Out-of-fold probabilities of the true class: class 0 known surely, class 1 doubted, class 2 no clips.
+    probs = np.zeros((8, 3))
+    probs[:4, 0] = [0.99, 0.97, 0.95, 0.9]
+    probs[4:, 1] = [0.6, 0.4, 0.3, 0.2]
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    t = class_thresholds(probs, y, keep=0.75, low=0.1, high=0.92, default=0.5)
+    assert t[0] == pytest.approx(0.92)  # the 25 % quantile 0.9375, clipped to high
+    assert t[1] == pytest.approx(0.275)  # between 0.2 and 0.3: three of the four clips pass
+    assert t[2] == 0.5  # no clip of class 2: the default
+    assert (probs[4:, 1] >= t[1]).sum() == 3
+    assert class_thresholds(probs, y, 0.75, 0.3, 0.92, 0.5)[1] == pytest.approx(0.3)
+
+
+def test_precision_thresholds_rise_for_a_class_the_teacher_confuses():
+    from omnisource.select.filter import precision_thresholds
+
+    # Top-1 class 0 for five clips: right at 0.9, 0.8, 0.7, wrong at 0.6 and right at 0.5; class 1 always right.
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.5, 0.5 - 1e-3],
+                      [0.2, 0.8], [0.4, 0.6]])
+    y = np.array([0, 0, 0, 1, 0, 1, 1])
+    t = precision_thresholds(probs, y, 1.0, 0.0, 1.0, 0.5)
+    assert t[0] == pytest.approx(0.7) and t[1] == pytest.approx(0.6)  # everything above is right
+    assert precision_thresholds(probs, y, 0.8, 0.0, 1.0, 0.5)[0] == pytest.approx(0.5)  # 4 of 5 right
+    assert precision_thresholds(probs, y, 1.0, 0.75, 0.95, 0.5).tolist() == [0.75, 0.75]  # clipped to low
+    wrong = np.array([1, 1, 1, 1, 1, 1, 1])  # the teacher is never right about class 0: high
+    assert precision_thresholds(probs, wrong, 0.9, 0.1, 0.95, 0.5)[0] == 0.95
+    assert precision_thresholds(np.array([[0.9, 0.1]]), np.array([0]), 0.9, 0.1, 0.95, 0.42)[1] == 0.42
+
+
+def test_select_with_per_class_thresholds_keeps_the_doubted_class_and_records_them():
+    from omnisource.select.stage import select_rows
+
+    classes = ["a", "b"]
+    rows = [dict(id=f"r{i}", status="ok", weak_labels=[q], true_label=q) for i, q in enumerate("aaabbb")]
+    pa = [0.95, 0.7, 0.6, 0.4, 0.45, 0.3]  # probability of class a; b samples are b's top-1 at 0.6, 0.55, 0.7
+    scores = {r["id"]: {"pred": int(p < 0.5), "prob": max(p, 1 - p), "probs": [p, 1 - p]} for r, p in zip(rows, pa)}
+    out, _ = select_rows(rows, scores, classes, "both", 0.8, {})
+    assert [r["id"] for r in out if r["status"] == "ok"] == ["r0"]
+    out, stats = select_rows(rows, scores, classes, "both", 0.8, {}, thresholds=np.array([0.9, 0.58]))
+    kept = {r["id"]: r for r in out if r["status"] == "ok"}
+    assert set(kept) == {"r0", "r3", "r5"}  # class b at 0.58 keeps its samples at 0.6 and 0.7, not 0.55
+    assert kept["r3"]["class_threshold"] == pytest.approx(0.58) and kept["r0"]["class_threshold"] == 0.9
+    dropped = {r["id"]: r["reason"] for r in out if r["status"] == "rejected"}
+    assert dropped["r4"] == "teacher confidence 0.55 < 0.58" and dropped["r1"] == "teacher confidence 0.70 < 0.90"
+    assert stats["kept_per_class"] == {"a": 1, "b": 2}
+
+
+def test_calibrated_thresholds_fall_back_to_the_global_threshold_without_folds():
+    from omnisource.config import load_config
+    from omnisource.select.stage import calibrated_thresholds
+
+    classes = ["a", "b"]
+    cfg = load_config(overrides=["omni.calibrate=keep", "omni.calibrate_value=0.5", "omni.calibrate_range=[0.1,0.9]"])
+    record = {"folds": 2, "labels": [0, 0, 1, 1], "probs": [[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.8, 0.2]]}
+    t, info = calibrated_thresholds(cfg, record, classes)
+    assert t.tolist() == pytest.approx([0.8, 0.3]) and info["thresholds"] == {"a": 0.8, "b": 0.3}
+    assert info["rule"] == "keep" and info["folds"] == 2 and info["clips"] == 4
+    t, info = calibrated_thresholds(cfg, {"folds": 0, "reason": "fewer than 2"}, classes)
+    assert t is None and info["thresholds"] == {"a": 0.5, "b": 0.5} and info["note"] == "fewer than 2"
+    assert calibrated_thresholds(load_config(), record, classes) == (None, {})
+
+
+def test_crossfit_scores_each_clip_with_a_head_that_never_saw_it():
+    from omnisource.config import load_config
+    from omnisource.teacher.calibrate import crossfit
+
+    rng = np.random.default_rng(0)
+    # Two classes, 4 clips each, 3 frames of 8 features: class c has mean +-1 on feature 0.
+    y = np.repeat([0, 1], 4)
+    x = rng.normal(0, 0.3, (8, 3, 8)).astype(np.float32)
+    x[:, :, 0] += np.where(y == 0, -1.0, 1.0)[:, None]
+    x[7, :, 0] = -1.0  # a class-1 clip that looks like class 0: only a head that trained on it could know
+    cfg = load_config(overrides=["train.device=cpu", "train.epochs=30", "train.optimizer=adamw", "train.lr=0.01",
+                                 "features.frames=3", "train.batch_size=4"])
+    rec = crossfit(cfg, x, y, ["a", "b"], folds=4)
+    assert rec["folds"] == 4 and len(rec["heads"]) == 4 and rec["probs"].shape == (8, 2)
+    assert np.allclose(rec["probs"].sum(1), 1.0)
+    assert (rec["probs"][:7].argmax(1) == y[:7]).all()
+    assert rec["probs"][7].argmax() == 0  # out of fold, the odd clip is scored as it looks
+    assert crossfit(cfg, x[:5], y[:5], ["a", "b"])["folds"] == 0  # class b has one clip (k = 1)

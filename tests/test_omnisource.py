@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from omnisource.cli import app
 from omnisource.data.manifest import read_manifest
 from omnisource.demo.synthetic import generate, web_manifests
+from omnisource.workspace import Workspace
 
 runner = CliRunner()
 
@@ -110,6 +111,32 @@ def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed
             "omni.soft_targets": 0.5}))
         assert "student: images" in out  # retrained from the new inputs
         assert "soft_targets: 0.5" in (ws / "runs" / "omnisource" / "config.yaml").read_text()
+
+
+def test_calibrated_thresholds_run_through_score_and_select_into_the_selection_record(data, tmp_path):
+    ws = tmp_path / "ws"
+    calib = {"omni.calibrate": "keep", "omni.calibrate_value": 0.5, "omni.calibrate_range": "[0.2,0.9]"}
+    out = invoke("run", *overrides(data, ws, **calib))
+    assert "out-of-fold teacher probabilities of the target's training clips, 5 folds" in out
+    record = json.loads((ws / "scores" / "images" / "calibration.json").read_text())
+    assert record["folds"] == 5 and record["teachers"] == ["target_only"]  # 6 training clips per class
+    target = read_manifest(Workspace(ws).target_manifest())
+    classes, train = target.classes, [r for r in target.rows if r["split"] == "train" and r["status"] == "ok"]
+    assert len(record["probs"]) == len(record["labels"]) == len(train) == 6 * len(classes)
+    sel = json.loads((ws / "selection" / "images.json").read_text())
+    cal = sel["calibration"]
+    assert cal["rule"] == "keep" and cal["folds"] == 5 and set(cal["thresholds"]) == set(classes)
+    assert all(0.2 <= t <= 0.9 for t in cal["thresholds"].values())
+    kept = [r for r in read_manifest(ws / "manifests" / "aux_images.parquet").rows if r["status"] == "ok"]
+    assert kept and all(r["class_threshold"] == pytest.approx(cal["thresholds"][classes[r["label"]]], abs=1e-4) and
+                        r["teacher_prob"] >= r["class_threshold"] for r in kept)
+    assert "thresholds per class" in invoke("select", *overrides(data, ws, **calib))
+    # Off again: one threshold, no calibration record, and score drops the stale out-of-fold file.
+    off = {**calib, "omni.calibrate": "none"}  # the workspace's config.yaml keeps what `run` was given
+    invoke("score", *overrides(data, ws, **off))
+    assert "threshold 0.3)" in invoke("select", *overrides(data, ws, **off))
+    assert "calibration" not in json.loads((ws / "selection" / "images.json").read_text())
+    assert not (ws / "scores" / "images" / "calibration.json").exists()
 
 
 def _run_cli(args, env):

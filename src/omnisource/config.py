@@ -200,6 +200,21 @@ class OmniConfig:
     # k = 1), lifts untrimmed videos alone at k = 10 (+0.3, the one goal cell missed at 0), has
     # no interval below 0 anywhere and leaves trimmed videos at k >= 3 as they were.
     min_keep: float = opt(0.25, "share of each query's samples kept regardless of the filter, most probable first")
+    # Per-class thresholds (feature mode): a class the teacher knows with little confidence gets
+    # a lower threshold, one it is sure of a higher one. Calibrated on the target's labeled clips
+    # with out-of-fold probabilities (teacher.calibrate; the teacher's own are inflated on clips
+    # it trained on). With fewer than 2 clips in some class (1 label per class) nothing can be
+    # held out: omni.threshold then applies to every class, and the selection record says so.
+    calibrate: Literal["none", "keep", "precision"] = opt(
+        "none", "per-class thresholds from out-of-fold teacher probabilities on the target's labeled clips: "
+                "keep = class c's threshold keeps the share calibrate_value of c's clips; precision = the lowest "
+                "threshold at which the clips the teacher puts in c reach precision calibrate_value; none = "
+                "omni.threshold for every class (needs mode=features)")
+    calibrate_value: float = opt(0.9, "the share kept (calibrate=keep) or the precision reached (calibrate=precision)")
+    calibrate_range: list[float] = opt(factory=lambda: [0.2, 0.9], doc="[low, high]: the calibrated "
+                                       "thresholds are clipped to this range")
+    calibrate_folds: int = opt(5, "cross-fit folds of omni.calibrate, capped by the fewest clips of a class; a class "
+                                  "with 1 clip (1 label per class) leaves none: omni.threshold then holds for every class")
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
                            "perspective_class"] = opt("still", "how a web image becomes a clip")
     warp_scale: float = opt(1.0, "scales the fitted homography covariance")
@@ -373,6 +388,14 @@ def validate(cfg: Config, teachers: bool = True) -> None:
         ("target.per_class", cfg.target.per_class >= 0, "must be 0 (all) or more"),
         ("omni.threshold", 0 <= cfg.omni.threshold <= 1, "must be in [0, 1]"),
         ("omni.min_keep", 0 <= cfg.omni.min_keep <= 1, "must be in [0, 1]"),
+        ("omni.calibrate_value", 0 <= cfg.omni.calibrate_value <= 1, "must be in [0, 1]"),
+        ("omni.calibrate", cfg.omni.calibrate == "none" or cfg.mode == "features",
+         "per-class thresholds cross-fit teacher heads on cached features: they need mode=features (set it to none)"),
+        ("omni.calibrate", cfg.omni.calibrate == "none" or cfg.omni.filter in ("confidence", "both"),
+         f"the {cfg.omni.filter!r} filter uses no threshold to calibrate (use confidence or both, or set it to none)"),
+        ("omni.calibrate_range", len(cfg.omni.calibrate_range) == 2
+         and 0 <= cfg.omni.calibrate_range[0] <= cfg.omni.calibrate_range[-1] <= 1, "must be [low, high] in [0, 1]"),
+        ("omni.calibrate_folds", cfg.omni.calibrate_folds >= 2, "must be at least 2"),
         ("omni.align", cfg.omni.align != "mean" or cfg.mode == "features",
          "mean alignment shifts cached features: it needs mode=features (use auto or none)"),
         ("omni.soft_targets", 0 <= cfg.omni.soft_targets <= 1, "must be in [0, 1]"),

@@ -87,9 +87,21 @@ def verdict(result: dict, baseline: str) -> str:
             f"on {result['clips']} validation clips")
 
 
-def _filter(cfg: Config) -> str:
+def _filter(cfg: Config, selection: dict | None = None) -> str:
+    """The filter rule and its threshold(s); with a selection record, the calibrated per-class
+    thresholds it used (omni.calibrate)."""
     o = cfg.omni
-    return "none (query labels)" if o.filter == "none" else f"{o.filter}, threshold {o.threshold:g}"
+    if o.filter == "none":
+        return "none (query labels)"
+    if o.calibrate == "none":
+        return f"{o.filter}, threshold {o.threshold:g}"
+    cal = (selection or {}).get("calibration")
+    if not cal:
+        return f"{o.filter}, thresholds per class ({o.calibrate} {o.calibrate_value:g}, out of fold)"
+    if not cal.get("folds"):
+        return f"{o.filter}, threshold {o.threshold:g} (not calibrated: {cal.get('note', 'no folds')})"
+    per = ", ".join(f"{c} {t:.2f}" for c, t in cal["thresholds"].items())
+    return f"{o.filter}, thresholds per class ({o.calibrate} {o.calibrate_value:g}, {cal['folds']} folds): {per}"
 
 
 def _settings(cfg: Config, ws, seeds: list) -> str:
@@ -128,7 +140,7 @@ def _sources(cfg: Config, ws, arms: dict, baseline: str) -> list[list]:
                 s = read_json(sel, src.name)
                 f = s.get("filter") or {}
                 kept = f"{s['kept']} ({100 * s['kept'] / s['scored']:.0f} %)" if s.get("scored") else s.get("kept")
-                rows.append([name, src.name, src.kind, _filter(acfg), s.get("scored"), kept,
+                rows.append([name, src.name, src.kind, _filter(acfg, s), s.get("scored"), kept,
                              f.get("precision", "unknown"), f.get("recall", "unknown")])
     return rows
 

@@ -5,6 +5,9 @@ Rules: ``confidence`` keeps a sample whose teacher top-1 probability reaches the
 equals the class of its query (mmaction2's released lists); ``both`` needs both.
 ``query_floor`` adds a per-class floor: each query also keeps its best-ranked share of samples,
 by the teacher's probability of the query's class (agreement rules) or of its top-1 (confidence).
+``class_thresholds`` / ``precision_thresholds`` calibrate one threshold per class on the target's labeled clips, from
+out-of-fold teacher probabilities (``crossfit_folds`` splits the clips; the teacher has seen them,
+so its own probabilities on them are inflated).
 """
 from __future__ import annotations
 
@@ -76,13 +79,15 @@ def teacher_rows(rows: list[dict], classes: list[str], query_map: dict[str, str]
 
 
 def keep_mask(pred: np.ndarray, prob: np.ndarray, query_class: np.ndarray, rule: str = "confidence",
-              threshold: float = 0.5) -> np.ndarray:
+              threshold: float | np.ndarray = 0.5) -> np.ndarray:
     """Boolean mask of samples kept. ``pred``/``prob``: teacher top-1 class and probability;
-    ``query_class``: class of the sample's query (-1 = none)."""
+    ``query_class``: class of the sample's query (-1 = none). ``threshold``: one for every
+    class, or one per class (C,), taken at the sample's top-1 (under ``both`` a kept sample's
+    top-1 is its query's class)."""
     pred, prob, query_class = np.asarray(pred), np.asarray(prob), np.asarray(query_class)
     if rule == "none":
         return np.ones(len(pred), dtype=bool)
-    confident = prob >= threshold
+    confident = prob >= sample_thresholds(threshold, pred)
     agree = (pred == query_class) & (query_class >= 0)
     if rule == "confidence":
         return confident
@@ -91,6 +96,71 @@ def keep_mask(pred: np.ndarray, prob: np.ndarray, query_class: np.ndarray, rule:
     if rule == "both":
         return confident & agree
     raise ValueError(f"unknown filter rule {rule!r}; expected one of {RULES}")
+
+
+def sample_thresholds(threshold: float | np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Per sample, the threshold of its class ``cls`` (a scalar applies to every class)."""
+    cls = np.asarray(cls, np.int64)
+    if np.ndim(threshold) == 0:
+        return np.full(len(cls), float(threshold))
+    return np.asarray(threshold, np.float64)[np.clip(cls, 0, None)]
+
+
+def crossfit_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray | None:
+    """Fold index (0 .. n-1) of each labeled clip for cross-fitting, stratified by class: each
+    class's clips are shuffled and dealt round-robin, so every fold holds out clips of every
+    class and the heads trained on the other folds still see each class. n = ``folds``, capped
+    by the fewest clips of a class; None when some class has fewer than 2 clips (one clip per
+    class leaves nothing to hold out)."""
+    labels = np.asarray(labels, np.int64)
+    if not len(labels):
+        return None
+    n = min(int(folds), *(int((labels == c).sum()) for c in np.unique(labels)))
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        out[idx] = np.arange(len(idx)) % n
+    return out
+
+
+def class_thresholds(probs: np.ndarray, labels: np.ndarray, keep: float, low: float, high: float,
+                     default: float) -> np.ndarray:
+    """Per class c, the probability of class c at which the out-of-fold teacher keeps the share
+    ``keep`` of the labeled clips of class c (their (1 - keep) quantile), clipped to [low, high];
+    ``default`` for a class without clips. ``probs`` (N, C): out-of-fold probabilities of the N
+    labeled clips, ``labels`` their classes. A class the teacher recognises with little
+    confidence gets a lower threshold (it keeps more of its web samples), one it is sure of a
+    higher one (it keeps fewer look-alikes)."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
+    out = np.full(probs.shape[1], float(default))
+    for c in range(probs.shape[1]):
+        mine = probs[labels == c, c]
+        if len(mine):
+            out[c] = np.clip(np.quantile(mine, 1.0 - keep), low, high)
+    return out
+
+
+def precision_thresholds(probs: np.ndarray, labels: np.ndarray, precision: float, low: float, high: float,
+                         default: float) -> np.ndarray:
+    """Per class c, the lowest threshold at which the labeled clips the out-of-fold teacher puts
+    in c (top-1 c, probability at least the threshold) are right at rate ``precision``, clipped
+    to [low, high]: ``high`` where no threshold reaches it, ``default`` for a class the teacher
+    puts no clip in. A class the teacher confuses with others gets a higher threshold."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
+    pred, top = probs.argmax(1), probs.max(1)
+    out = np.full(probs.shape[1], float(default))
+    for c in range(probs.shape[1]):
+        mine = np.flatnonzero(pred == c)
+        if not len(mine):
+            continue
+        order = mine[np.argsort(-top[mine], kind="stable")]
+        hits = np.cumsum(labels[order] == c) / np.arange(1, len(order) + 1)  # precision of the top i + 1
+        ok = np.flatnonzero(hits >= precision - 1e-12)
+        out[c] = np.clip(top[order[ok[-1]]] if len(ok) else high, low, high)
+    return out
 
 
 def query_floor(query_prob: np.ndarray, group: np.ndarray, min_keep: float) -> np.ndarray:

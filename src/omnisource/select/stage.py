@@ -11,15 +11,18 @@ from ..config import Config
 from ..console import console
 from ..data.manifest import Manifest, ManifestError, atomic_write_text, read_manifest, write_manifest
 from ..stamps import config_inputs, file_inputs, stage
+from ..teacher.calibrate import CALIBRATION
 from ..teacher.score import read_scores
 from ..web import query_classes, query_inputs
 from ..workspace import Workspace
-from .filter import keep_mask, map_queries, precision_recall, pseudo_labels, query_floor
+from .filter import (class_thresholds, keep_mask, map_queries, precision_recall, precision_thresholds,
+                     pseudo_labels, query_floor, sample_thresholds)
 
 
 def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], rule: str, threshold: float,
                 query_map: dict[str, str], query_index: dict[str, int] | None = None,
-                min_keep: float = 0.0, evidence: str = "frames") -> tuple[list[dict], dict]:
+                min_keep: float = 0.0, evidence: str = "frames",
+                thresholds: np.ndarray | None = None) -> tuple[list[dict], dict]:
     """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics.
     ``query_index`` (query -> class, ``web.query_classes``) replaces mapping by ``query_map``.
     ``evidence``: what decides for an untrimmed video, its best 1 fps frame (``frames``, for
@@ -28,7 +31,11 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
     ``min_keep``: each query also keeps its ``min_keep`` share of samples with the highest
     teacher probability of its class (of the teacher's top-1 under ``confidence``;
     ``filter.query_floor``); a row kept so records that floor as ``query_floor``, which the
-    untrimmed transform uses as its frame threshold."""
+    untrimmed transform uses as its frame threshold.
+
+    ``thresholds`` (C,): one threshold per class (``calibrated_thresholds``) instead of
+    ``threshold``; a row kept so records its class's as ``class_threshold`` (the untrimmed
+    transform's frame threshold when lower than ``omni.frame_threshold``)."""
     queries = sorted({r["weak_labels"][0] for r in rows if r.get("weak_labels")})
     qmap = query_index if query_index is not None else map_queries(queries, classes, query_map)
     scored = [r for r in rows if r["status"] == "ok" and r["id"] in scores]
@@ -54,7 +61,8 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                 prob[i] = np.asarray(rec["frame_probs"])[:, qcls[i]].max()
             if rule == "confidence":
                 pred[i] = qcls[i]
-    keep = keep_mask(pred, prob, qcls, rule, threshold)
+    per_sample = sample_thresholds(threshold if thresholds is None else thresholds, pred)
+    keep = keep_mask(pred, prob, qcls, rule, threshold if thresholds is None else thresholds)
     floor = np.full(len(scored), np.inf)
     if min_keep > 0 and rule != "none":  # "none" keeps every sample that has a class anyway
         if rule == "confidence":  # rank by the teacher's top-1 within each query
@@ -87,13 +95,37 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                 r["label"] = int(labels[i])
                 if np.isfinite(floor[i]):
                     r["query_floor"] = float(floor[i])
+                if thresholds is not None:
+                    r["class_threshold"] = float(per_sample[i])
             else:
                 r["status"] = "rejected"
-                r["drop_reason"], r["reason"] = _why(rule, prob[i], threshold, pred[i], qcls[i], classes,
+                r["drop_reason"], r["reason"] = _why(rule, prob[i], per_sample[i], pred[i], qcls[i], classes,
                                                      r.get("weak_labels"))
         out.append(r)
     stats = _stats(out, scored, keep, labels, classes)
     return out, stats
+
+
+def calibrated_thresholds(cfg: Config, record: dict | None, classes: list[str]) -> tuple[np.ndarray | None, dict]:
+    """(per-class thresholds or None, the selection record's ``calibration``) of
+    ``omni.calibrate`` from a cross-fit record (``teacher.calibrate.crossfit``, or the
+    ``calibration.json`` that `score` writes from it); (None, {}) when calibration is off. Without
+    folds (some class has 1 labeled clip) every class keeps ``omni.threshold``."""
+    o = cfg.omni
+    if o.calibrate == "none":
+        return None, {}
+    if record is None:
+        raise ManifestError(f"omni.calibrate={o.calibrate} but the teacher scores have no out-of-fold "
+                            "probabilities; re-run `omnisource score`")
+    info = {"rule": o.calibrate, "value": o.calibrate_value, "range": list(o.calibrate_range),
+            "folds": int(record["folds"])}
+    if not record["folds"]:
+        return None, {**info, "note": record["reason"], "thresholds": dict.fromkeys(classes, o.threshold)}
+    labels = np.asarray(record["labels"])
+    rule = class_thresholds if o.calibrate == "keep" else precision_thresholds
+    t = rule(np.asarray(record["probs"]), labels, o.calibrate_value, o.calibrate_range[0], o.calibrate_range[-1],
+             o.threshold)
+    return t, {**info, "clips": int(len(labels)), "thresholds": {c: round(float(v), 4) for c, v in zip(classes, t)}}
 
 
 DROP_REASONS = ("no class", "low confidence", "disagreement")
@@ -125,7 +157,9 @@ def _stats(out, scored, keep, labels, classes) -> dict:
 
 
 @stage("select", lambda cfg, ws: {
-    **config_inputs(cfg, "omni.filter", "omni.threshold", "omni.min_keep", "web"), **query_inputs(ws),
+    **config_inputs(cfg, "omni.filter", "omni.threshold", "omni.min_keep", "omni.calibrate", "omni.calibrate_value",
+                    "omni.calibrate_range",
+                    "web"), **query_inputs(ws),
     **file_inputs(ws, [ws.target_manifest()] + [p for s in cfg.web for p in (ws.web(s.name), ws.scores(s.name))])},
     lambda cfg, ws: [p for s in cfg.web for p in (ws.web(s.name, "aux"), ws.selection(s.name))])
 def select_stage(cfg: Config, workspace) -> list[Path]:
@@ -139,15 +173,22 @@ def select_stage(cfg: Config, workspace) -> list[Path]:
         scores = read_scores(ws.scores(src.name))
         queries = [r["weak_labels"][0] for r in manifest.rows if r["status"] == "ok" and r.get("weak_labels")]
         index = query_classes(ws, src, classes, queries, "select")
+        calib = ws.scores(src.name) / CALIBRATION
+        thresholds, calibration = calibrated_thresholds(
+            cfg, json.loads(calib.read_text()) if calib.exists() else None, classes)
         rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                                  index, cfg.omni.min_keep, "clips" if cfg.omni.untrimmed == "clips" else "frames")
+                                  index, cfg.omni.min_keep, "clips" if cfg.omni.untrimmed == "clips" else "frames",
+                                  thresholds)
+        if calibration:
+            stats["calibration"] = calibration
         info = ws.scores_info(src.name)
         stats["teachers"] = [t["run"] for t in json.loads(info.read_text())["teachers"]] if info.exists() else []
         out = write_manifest(Manifest(rows, classes), ws.web(src.name, "aux"))
         atomic_write_text(ws.selection(src.name), json.dumps(stats, indent=2))
         pr = stats.get("filter")
-        console.print(f"select {src.name}: kept {stats['kept']} of {stats['scored']} ({cfg.omni.filter}, "
-                      f"threshold {cfg.omni.threshold})"
+        shown = (f"threshold {cfg.omni.threshold}" if thresholds is None else
+                 f"thresholds per class {thresholds.min():.2f}-{thresholds.max():.2f}")
+        console.print(f"select {src.name}: kept {stats['kept']} of {stats['scored']} ({cfg.omni.filter}, {shown})"
                       + (f", precision {pr['precision']:.2f} recall {pr['recall']:.2f}" if pr else ""))
         outs.append(out)
     return outs

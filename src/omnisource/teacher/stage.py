@@ -2,7 +2,10 @@
 
 Each source has its own teachers (``web[i].teachers``, else ``omni.teacher_runs``; several =
 an ensemble averaging probabilities): a 2D teacher for images, a 3D one for videos.
-``scores/<source>/teachers.json`` records which teachers scored the source.
+``scores/<source>/teachers.json`` records which teachers scored the source; with
+``omni.calibrate``, ``scores/<source>/calibration.json`` holds the out-of-fold teacher
+probabilities of the target's training clips (``teacher.calibrate``) that `select` calibrates
+its per-class thresholds from.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from ..data.manifest import atomic_write_text, read_manifest
 from ..select.filter import teacher_rows
 from ..stamps import config_inputs, file_inputs, stage, teacher_inputs, value_digest
 from ..workspace import Workspace
+from .calibrate import CALIBRATION, target_crossfit
 from .score import Teacher, describe, load_teacher, score_clips, score_in_shards, score_untrimmed
 
 
@@ -99,7 +103,8 @@ def teacher_identity(cfg: Config, ws: Workspace) -> dict:
 
 
 @stage("score", lambda cfg, ws, engine=None: {  # the engine changes no score
-    **teacher_identity(cfg, ws), **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web])},
+    **teacher_identity(cfg, ws), **file_inputs(ws, [ws.target_manifest()] + [ws.web(s.name) for s in cfg.web]),
+    **({"calibration": value_digest(["crossfit", cfg.omni.calibrate_folds])} if cfg.omni.calibrate != "none" else {})},
        lambda cfg, ws, engine=None: [ws.scores(s.name) for s in cfg.web])
 def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
     """Score every web source with its teachers (``web[i].teachers``, else ``omni.teacher_runs``)
@@ -116,6 +121,7 @@ def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
             raise ConfigError(f"teacher run {name} was trained in {loaded[name].cfg.mode} mode; "
                               f"this experiment scores in {cfg.mode} mode")
     identity = teacher_identity(cfg, ws)
+    crossfits: dict[tuple, dict] = {}  # teacher names -> out-of-fold record (omni.calibrate)
     outs = []
     for src in cfg.web:
         names = source_teachers(cfg, src)
@@ -139,6 +145,15 @@ def score_stage(cfg: Config, workspace, engine=None) -> list[Path]:
             {"source": src.name, "kind": src.kind, "teachers": [describe(t) for t in teachers],
              "clip_seconds": cfg.omni.clip_seconds, "views": cfg.omni.score_views if cfg.mode == "pixels" else 1},
             indent=2))
+        if cfg.omni.calibrate != "none":
+            if tuple(names) not in crossfits:
+                crossfits[tuple(names)] = target_crossfit(teachers, ws, cfg.omni.calibrate_folds)
+            record = crossfits[tuple(names)]
+            atomic_write_text(out / CALIBRATION, json.dumps(record))
+            console.print(f"score {src.name}: out-of-fold teacher probabilities of the target's training clips, "
+                          + (f"{record['folds']} folds" if record["folds"] else record["reason"]))
+        elif (out / CALIBRATION).exists():  # of other teachers or settings: never read as current
+            (out / CALIBRATION).unlink()
         console.print(f"score {src.name}: {len(rows)} rows by {', '.join(names)}{' (ray)' if engine else ''} -> {out}")
         outs.append(out)
     return outs

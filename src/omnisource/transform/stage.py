@@ -96,14 +96,20 @@ def image_rows(rows: list[dict], spec: str, classes: list[str], motion_path: Pat
     return out
 
 
+def frame_threshold(o, row: dict) -> float:
+    """The probability at which a frame (clip) of a kept untrimmed video is positive."""
+    return min(o.frame_threshold, row.get("query_floor") or 1.0, row.get("class_threshold") or 1.0)
+
+
 def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
     o = cfg.omni
     out = []
     for r in rows:
         rec = scores[r["id"]]
         if o.untrimmed == "snippet":
-            # A video kept by its query's rank floor (select's min_keep) counts frames from that floor.
-            threshold = min(o.frame_threshold, r.get("query_floor") or 1.0)
+            # A video kept by its query's rank floor (select's min_keep), or by a calibrated class
+            # threshold below frame_threshold, counts frames from there.
+            threshold = frame_threshold(o, r)
             positive = positive_frames(np.array(rec["frame_probs"]), r["label"], threshold)
             n = int(min(o.snippets_per_video, max(1, positive.sum() // o.snippet_pos)))
             rng = np.random.default_rng([o.seed, int(r["id"][:8], 16)])
@@ -120,7 +126,7 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
                 raise ManifestError(f"{r['path']}: its teacher scores have no clip scores; re-run `omnisource score` "
                                     "(omni.untrimmed=clips keeps the positive clips the teacher found)")
             probs = np.array(rec["clip_probs"])
-            threshold = min(o.frame_threshold, r.get("query_floor") or 1.0)
+            threshold = frame_threshold(o, r)
             positive = [tuple(w) for w, p in zip(rec["clip_windows"], probs) if p[r["label"]] >= threshold]
             out += window_rows(r, positive)
     return out
