@@ -4,7 +4,7 @@ import json
 from typer.testing import CliRunner
 
 from omnisource.cli import app
-from test_transfer import _media
+from media_factory import write_da_media
 
 
 def _invoke(*args, code=0):
@@ -26,7 +26,7 @@ def test_run_trains_da_then_spl_reusing_the_target_only_run(tmp_path):
 
     from omnisource.data.manifest import read_manifest
 
-    _media(tmp_path)
+    write_da_media(tmp_path)
     planted = tmp_path / "webvid" / "alpha" / "copy.mp4"  # a validation video (group 01) posted on the web
     shutil.copy(tmp_path / "videos" / "alpha" / "v_alpha_g01_c01.mp4", planted)
     ws = tmp_path / "ws"
