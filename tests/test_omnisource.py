@@ -115,7 +115,9 @@ def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed
 
 def test_calibrated_thresholds_run_through_score_and_select_into_the_selection_record(data, tmp_path):
     ws = tmp_path / "ws"
-    calib = {"omni.calibrate": "keep", "omni.calibrate_value": 0.5, "omni.calibrate_range": "[0.2,0.9]"}
+    # min_keep 0: every kept image then passed its class's threshold (the query floor keeps others).
+    calib = {"omni.calibrate": "keep", "omni.calibrate_value": 0.5, "omni.calibrate_range": "[0.2,0.9]",
+             "omni.min_keep": 0}
     out = invoke("run", *overrides(data, ws, **calib))
     assert "out-of-fold teacher probabilities of the target's training clips, 5 folds" in out
     record = json.loads((ws / "scores" / "images" / "calibration.json").read_text())

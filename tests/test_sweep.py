@@ -79,9 +79,10 @@ def test_sweeps_end_to_end_share_features_resume_and_reach_the_report(base):
     sweep_ratio(cfg, ws, [0.5, 1.0])  # finished points are skipped
     assert (ws / "sweeps" / "ratio" / "r0.5" / "point.json").stat().st_mtime_ns == stamp
 
-    # A threshold no prediction of a 2-epoch teacher reaches: the point's student cannot train, which
-    # the sweep records as the point's result and goes on.
-    sweep_labels(load_config(None, [*overrides, "omni.threshold=0.999", f"workspace={ws}"]), ws, ["50%"])
+    # A threshold no prediction of a 2-epoch teacher reaches, and no per-query floor: the point's
+    # student cannot train, which the sweep records as the point's result and goes on.
+    sweep_labels(load_config(None, [*overrides, "omni.threshold=0.999", "omni.min_keep=0", f"workspace={ws}"]), ws,
+                 ["50%"])
     full = read_manifest(ws / "sweeps" / "labels" / "_target" / "manifests" / "target.parquet").rows
     sub = read_manifest(ws / "sweeps" / "labels" / "50pct" / "manifests" / "target.validated.parquet").rows
     assert sorted(r["id"] for r in sub if r["split"] == "val") == sorted(r["id"] for r in full if r["split"] == "val")
