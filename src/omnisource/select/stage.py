@@ -61,8 +61,9 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                 prob[i] = np.asarray(rec["frame_probs"])[:, qcls[i]].max()
             if rule == "confidence":
                 pred[i] = qcls[i]
-    per_sample = sample_thresholds(threshold if thresholds is None else thresholds, pred)
-    keep = keep_mask(pred, prob, qcls, rule, threshold if thresholds is None else thresholds)
+    t = threshold if thresholds is None else thresholds
+    per_sample = sample_thresholds(t, pred)
+    keep = keep_mask(pred, prob, qcls, rule, t)
     floor = np.full(len(scored), np.inf)
     if min_keep > 0 and rule != "none":  # "none" keeps every sample that has a class anyway
         if rule == "confidence":  # rank by the teacher's top-1 within each query
