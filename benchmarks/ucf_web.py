@@ -846,7 +846,9 @@ def main(argv=None) -> int:
     full = protocol.target_split(args.data, 0, 0, args.test_root)
     videos = [r for r in full.manifest.rows if r["status"] == "ok"]
     feats.extract(videos)
-    feats.extract([r for r in videos if r["split"] != "val"], per_second=True)
+    # 1 fps for every video that can be a web video: fold 0's validation videos are the other
+    # folds' web videos (only a --test-root test set never is).
+    feats.extract([r for r in videos if args.test_root is None or r["split"] != "val"], per_second=True)
     feats.extract([new_row("images", "image", str(f)) for f in sorted((args.data / "web-sports").glob("*/*.jpg"))])
     if args.raw:
         feats.extract(protocol.web_raw_images(args.data))
