@@ -107,6 +107,13 @@ TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resa
                  "soft_targets", "soft_temperature")
 
 
+def per_second_rows(videos: list[dict], test_root: Path | None) -> list[dict]:
+    """The target videos to embed at 1 fps: every one that some fold uses as a web video. Fold
+    0's validation videos are the other folds' web videos, so all of them, unless a
+    ``--test-root`` test set (the split's ``val`` rows then) is held out, which never is."""
+    return [r for r in videos if test_root is None or r["split"] != "val"]
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -846,9 +853,7 @@ def main(argv=None) -> int:
     full = protocol.target_split(args.data, 0, 0, args.test_root)
     videos = [r for r in full.manifest.rows if r["status"] == "ok"]
     feats.extract(videos)
-    # 1 fps for every video that can be a web video: fold 0's validation videos are the other
-    # folds' web videos (only a --test-root test set never is).
-    feats.extract([r for r in videos if args.test_root is None or r["split"] != "val"], per_second=True)
+    feats.extract(per_second_rows(videos, args.test_root), per_second=True)
     feats.extract([new_row("images", "image", str(f)) for f in sorted((args.data / "web-sports").glob("*/*.jpg"))])
     if args.raw:
         feats.extract(protocol.web_raw_images(args.data))

@@ -285,3 +285,12 @@ def test_an_ensemble_and_an_own_teacher_are_not_combined_in_one_setting():
     ucf_web = _ucf_web()
     with pytest.raises(SystemExit, match="cannot be combined"):
         ucf_web.parse_setting("all+teacher=base,seed1+teacher.features.head=frames")
+
+
+def test_every_fold_s_web_videos_are_embedded_at_one_fps():
+    # Fold 0's validation videos are web videos of the other folds: leaving them out of the
+    # 1 fps cache made fold 1 fail on a cache warmed by a fold-0 run.
+    ucf_web = _ucf_web()
+    videos = [{"id": "a", "split": "train"}, {"id": "b", "split": "val"}]
+    assert [r["id"] for r in ucf_web.per_second_rows(videos, None)] == ["a", "b"]
+    assert [r["id"] for r in ucf_web.per_second_rows(videos, ucf_web.Path("test"))] == ["a"]
