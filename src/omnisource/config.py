@@ -132,7 +132,8 @@ class FeatureConfig:
     # tsn, not frames: on the UCF101-6 group folds frame-level teacher and student at 20 epochs
     # pass every goal cell (k = all 96.29 against TSN's 96.27), but on the synthetic demo the
     # frame-head OmniSource arm gains 1.9 less from the same filtered data and ends 0.2 below
-    # no filter (docs/benchmarks.md, "Can the frame-level head be the default?").
+    # no filter at omni.min_keep 0.25; with min_keep 0.5 both pass, not yet adopted
+    # (docs/benchmarks.md, "Can the frame-level head be the default?").
     head: Literal["tsn", "linear", "frames", "temporal"] = opt(
         "tsn", "head trained on the features; frames = the TSN head trained at frame level (each frame's own "
         "loss, softmax averaged over frames at test time; a web image trains as one frame)")
