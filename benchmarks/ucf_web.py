@@ -70,7 +70,7 @@ from omnisource.evaluate.folds import summarise_setting
 from omnisource.features.cache import extract_features, load_features
 from omnisource.models import create_backbone
 from omnisource.train.build import feature_model_and_loaders
-from omnisource.select.stage import calibrated_thresholds, select_rows
+from omnisource.select.stage import calibrated_thresholds, evidence_of, select_rows
 from omnisource.teacher.calibrate import crossfit
 from omnisource.teacher.score import score_clips, score_untrimmed
 from omnisource.train.joint import aux_arrays, epoch_steps, feature_source, soft_labels, with_features
@@ -289,7 +289,7 @@ def build_aux(cfg: Config, src: WebSourceConfig, ws: WebSet, scores: dict, class
     stats, training rows, selected rows). ``thresholds``: per-class filter thresholds
     (``omni.calibrate``, from ``select.stage.calibrated_thresholds``)."""
     rows, stats = select_rows(ws.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                              min_keep=cfg.omni.min_keep, thresholds=thresholds)
+                              min_keep=cfg.omni.min_keep, evidence=evidence_of(cfg), thresholds=thresholds)
     kept = [r for r in rows if r["status"] == "ok" and r.get("label") is not None]
     if src.kind == "image":
         train_rows = image_rows(kept, "still", classes, Path("unused-motion.npz"), 1.0, cfg.omni.seed)
@@ -623,7 +623,9 @@ def run_unit(args, feats: Features, k: int, fold: int, val_groups, seed: int, re
                           "kept_per_class": stats["kept_per_class"], **stats.get("filter", {}),
                           **({"thresholds": calibration["thresholds"]} if calibration else {}),
                           **({"frame_precision": untrimmed_precision(train_rows, webs[name])}
-                             if name in SNIPPETS else {})})
+                             if name in SNIPPETS else {}),
+                          **({"frames_scored": stats["frames"]["scored"], "frames_kept": stats["frames"]["kept"]}
+                             if "frames" in stats else {})})
             key = student_key(scfg, aux)
             if last and key in trained:  # the same head as an arm already trained in this run
                 m, s = trained[key]
@@ -674,7 +676,8 @@ def diag_rows(diag: dict) -> list[dict]:
         if setting == "per_query":
             continue
         row = {"setting": setting, "k": "all" if k == 0 else k, "source": name}
-        for key in ("scored", "kept", "samples", "precision", "recall", "frame_precision"):
+        for key in ("scored", "kept", "samples", "precision", "recall", "frame_precision", "frames_scored",
+                    "frames_kept"):
             vals = [i[key] for i in items if key in i and i[key] == i[key]]
             if vals:
                 row[key] = float(np.mean(vals))

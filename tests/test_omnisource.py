@@ -67,7 +67,8 @@ def invoke(*args):
     return result.output
 
 
-@pytest.mark.parametrize("image_to_clip, untrimmed", [("perspective", "snippet"), ("translation", "clips")])
+@pytest.mark.parametrize("image_to_clip, untrimmed", [("perspective", "snippet"), ("translation", "clips"),
+                                                      ("translation", "frames")])
 def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed):
     ws = tmp_path / "ws"
     dedup = "true" if image_to_clip == "perspective" else "false"
@@ -100,6 +101,12 @@ def test_run_chain_produces_every_stage(data, tmp_path, image_to_clip, untrimmed
     utrain = read_manifest(ws / "manifests" / "train_untrimmed.parquet").rows
     if untrimmed == "snippet":
         assert utrain and all(len(r["frame_indices"]) == 1 for r in utrain)  # 1 positive + 0 negative
+    elif untrimmed == "frames":  # one sample per frame select kept, each with its frame's label
+        uaux = [r for r in read_manifest(ws / "manifests" / "aux_untrimmed.parquet").rows if r["status"] == "ok"]
+        assert uaux and sorted((r["parent_id"], r["frame_indices"][0], r["label"]) for r in utrain) == sorted(
+            (r["id"], i, c) for r in uaux for i, c in zip(r["kept_frames"], r["frame_labels"]))
+        usel = json.loads((ws / "selection" / "untrimmed.json").read_text())
+        assert usel["frames"]["kept"] == len(utrain) <= usel["frames"]["scored"]
     else:
         assert all(r["end_s"] - r["start_s"] <= 2.0 for r in utrain)
     log = [json.loads(line) for line in (ws / "runs" / "omnisource" / "log.jsonl").read_text().splitlines()]

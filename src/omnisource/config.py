@@ -223,7 +223,11 @@ class OmniConfig:
     image_to_clip: Literal["still", "translation", "translation_random", "perspective",
                            "perspective_class"] = opt("still", "how a web image becomes a clip")
     warp_scale: float = opt(1.0, "scales the fitted homography covariance")
-    untrimmed: Literal["snippet", "clips"] = opt("snippet", "untrimmed videos: 1 fps snippets or positive clips")
+    # frames: every 1 fps frame filtered by itself, each kept frame a one-frame sample (the naive
+    # method's volume, issue 11; feature mode).
+    untrimmed: Literal["snippet", "clips", "frames"] = opt(
+        "snippet", "untrimmed videos: 1 fps snippets, positive clips, or every frame the filter keeps (frames, "
+                   "needs mode=features)")
     frame_threshold: float = opt(0.5, "a frame (clip) of an untrimmed video is positive at this probability")
     snippet_pos: int = opt(1, "positive frames per snippet")
     # 0, not the paper's 2 (Table 14): the negatives of a snippet still carry the video's label, and

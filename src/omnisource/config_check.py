@@ -46,6 +46,8 @@ def validate(cfg: Config, teachers: bool = True) -> None:
          "soft targets need mode=features (pixel-mode clips train on their labels; set it to 0)"),
         ("omni.soft_temperature", cfg.omni.soft_temperature > 0, "must be positive"),
         ("omni.frame_threshold", 0 <= cfg.omni.frame_threshold <= 1, "must be in [0, 1]"),
+        ("omni.untrimmed", cfg.omni.untrimmed != "frames" or cfg.mode == "features",
+         "frames filters each cached 1 fps frame by itself: it needs mode=features (use snippet or clips)"),
         ("omni.snippet_pos", cfg.omni.snippet_pos >= 1, "must be at least 1"),
         ("omni.snippet_neg", cfg.omni.snippet_neg >= 0, "must be 0 or more"),
         ("omni.resample_clip", cfg.omni.resample != "clip" or cfg.omni.resample_clip > 0,

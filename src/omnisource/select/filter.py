@@ -179,6 +179,34 @@ def query_floor(query_prob: np.ndarray, group: np.ndarray, min_keep: float) -> n
     return floor
 
 
+def frame_filter(frame_probs: list[np.ndarray], query_class: np.ndarray, rule: str, threshold: float | np.ndarray,
+                 min_keep: float = 0.0, group: np.ndarray | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each 1 fps frame of each untrimmed video filtered by itself (``omni.untrimmed=frames``):
+    OmniSource §3.4 scores an untrimmed video's frames and keeps its positive ones; here the
+    filter rule (§3.2) decides per frame, as if every frame were a web image with its video's
+    query, instead of first keeping or dropping the whole video by its best frame.
+    ``frame_probs``: per video (F_i, C) teacher probabilities; ``query_class`` (N,): the class of
+    each video's query (-1 = none); ``min_keep``: each query's (``group``, default its class)
+    best-ranked share of *frames* is kept too (``query_floor``). Returns per video the keep mask
+    (F_i,) and the pseudo-label of each frame (F_i,)."""
+    query_class = np.asarray(query_class, np.int64)
+    lengths = [len(p) for p in frame_probs]
+    if not sum(lengths):
+        return [np.zeros(n, bool) for n in lengths], [np.zeros(n, np.int64) for n in lengths]
+    probs = np.concatenate([np.asarray(p, np.float64).reshape(n, -1) for p, n in zip(frame_probs, lengths) if n])
+    q = np.repeat(query_class, lengths)
+    pred, top = probs.argmax(1), probs.max(1)
+    keep = keep_mask(pred, top, q, rule, threshold)
+    if min_keep > 0 and rule != "none":
+        qprob = top if rule == "confidence" else np.where(q >= 0, probs[np.arange(len(q)), np.clip(q, 0, None)], 0.0)
+        g = np.repeat(query_class if group is None else np.asarray(group, np.int64), lengths)
+        keep |= qprob >= query_floor(qprob, g, min_keep)
+    labels = pseudo_labels(pred, q, rule)
+    keep &= labels >= 0
+    cuts = np.cumsum(lengths)[:-1]
+    return np.split(keep, cuts), np.split(labels.astype(np.int64), cuts)
+
+
 def pseudo_labels(pred: np.ndarray, query_class: np.ndarray, rule: str) -> np.ndarray:
     """Label of a kept sample: the query's class under agreement rules (equal to the teacher's
     top-1 there), the teacher's top-1 under ``confidence``, the query's class under ``none``."""

@@ -15,8 +15,14 @@ from ..teacher.calibrate import CALIBRATION
 from ..teacher.score import read_scores
 from ..web import query_classes, query_inputs
 from ..workspace import Workspace
-from .filter import (class_thresholds, keep_mask, map_queries, precision_recall, precision_thresholds,
+from .filter import (class_thresholds, frame_filter, keep_mask, map_queries, precision_recall, precision_thresholds,
                      pseudo_labels, query_floor, sample_thresholds)
+
+
+def evidence_of(cfg: Config) -> str:
+    """What decides for an untrimmed video under ``omni.untrimmed``: its best 1 fps frame
+    (``snippet``), its best clip (``clips``), or each frame by itself (``frames``, ``per_frame``)."""
+    return {"snippet": "frames", "clips": "clips", "frames": "per_frame"}[cfg.omni.untrimmed]
 
 
 def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], rule: str, threshold: float,
@@ -26,7 +32,10 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
     """Rows with ``label`` set (kept) or ``status=rejected`` and a reason; plus statistics.
     ``query_index`` (query -> class, ``web.query_classes``) replaces mapping by ``query_map``.
     ``evidence``: what decides for an untrimmed video, its best 1 fps frame (``frames``, for
-    snippets) or its best ``omni.clip_seconds`` clip (``clips``, OmniSource §3.5).
+    snippets) or its best ``omni.clip_seconds`` clip (``clips``, OmniSource §3.5), or each
+    frame by itself (``per_frame``, ``filter.frame_filter``): a video is kept when some frame
+    is, and records its kept frames (``kept_frames``) with their pseudo-labels (``frame_labels``);
+    ``min_keep`` then ranks frames, not videos.
 
     ``min_keep``: each query also keeps its ``min_keep`` share of samples with the highest
     teacher probability of its class (of the teacher's top-1 under ``confidence``;
@@ -80,6 +89,11 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
     labels = pseudo_labels(pred, qcls, rule)
     # Under rule "none" a query that names no class cannot give a label.
     keep &= labels >= 0
+    frames = _per_frame(scored, scores, untrimmed, qcls, rule, t, min_keep, queries) if evidence == "per_frame" else {}
+    for i, (kept_idx, kept_labels, _) in frames.items():
+        keep[i], floor[i] = len(kept_idx) > 0, np.inf
+        if len(kept_idx):  # the video's label: its kept frames' most common one (each frame keeps its own)
+            labels[i] = Counter(kept_labels.tolist()).most_common(1)[0][0]
     out, by_id = [], {r["id"]: i for i, r in enumerate(scored)}
     for r in rows:
         r = dict(r)
@@ -92,8 +106,12 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
         elif r["id"] in by_id:
             i = by_id[r["id"]]
             r["teacher_pred"], r["teacher_prob"] = int(pred[i]), float(prob[i])
+            if i in frames:
+                r["frames_scored"], r["frames_kept"] = frames[i][2], len(frames[i][0])
             if keep[i]:
                 r["label"] = int(labels[i])
+                if i in frames:
+                    r["kept_frames"], r["frame_labels"] = frames[i][0].tolist(), frames[i][1].tolist()
                 if np.isfinite(floor[i]):
                     r["query_floor"] = float(floor[i])
                 if thresholds is not None:
@@ -102,9 +120,28 @@ def select_rows(rows: list[dict], scores: dict[str, dict], classes: list[str], r
                 r["status"] = "rejected"
                 r["drop_reason"], r["reason"] = _why(rule, prob[i], per_sample[i], pred[i], qcls[i], classes,
                                                      r.get("weak_labels"))
+                if i in frames and qcls[i] >= 0:
+                    r["reason"] = f"none of its {frames[i][2]} frames passes the {rule} filter (best frame: {r['reason']})"
         out.append(r)
     stats = _stats(out, scored, keep, labels, classes)
+    if frames:
+        stats["frames"] = {"scored": int(sum(f[2] for f in frames.values())),
+                           "kept": int(sum(len(f[0]) for f in frames.values()))}
     return out, stats
+
+
+def _per_frame(scored, scores, untrimmed, qcls, rule, threshold, min_keep, queries) -> dict:
+    """index of an untrimmed row in ``scored`` -> (its kept frame indices, their pseudo-labels,
+    its frame count), from ``frame_filter`` over the frames of every untrimmed video at once (so
+    ``min_keep`` ranks a query's frames across its videos)."""
+    idx = np.flatnonzero(untrimmed)
+    if not len(idx):
+        return {}
+    probs = [np.asarray(scores[scored[i]["id"]]["frame_probs"], np.float64) for i in idx]
+    group = qcls[idx] if rule != "confidence" else np.array(
+        [queries.index((scored[i].get("weak_labels") or [""])[0]) if scored[i].get("weak_labels") else -1 for i in idx])
+    masks, labels = frame_filter(probs, qcls[idx], rule, threshold, min_keep, group)
+    return {int(i): (np.flatnonzero(m), lab[m], len(m)) for i, m, lab in zip(idx, masks, labels)}
 
 
 def calibrated_thresholds(cfg: Config, record: dict | None, classes: list[str]) -> tuple[np.ndarray | None, dict]:
@@ -159,7 +196,7 @@ def _stats(out, scored, keep, labels, classes) -> dict:
 
 @stage("select", lambda cfg, ws: {
     **config_inputs(cfg, "omni.filter", "omni.threshold", "omni.min_keep", "omni.calibrate", "omni.calibrate_value",
-                    "omni.calibrate_range",
+                    "omni.calibrate_range", "omni.untrimmed",
                     "web"), **query_inputs(ws),
     **file_inputs(ws, [ws.target_manifest()] + [p for s in cfg.web for p in (ws.web(s.name), ws.scores(s.name))])},
     lambda cfg, ws: [p for s in cfg.web for p in (ws.web(s.name, "aux"), ws.selection(s.name))])
@@ -178,8 +215,7 @@ def select_stage(cfg: Config, workspace) -> list[Path]:
         thresholds, calibration = calibrated_thresholds(
             cfg, json.loads(calib.read_text()) if calib.exists() else None, classes)
         rows, stats = select_rows(manifest.rows, scores, classes, cfg.omni.filter, cfg.omni.threshold, src.query_map,
-                                  index, cfg.omni.min_keep, "clips" if cfg.omni.untrimmed == "clips" else "frames",
-                                  thresholds)
+                                  index, cfg.omni.min_keep, evidence_of(cfg), thresholds)
         if calibration:
             stats["calibration"] = calibration
         info = ws.scores_info(src.name)

@@ -4,7 +4,8 @@ fit-motion: homographies between consecutive frames of the target training video
 Gaussian (class-agnostic and per class) and saved to ``motion.npz``.
 transform: kept web samples → training rows in the target format: images → pseudo-clips
 (rendered when embedded), trimmed videos as they are, untrimmed videos → snippets of k positive
-+ m negative 1 fps frames, or positive 10 s clips.
++ m negative 1 fps frames, each frame the filter kept (``omni.untrimmed=frames``), or positive
+10 s clips.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..stamps import config_inputs, file_inputs, stage
 from ..teacher.score import read_scores
 from ..workspace import Workspace
 from .image_to_clip import estimate_homographies, fit_gaussian, load_motion, save_motion
-from .untrimmed import positive_frames, select_snippet, window_rows
+from .untrimmed import frame_rows, positive_frames, select_snippet, window_rows
 
 
 MIN_PER_CLASS = 10  # homographies a class needs for a fit of its own
@@ -106,7 +107,9 @@ def untrimmed_rows(rows: list[dict], scores: dict, cfg: Config) -> list[dict]:
     out = []
     for r in rows:
         rec = scores[r["id"]]
-        if o.untrimmed == "snippet":
+        if o.untrimmed == "frames":
+            out += frame_rows(r)
+        elif o.untrimmed == "snippet":
             # A video kept by its query's rank floor (select's min_keep), or by a calibrated class
             # threshold below frame_threshold, counts frames from there.
             threshold = frame_threshold(o, r)

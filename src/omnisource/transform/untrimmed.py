@@ -3,6 +3,8 @@
 For 2D students: frames at 1 fps are scored by the teacher and split into positive and
 negative frames; a snippet of k positive + m negative frames (the paper's best: 1 + 2; the
 default ``omni.snippet_neg`` is 0, measured in docs/benchmarks.md) becomes a sample.
+Per frame (``omni.untrimmed=frames``): select filters every 1 fps frame by itself and each
+frame it kept becomes a one-frame sample with its own pseudo-label.
 For 3D students: the video is cut into 10 s clips, the teacher scores each clip, and the
 positive clips are kept.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.manifest import make_id
+from ..data.manifest import ManifestError, make_id
 
 
 def positive_frames(frame_scores: np.ndarray, label: int, threshold: float) -> np.ndarray:
@@ -70,3 +72,15 @@ def window_rows(row: dict, windows: list[tuple[float, float]]) -> list[dict]:
     that window gets everywhere (scoring, ``transform``, domain adaptation)."""
     return [dict(row, id=make_id(row["source"], row["path"], float(a), float(b)), parent_id=row["id"], start_s=float(a),
                  end_s=float(b)) for a, b in windows]
+
+
+def frame_rows(row: dict) -> list[dict]:
+    """One single-frame sample per frame that select kept (``kept_frames``, labelled with its
+    ``frame_labels``) of a kept untrimmed video, in the snippet format (``frame_indices``)."""
+    frames, labels = row.get("kept_frames"), row.get("frame_labels")
+    if frames is None or labels is None or len(frames) != len(labels):
+        raise ManifestError(f"{row.get('path', row['id'])}: no per-frame selection (kept_frames); re-run `omnisource "
+                         "select` with omni.untrimmed=frames")
+    base = {k: v for k, v in row.items() if k not in ("kept_frames", "frame_labels")}
+    return [dict(base, id=make_id(row["source"], f"{row['path']}#frame{int(i)}"), parent_id=row["id"],
+                 frame_indices=[int(i)], label=int(c)) for i, c in zip(frames, labels)]
