@@ -108,9 +108,9 @@ TRAINING_OMNI = ("prior_correction", "align", "resample", "resample_clip", "resa
 
 
 def per_second_rows(videos: list[dict], test_root: Path | None) -> list[dict]:
-    """The target videos to embed at 1 fps: every one that some fold uses as a web video. Fold
-    0's validation videos are the other folds' web videos, so all of them, unless a
-    ``--test-root`` test set (the split's ``val`` rows then) is held out, which never is."""
+    """The target videos to embed at 1 fps: every one that some fold uses as a web video. Under
+    cross-validation that is all of them (one fold's validation videos are the other folds' web
+    videos); with ``--test-root`` the test set (the split's ``val`` rows) is never a web video."""
     return [r for r in videos if test_root is None or r["split"] != "val"]
 
 

@@ -80,7 +80,7 @@ def frame_rows(row: dict) -> list[dict]:
     frames, labels = row.get("kept_frames"), row.get("frame_labels")
     if frames is None or labels is None or len(frames) != len(labels):
         raise ManifestError(f"{row.get('path', row['id'])}: no per-frame selection (kept_frames); re-run `omnisource "
-                         "select` with omni.untrimmed=frames")
+                            "select` with omni.untrimmed=frames")
     base = {k: v for k, v in row.items() if k not in ("kept_frames", "frame_labels")}
     return [dict(base, id=make_id(row["source"], f"{row['path']}#frame{int(i)}"), parent_id=row["id"],
                  frame_indices=[int(i)], label=int(c)) for i, c in zip(frames, labels)]
